@@ -1,0 +1,104 @@
+#include "common/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+
+namespace tern {
+namespace {
+
+absl::Status CheckKeys(const YAML::Node& node, const std::string& where,
+                       const std::set<std::string>& allowed) {
+  if (!node.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping"));
+  for (const auto& kv : node) {
+    const std::string key = kv.first.as<std::string>();
+    if (!allowed.count(key)) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown key '", key, "' (known: ",
+                                                     absl::StrJoin(allowed, ", "), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+void Read(const YAML::Node& node, const char* key, T* out) {
+  if (node[key]) *out = node[key].as<T>();
+}
+
+absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
+  ClusterConfig config;
+  if (!root || root.IsNull()) return config;
+  TERN_RETURN_IF_ERROR(CheckKeys(root, "tern.yaml", {"model", "worker", "router", "gateway"}));
+  if (const YAML::Node m = root["model"]) {
+    TERN_RETURN_IF_ERROR(CheckKeys(m, "model", {"path", "served_name", "max_model_len"}));
+    Read(m, "path", &config.model.path);
+    Read(m, "served_name", &config.model.served_name);
+    Read(m, "max_model_len", &config.model.max_model_len);
+  }
+  if (const YAML::Node w = root["worker"]) {
+    TERN_RETURN_IF_ERROR(CheckKeys(w, "worker", {"listen", "max_num_seqs", "max_queue",
+                                                 "kv_block_size", "threads", "metrics_listen"}));
+    Read(w, "listen", &config.worker.listen);
+    Read(w, "max_num_seqs", &config.worker.max_num_seqs);
+    Read(w, "max_queue", &config.worker.max_queue);
+    Read(w, "kv_block_size", &config.worker.kv_block_size);
+    Read(w, "threads", &config.worker.threads);
+    Read(w, "metrics_listen", &config.worker.metrics_listen);
+  }
+  if (const YAML::Node r = root["router"]) {
+    TERN_RETURN_IF_ERROR(CheckKeys(r, "router", {"listen", "policy", "workers", "health_interval_ms",
+                                                 "health_timeout_ms", "metrics_listen"}));
+    Read(r, "listen", &config.router.listen);
+    Read(r, "policy", &config.router.policy);
+    Read(r, "workers", &config.router.workers);
+    Read(r, "health_interval_ms", &config.router.health_interval_ms);
+    Read(r, "health_timeout_ms", &config.router.health_timeout_ms);
+    Read(r, "metrics_listen", &config.router.metrics_listen);
+  }
+  if (const YAML::Node g = root["gateway"]) {
+    TERN_RETURN_IF_ERROR(CheckKeys(g, "gateway", {"listen", "router", "max_body_bytes",
+                                                  "request_timeout_s", "io_threads", "api_keys"}));
+    Read(g, "listen", &config.gateway.listen);
+    Read(g, "router", &config.gateway.router);
+    Read(g, "max_body_bytes", &config.gateway.max_body_bytes);
+    Read(g, "request_timeout_s", &config.gateway.request_timeout_s);
+    Read(g, "io_threads", &config.gateway.io_threads);
+    Read(g, "api_keys", &config.gateway.api_keys);
+  }
+  if (config.worker.max_num_seqs <= 0) {
+    return absl::InvalidArgumentError("worker.max_num_seqs must be positive");
+  }
+  if (config.worker.kv_block_size <= 0) {
+    return absl::InvalidArgumentError("worker.kv_block_size must be positive");
+  }
+  if (config.gateway.max_body_bytes <= 0) {
+    return absl::InvalidArgumentError("gateway.max_body_bytes must be positive");
+  }
+  return config;
+}
+
+}  // namespace
+
+absl::StatusOr<ClusterConfig> ParseClusterConfig(const std::string& yaml_text) {
+  try {
+    return ParseNode(YAML::Load(yaml_text));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("tern.yaml: ", e.what()));
+  }
+}
+
+absl::StatusOr<ClusterConfig> LoadClusterConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open config file ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseClusterConfig(text.str());
+}
+
+}  // namespace tern

@@ -1,0 +1,70 @@
+// tern.yaml: one file describes the whole cluster; each binary reads its own
+// section and its flags override it. Loading never throws: yaml-cpp's
+// exceptions become InvalidArgument/NotFound statuses naming the key.
+#ifndef TERN_COMMON_CONFIG_H_
+#define TERN_COMMON_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tern {
+
+struct ModelSection {
+  // Hugging Face model directory.
+  std::string path;
+  // Name clients use; defaults to the directory's base name.
+  std::string served_name;
+  // 0: the checkpoint's max_position_embeddings (capped by the worker).
+  int32_t max_model_len = 0;
+};
+
+struct WorkerSection {
+  std::string listen = "127.0.0.1:50061";
+  // Sequences the worker accepts at once; more wait in its queue.
+  int32_t max_num_seqs = 8;
+  // Requests waiting in the worker beyond max_num_seqs before RESOURCE_EXHAUSTED.
+  int32_t max_queue = 256;
+  int32_t kv_block_size = 16;
+  // Compute threads; 0 means every core of the machine.
+  int32_t threads = 0;
+  std::string metrics_listen;  // empty: no /metrics endpoint
+};
+
+struct RouterSection {
+  std::string listen = "127.0.0.1:50051";
+  std::string policy = "round-robin";
+  std::vector<std::string> workers;
+  int32_t health_interval_ms = 1000;
+  // Time a worker may take to answer a health check.
+  int32_t health_timeout_ms = 1000;
+  std::string metrics_listen;
+};
+
+struct GatewaySection {
+  std::string listen = "127.0.0.1:8000";
+  std::string router = "127.0.0.1:50051";
+  int64_t max_body_bytes = 1 << 20;
+  // Default request timeout when the client gives none.
+  int32_t request_timeout_s = 600;
+  int32_t io_threads = 0;  // 0: one per core
+  std::vector<std::string> api_keys;
+};
+
+struct ClusterConfig {
+  ModelSection model;
+  WorkerSection worker;
+  RouterSection router;
+  GatewaySection gateway;
+};
+
+// Parses YAML text. Unknown keys are rejected so typos do not pass silently.
+absl::StatusOr<ClusterConfig> ParseClusterConfig(const std::string& yaml_text);
+// Reads and parses a file; NotFound when it does not exist.
+absl::StatusOr<ClusterConfig> LoadClusterConfig(const std::string& path);
+
+}  // namespace tern
+
+#endif  // TERN_COMMON_CONFIG_H_
