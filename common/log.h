@@ -33,16 +33,16 @@ class LogMessage {
 
 }  // namespace tern
 
-#define TERN_LOG(level)                                          \
-  if (!::tern::LogEnabled(::tern::LogLevel::k##level)) {         \
-  } else                                                         \
-    ::tern::internal::LogMessage(::tern::LogLevel::k##level).stream()
+// A one-pass `for` instead of if/else: safe inside an unbraced if.
+#define TERN_LOG(level)                                                             \
+  for (bool tern_log_on_ = ::tern::LogEnabled(::tern::LogLevel::k##level); tern_log_on_; \
+       tern_log_on_ = false)                                                        \
+  ::tern::internal::LogMessage(::tern::LogLevel::k##level).stream()
 
 // Aborts with a message: for impossible states only, never for request data.
-#define TERN_CHECK(cond)                                                         \
-  if (cond) {                                                                    \
-  } else                                                                         \
-    ::tern::internal::FatalMessage(__FILE__, __LINE__, #cond).stream()
+#define TERN_CHECK(cond)                                              \
+  for (bool tern_check_failed_ = !(cond); tern_check_failed_;)       \
+  ::tern::internal::FatalMessage(__FILE__, __LINE__, #cond).stream()
 
 namespace tern::internal {
 class FatalMessage {

@@ -1,0 +1,29 @@
+// tern: the operator's command. `tern up` runs a local cluster, `tern model`
+// makes and inspects checkpoints.
+#include <cstring>
+#include <iostream>
+
+#include "cli/model_command.h"
+#include "cli/up_command.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: tern <command> [flags]\n"
+    "  up      start a local cluster (workers, router, gateway) in the foreground\n"
+    "  model   synth: write a synthetic checkpoint; inspect: check a checkpoint\n"
+    "Run `tern <command> --help` for its flags.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  if (command == "up") return tern::cli::RunUpCommand(argc, argv, 2);
+  if (command == "model") return tern::cli::RunModelCommand(argc, argv, 2);
+  std::cerr << "tern: unknown command '" << command << "'\n" << kUsage;
+  return 2;
+}

@@ -1,0 +1,257 @@
+#include "cli/up_command.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cli/process_supervisor.h"
+#include "common/config.h"
+#include "common/flags.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "tern/v1/router.grpc.pb.h"
+
+namespace tern::cli {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: tern up --model DIR [--port 8000] [--workers N] [--policy round-robin]\n"
+    "               [--config tern.yaml] [--host 127.0.0.1] [--max-num-seqs N]\n"
+    "               [--max-model-len N] [--served-model-name NAME] [--log-level info]\n";
+
+using Clock = std::chrono::steady_clock;
+
+void Say(const std::string& line) { std::cout << "[tern up] " << line << std::endl; }
+
+std::filesystem::path BinDir() {
+  return std::filesystem::read_symlink("/proc/self/exe").parent_path();
+}
+
+bool WorkerServing(const std::string& address) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  grpc::health::v1::HealthCheckResponse response;
+  return stub->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &response).ok() &&
+         response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+int RouterReadyWorkers(const std::string& address) {
+  auto stub = tern::v1::Router::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  tern::v1::ListModelsResponse response;
+  if (!stub->ListModels(&ctx, tern::v1::ListModelsRequest(), &response).ok()) return 0;
+  int ready = 0;
+  for (const auto& card : response.models()) ready += card.ready_workers();
+  return ready;
+}
+
+// GET /health on the gateway; true on a 200.
+bool GatewayHealthy(const std::string& host, int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, host == "0.0.0.0" ? "127.0.0.1" : host.c_str(), &addr.sin_addr);
+  timeval timeout{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  bool ok = false;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string request = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+      char buf[64] = {};
+      const ssize_t n = read(fd, buf, sizeof(buf) - 1);
+      ok = n > 12 && std::string(buf, n).find(" 200 ") != std::string::npos;
+    }
+  }
+  close(fd);
+  return ok;
+}
+
+volatile sig_atomic_t g_stop_signal = 0;
+void OnStopSignal(int signal_number) { g_stop_signal = signal_number; }
+
+// Waits until `ready()` or a child exits or a signal arrives or `limit` passes.
+bool WaitUntil(ProcessSupervisor& supervisor, const std::string& what,
+               std::chrono::seconds limit, const std::function<bool()>& ready) {
+  const auto start = Clock::now();
+  auto last_note = start;
+  while (!g_stop_signal) {
+    if (ready()) return true;
+    if (auto exited = supervisor.ReapExited()) {
+      Say(absl::StrCat("error: ", *exited, " while waiting for ", what));
+      return false;
+    }
+    if (Clock::now() - start > limit) {
+      Say(absl::StrCat("error: ", what, " not ready after ", limit.count(), " s"));
+      return false;
+    }
+    if (Clock::now() - last_note > std::chrono::seconds(5)) {
+      last_note = Clock::now();
+      Say(absl::StrCat("still waiting for ", what, " (",
+                       std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start).count(),
+                       " s)"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+}  // namespace
+
+int RunUpCommand(int argc, char** argv, int first) {
+  auto flags = Flags::Parse(argc, argv, first,
+                            {"model", "port", "workers", "policy", "config", "host",
+                             "max-num-seqs", "max-model-len", "served-model-name", "log-level"},
+                            {"help"});
+  if (!flags.ok()) {
+    std::cerr << "tern up: " << flags.status().message() << "\n" << kUsage;
+    return 2;
+  }
+  if (flags->Has("help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  ClusterConfig config;
+  const std::string config_path = flags->GetOr("config", "");
+  if (!config_path.empty()) {
+    auto loaded = LoadClusterConfig(config_path);
+    if (!loaded.ok()) {
+      std::cerr << "tern up: " << loaded.status().message() << "\n";
+      return 2;
+    }
+    config = *loaded;
+  }
+  if (auto v = flags->Get("model")) config.model.path = *v;
+  if (config.model.path.empty()) {
+    std::cerr << "tern up: --model DIR is required\n" << kUsage;
+    return 2;
+  }
+  if (!std::filesystem::exists(std::filesystem::path(config.model.path) / "config.json")) {
+    std::cerr << "tern up: " << config.model.path << " is not a model directory (no config.json)\n";
+    return 2;
+  }
+  auto port = flags->GetInt("port");
+  auto workers = flags->GetInt("workers");
+  if (!port.ok() || !workers.ok()) {
+    std::cerr << "tern up: " << (!port.ok() ? port.status() : workers.status()).message() << "\n";
+    return 2;
+  }
+  const std::string host = flags->GetOr("host", "127.0.0.1");
+  const int gateway_port = port->value_or(8000);
+  const int num_workers = static_cast<int>(workers->value_or(1));
+  if (num_workers < 1 || num_workers > 64) {
+    std::cerr << "tern up: --workers must be in [1, 64]\n";
+    return 2;
+  }
+  const std::string policy = flags->GetOr("policy", config.router.policy);
+  const std::string log_level = flags->GetOr("log-level", "info");
+
+  // Ctrl-C reaches the whole foreground process group; the children stop on
+  // their own and the supervisor waits for them.
+  signal(SIGINT, OnStopSignal);
+  signal(SIGTERM, OnStopSignal);
+  const std::filesystem::path bin = BinDir();
+  ProcessSupervisor supervisor;
+
+  std::vector<std::string> worker_addresses;
+  for (int i = 0; i < num_workers; ++i) {
+    auto worker_port = PickFreePort();
+    if (!worker_port.ok()) {
+      std::cerr << "tern up: " << worker_port.status().message() << "\n";
+      return 1;
+    }
+    const std::string address = absl::StrCat("127.0.0.1:", *worker_port);
+    std::vector<std::string> args = {(bin / "tern-worker").string(), "--model", config.model.path,
+                                     "--listen", address, "--log-level", log_level};
+    if (!config_path.empty()) args.insert(args.end(), {"--config", config_path});
+    for (const char* name : {"max-num-seqs", "max-model-len", "served-model-name"}) {
+      if (auto v = flags->Get(name)) args.insert(args.end(), {std::string("--") + name, *v});
+    }
+    Say(absl::StrCat("starting worker ", i + 1, "/", num_workers, " on ", address));
+    if (auto started = supervisor.Start(absl::StrCat("worker ", i + 1), args); !started.ok()) {
+      std::cerr << "tern up: " << started.status().message() << "\n";
+      return 1;
+    }
+    worker_addresses.push_back(address);
+  }
+  Say("loading the model in each worker");
+  for (const std::string& address : worker_addresses) {
+    if (!WaitUntil(supervisor, "worker " + address, std::chrono::seconds(600),
+                   [&] { return WorkerServing(address); })) {
+      return g_stop_signal ? 0 : 1;
+    }
+  }
+
+  auto router_port = PickFreePort();
+  if (!router_port.ok()) return 1;
+  const std::string router_address = absl::StrCat("127.0.0.1:", *router_port);
+  Say(absl::StrCat("starting router on ", router_address, " (policy ", policy, ")"));
+  std::vector<std::string> router_args = {(bin / "tern-router").string(),
+                                          "--listen", router_address,
+                                          "--workers", absl::StrJoin(worker_addresses, ","),
+                                          "--policy", policy, "--log-level", log_level};
+  if (!config_path.empty()) router_args.insert(router_args.end(), {"--config", config_path});
+  if (!supervisor.Start("router", router_args).ok()) return 1;
+  if (!WaitUntil(supervisor, "router", std::chrono::seconds(60),
+                 [&] { return RouterReadyWorkers(router_address) == num_workers; })) {
+    return g_stop_signal ? 0 : 1;
+  }
+
+  const std::string gateway_listen = absl::StrCat(host, ":", gateway_port);
+  Say(absl::StrCat("starting gateway on http://", gateway_listen));
+  std::vector<std::string> gateway_args = {(bin / "tern-gateway").string(),
+                                           "--listen", gateway_listen,
+                                           "--router", router_address,
+                                           "--model", config.model.path,
+                                           "--log-level", log_level};
+  if (!config_path.empty()) gateway_args.insert(gateway_args.end(), {"--config", config_path});
+  if (auto v = flags->Get("served-model-name")) {
+    gateway_args.insert(gateway_args.end(), {"--served-model-name", *v});
+  }
+  if (!supervisor.Start("gateway", gateway_args).ok()) return 1;
+  if (!WaitUntil(supervisor, "gateway", std::chrono::seconds(60),
+                 [&] { return GatewayHealthy(host, gateway_port); })) {
+    return g_stop_signal ? 0 : 1;
+  }
+
+  const std::string base = absl::StrCat("http://", host == "0.0.0.0" ? "127.0.0.1" : host, ":",
+                                        gateway_port, "/v1");
+  std::cout << "\n[tern up] ready: " << num_workers << " worker(s), OpenAI API at " << base
+            << "\n[tern up] try:\n  curl " << base << "/models\n  curl " << base
+            << "/chat/completions -H 'Content-Type: application/json' \\\n"
+            << "    -d '{\"model\": \"<id from /v1/models>\", \"messages\": [{\"role\": \"user\", "
+               "\"content\": \"Hello!\"}], \"max_tokens\": 32}'\n"
+            << "[tern up] press Ctrl-C to stop\n"
+            << std::endl;
+
+  int exit_code = 0;
+  while (!g_stop_signal) {
+    if (auto exited = supervisor.ReapExited()) {
+      Say(absl::StrCat("error: ", *exited, "; stopping the cluster"));
+      exit_code = 1;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  Say("stopping");
+  supervisor.StopAll(std::chrono::seconds(10));
+  Say("stopped");
+  return exit_code;
+}
+
+}  // namespace tern::cli

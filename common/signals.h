@@ -1,0 +1,15 @@
+// Waiting for SIGINT/SIGTERM in main(): blocks those signals in every thread
+// (call before starting any thread) and returns the one that arrived.
+#ifndef TERN_COMMON_SIGNALS_H_
+#define TERN_COMMON_SIGNALS_H_
+
+namespace tern {
+
+// Blocks SIGINT, SIGTERM and SIGPIPE for this thread and the threads it starts later.
+void BlockTerminationSignals();
+// Waits for SIGINT or SIGTERM and returns its number.
+int WaitForTerminationSignal();
+
+}  // namespace tern
+
+#endif  // TERN_COMMON_SIGNALS_H_

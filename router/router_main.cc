@@ -1,0 +1,98 @@
+// tern-router: flags -> config -> fleet + Router service -> serve until SIGINT/SIGTERM.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "absl/strings/str_split.h"
+#include "common/config.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/signals.h"
+#include "router/fleet.h"
+#include "router/router_service.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: tern-router [--config tern.yaml] [--listen HOST:PORT] [--workers A,B,...]\n"
+    "                   [--policy round-robin] [--health-interval-ms N] [--log-level info]\n";
+
+int Run(int argc, char** argv) {
+  auto flags = tern::Flags::Parse(argc, argv, 1,
+                                  {"config", "listen", "workers", "policy", "health-interval-ms",
+                                   "log-level"},
+                                  {"help"});
+  if (!flags.ok() || flags->Has("help")) {
+    if (!flags.ok()) std::cerr << "tern-router: " << flags.status().message() << "\n";
+    std::cerr << kUsage;
+    return flags.ok() ? 0 : 2;
+  }
+  tern::InitLogging("router", tern::ParseLogLevel(flags->GetOr("log-level", "info")));
+
+  tern::ClusterConfig config;
+  if (auto path = flags->Get("config")) {
+    auto loaded = tern::LoadClusterConfig(*path);
+    if (!loaded.ok()) {
+      std::cerr << "tern-router: " << loaded.status().message() << "\n";
+      return 2;
+    }
+    config = *loaded;
+  }
+  tern::RouterSection& section = config.router;
+  if (auto v = flags->Get("listen")) section.listen = *v;
+  if (auto v = flags->Get("workers")) {
+    section.workers = absl::StrSplit(*v, ',', absl::SkipEmpty());
+  }
+  if (auto v = flags->Get("policy")) section.policy = *v;
+  auto interval = flags->GetInt("health-interval-ms");
+  if (!interval.ok()) {
+    std::cerr << "tern-router: " << interval.status().message() << "\n";
+    return 2;
+  }
+  if (*interval) section.health_interval_ms = static_cast<int32_t>(**interval);
+  if (section.policy != "round-robin") {
+    std::cerr << "tern-router: policy '" << section.policy
+              << "' is not available in this build; use round-robin\n";
+    return 2;
+  }
+  if (section.workers.empty()) {
+    std::cerr << "tern-router: no workers configured (--workers or router.workers)\n";
+    return 2;
+  }
+
+  tern::BlockTerminationSignals();
+  tern::router::FleetOptions fleet_options;
+  fleet_options.worker_addresses = section.workers;
+  fleet_options.health_interval = std::chrono::milliseconds(section.health_interval_ms);
+  fleet_options.health_timeout = std::chrono::milliseconds(section.health_timeout_ms);
+  tern::router::Fleet fleet(fleet_options);
+  fleet.Start();
+  tern::router::RouterService service(&fleet, /*max_attempts=*/3);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(section.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::cerr << "tern-router: cannot listen on " << section.listen << "\n";
+    return 1;
+  }
+  const std::string host = section.listen.substr(0, section.listen.rfind(':'));
+  TERN_LOG(Info) << "router listening on " << host << ":" << port << " with "
+                 << section.workers.size() << " worker(s), policy " << section.policy;
+
+  const int signal_number = tern::WaitForTerminationSignal();
+  TERN_LOG(Info) << "signal " << signal_number << ": shutting down";
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(argc, argv); }

@@ -1,0 +1,30 @@
+#include "router/router_service.h"
+
+#include "router/generate_relay.h"
+
+namespace tern::router {
+
+grpc::ServerWriteReactor<tern::v1::GenerateResponse>* RouterService::Generate(
+    grpc::CallbackServerContext* context, const tern::v1::RouterGenerateRequest* request) {
+  return new GenerateRelay(fleet_, max_attempts_, context, request);
+}
+
+grpc::ServerUnaryReactor* RouterService::ListModels(grpc::CallbackServerContext* context,
+                                                    const tern::v1::ListModelsRequest* /*request*/,
+                                                    tern::v1::ListModelsResponse* response) {
+  *response = fleet_->ListModels();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RouterService::ClusterState(
+    grpc::CallbackServerContext* context, const tern::v1::ClusterStateRequest* /*request*/,
+    tern::v1::ClusterStateResponse* response) {
+  *response = fleet_->ClusterState();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace tern::router

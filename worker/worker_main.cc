@@ -1,0 +1,122 @@
+// tern-worker: flags -> config -> load the model -> engine + Worker service ->
+// serve until SIGINT/SIGTERM (then drain: finish what it has, take nothing new).
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+
+#include "common/config.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/signals.h"
+#include "worker/engine.h"
+#include "worker/model.h"
+#include "worker/worker_service.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: tern-worker --model DIR [--config tern.yaml] [--listen HOST:PORT]\n"
+    "                   [--served-model-name NAME] [--max-num-seqs N] [--max-model-len N]\n"
+    "                   [--log-level info]\n";
+
+int Fail(const std::string& message) {
+  std::cerr << "tern-worker: " << message << "\n";
+  return 2;
+}
+
+int Run(int argc, char** argv) {
+  auto flags = tern::Flags::Parse(
+      argc, argv, 1,
+      {"config", "model", "listen", "served-model-name", "max-num-seqs", "max-model-len",
+       "log-level", "drain-timeout-s"},
+      {"help"});
+  if (!flags.ok()) return Fail(std::string(flags.status().message()) + "\n" + kUsage);
+  if (flags->Has("help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  tern::InitLogging("worker", tern::ParseLogLevel(flags->GetOr("log-level", "info")));
+
+  tern::ClusterConfig config;
+  if (auto path = flags->Get("config")) {
+    auto loaded = tern::LoadClusterConfig(*path);
+    if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
+    config = *loaded;
+  }
+  if (auto v = flags->Get("model")) config.model.path = *v;
+  if (auto v = flags->Get("served-model-name")) config.model.served_name = *v;
+  if (auto v = flags->Get("listen")) config.worker.listen = *v;
+  for (const auto& [name, target] :
+       {std::pair<const char*, int32_t*>{"max-num-seqs", &config.worker.max_num_seqs},
+        {"max-model-len", &config.model.max_model_len}}) {
+    auto value = flags->GetInt(name);
+    if (!value.ok()) return Fail(std::string(value.status().message()));
+    if (*value) *target = static_cast<int32_t>(**value);
+  }
+  if (config.model.path.empty()) return Fail(std::string("--model DIR is required\n") + kUsage);
+  if (config.model.served_name.empty()) {
+    config.model.served_name =
+        std::filesystem::path(config.model.path).lexically_normal().filename().string();
+    if (config.model.served_name.empty()) {
+      config.model.served_name =
+          std::filesystem::path(config.model.path).lexically_normal().parent_path().filename().string();
+    }
+  }
+
+  tern::BlockTerminationSignals();
+  TERN_LOG(Info) << "loading model from " << config.model.path;
+  const auto load_start = std::chrono::steady_clock::now();
+  auto model = tern::worker::Model::Load(config.model.path);
+  if (!model.ok()) return Fail("cannot load the model: " + std::string(model.status().message()));
+  const auto& mc = (*model)->config();
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  TERN_LOG(Info) << "model loaded in " << load_s << " s: " << mc.num_hidden_layers << " layers, hidden "
+                 << mc.hidden_size << ", vocab " << mc.vocab_size;
+
+  tern::worker::EngineOptions engine_options;
+  engine_options.max_num_seqs = config.worker.max_num_seqs;
+  engine_options.max_queue = config.worker.max_queue;
+  const int64_t model_max = mc.max_position_embeddings;
+  engine_options.max_model_len = static_cast<int32_t>(
+      config.model.max_model_len > 0 ? std::min<int64_t>(config.model.max_model_len, model_max)
+                                     : std::min<int64_t>(model_max, 8192));
+  tern::worker::Engine engine(model->get(), engine_options);
+  tern::worker::WorkerService service(
+      &engine, model->get(),
+      tern::worker::WorkerIdentity{config.model.served_name, config.worker.kv_block_size, "0.1.0"});
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config.worker.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::cerr << "tern-worker: cannot listen on " << config.worker.listen << "\n";
+    return 1;
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+  const std::string host = config.worker.listen.substr(0, config.worker.listen.rfind(':'));
+  TERN_LOG(Info) << "worker serving " << config.model.served_name << " on " << host << ":" << port
+                 << " (max_model_len " << engine_options.max_model_len << ", max_num_seqs "
+                 << engine_options.max_num_seqs << ")";
+
+  const int signal_number = tern::WaitForTerminationSignal();
+  TERN_LOG(Info) << "signal " << signal_number << ": draining";
+  server->GetHealthCheckService()->SetServingStatus(false);
+  engine.Drain();
+  auto drain_timeout = flags->GetInt("drain-timeout-s");
+  const int64_t drain_s = drain_timeout.ok() && *drain_timeout ? **drain_timeout : 30;
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(drain_s));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(argc, argv); }
