@@ -121,6 +121,8 @@ void Engine::Loop() {
       if (Step(*seq)) still_running.push_back(std::move(seq));
     }
     running_ = std::move(still_running);
+    absl::MutexLock lock(&mu_);
+    running_count_ = static_cast<int32_t>(running_.size());
   }
 }
 

@@ -42,3 +42,16 @@ TEST(ConfigTest, MissingFileIsNotFound) {
 
 }  // namespace
 }  // namespace tern
+
+namespace tern {
+namespace {
+
+TEST(ConfigTest, ExampleConfigParses) {
+  auto config = LoadClusterConfig(TERN_SOURCE_DIR "/deploy/tern.example.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->gateway.listen, "127.0.0.1:8000");
+  EXPECT_EQ(config->router.workers.size(), 1u);
+}
+
+}  // namespace
+}  // namespace tern
