@@ -35,6 +35,12 @@ Engine::~Engine() {
 absl::StatusOr<std::shared_ptr<SequenceHandle>> Engine::Submit(SequenceSpec spec, StreamSink sink) {
   const int32_t vocab = model_->config().vocab_size;
   if (spec.prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
+  for (const auto& [id, bias] : spec.logit_bias) {
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias names token id ", id, ", outside the vocabulary"));
+    }
+  }
   for (const std::vector<int32_t>* ids : {&spec.prompt, &spec.resume, &spec.stop_token_ids}) {
     for (int32_t id : *ids) {
       if (id < 0 || id >= vocab) {
@@ -146,6 +152,7 @@ bool Engine::Step(Sequence& seq) {
     Finish(seq, FinishReason::kError, -1, status);
     return false;
   }
+  for (const auto& [id, bias] : seq.spec.logit_bias) logits[id] += bias;
   const bool may_stop = seq.generated >= seq.spec.min_tokens;
   SamplingOptions sampling = seq.spec.sampling;
   // EOS and stop ids are masked until min_tokens, so they cannot be sampled early.

@@ -40,6 +40,8 @@ struct SequenceSpec {
   int32_t min_tokens = 0;
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
+  // Added to the logits of these token ids before sampling (OpenAI logit_bias).
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 // One delivery to a sequence's sink.

@@ -132,9 +132,14 @@ absl::StatusOr<SequenceSpec> SpecFromRequest(const tern::v1::GenerateRequest& re
     if (!s.ok()) return s;
   }
   if (p.top_k() < 0) return absl::InvalidArgumentError("sampling.top_k must not be negative");
-  if (p.logprobs() || p.top_logprobs() > 0 || !p.logit_bias().empty()) {
-    return absl::InvalidArgumentError(
-        "logprobs and logit_bias are not supported by this worker's engine");
+  if (p.logprobs() || p.top_logprobs() > 0) {
+    return absl::InvalidArgumentError("logprobs are not supported by this worker's engine");
+  }
+  for (const auto& [id, bias] : p.logit_bias()) {
+    if (!std::isfinite(bias) || bias < -100 || bias > 100) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sampling.logit_bias for token ", id, " must be in [-100, 100]"));
+    }
   }
   if (p.min_tokens() < 0) return absl::InvalidArgumentError("sampling.min_tokens must not be negative");
   SequenceSpec spec;
@@ -154,6 +159,7 @@ absl::StatusOr<SequenceSpec> SpecFromRequest(const tern::v1::GenerateRequest& re
   spec.min_tokens = p.min_tokens();
   spec.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
   spec.ignore_eos = p.ignore_eos();
+  for (const auto& [id, bias] : p.logit_bias()) spec.logit_bias.emplace_back(id, bias);
   return spec;
 }
 

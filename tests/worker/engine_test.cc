@@ -186,3 +186,19 @@ TEST_F(EngineTest, DrainingRefusesNewWork) {
 
 }  // namespace
 }  // namespace tern::worker
+
+namespace tern::worker {
+namespace {
+
+TEST_F(EngineTest, LogitBiasForcesAToken) {
+  Engine engine(model_.get(), EngineOptions{});
+  SequenceSpec spec = Greedy({128000, 9906}, 4);
+  spec.logit_bias = {{1234, 100.0f}};
+  const auto tokens = Tokens(RunToEnd(engine, spec));
+  EXPECT_EQ(tokens, std::vector<int32_t>(4, 1234));
+  spec.logit_bias = {{128256, 1.0f}};
+  EXPECT_EQ(engine.Submit(spec, [](StreamEvent) {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tern::worker

@@ -1,0 +1,197 @@
+#include "gateway/completion_handler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/log.h"
+#include "gateway/api_error.h"
+
+namespace tern::gateway {
+
+using tern::v1::FinishReason;
+
+void CompletionHandler::Start(const Dependencies& deps, const OpenAiRequest& request,
+                              PreparedRequest prepared, ResponseIdentity identity,
+                              std::shared_ptr<HttpExchange> exchange, absl::Time received) {
+  std::shared_ptr<CompletionHandler> handler(new CompletionHandler(
+      deps, request, prepared, std::move(identity), std::move(exchange), received));
+  handler->Begin(std::move(prepared.rpc));
+}
+
+CompletionHandler::CompletionHandler(const Dependencies& deps, const OpenAiRequest& request,
+                                     const PreparedRequest& prepared, ResponseIdentity identity,
+                                     std::shared_ptr<HttpExchange> exchange, absl::Time received)
+    : deps_(deps),
+      identity_(std::move(identity)),
+      exchange_(std::move(exchange)),
+      received_(received),
+      stream_(request.stream),
+      prompt_tokens_(prepared.prompt_tokens),
+      max_tokens_(prepared.max_tokens),
+      endpoint_label_(request.endpoint == Endpoint::kChatCompletions ? "/v1/chat/completions"
+                                                                     : "/v1/completions"),
+      detokenizer_(*deps.model->tokenizer, request.skip_special_tokens),
+      stop_matcher_(request.stop, request.include_stop_str_in_output) {}
+
+CompletionHandler::~CompletionHandler() {
+  if (!done_) deps_.metrics->RequestFinished();
+}
+
+void CompletionHandler::Begin(tern::v1::RouterGenerateRequest rpc) {
+  deps_.metrics->RequestStarted();
+  deps_.metrics->AddPromptTokens(prompt_tokens_);
+  std::weak_ptr<CompletionHandler> weak = weak_from_this();
+  exchange_->SetOnClientGone([weak] {
+    if (auto self = weak.lock()) self->OnClientGone();
+  });
+  std::shared_ptr<CompletionHandler> self = shared_from_this();
+  GenerateCallbacks callbacks;
+  callbacks.on_response = [self](tern::v1::GenerateResponse response) {
+    self->exchange_->Post([self, response = std::move(response)] { self->OnResponse(response); });
+  };
+  callbacks.on_done = [self](absl::Status status) {
+    self->exchange_->Post([self, status = std::move(status)] { self->OnDone(status); });
+  };
+  call_ = deps_.router->Generate(std::move(rpc), deps_.timeout, std::move(callbacks));
+}
+
+void CompletionHandler::OnResponse(const tern::v1::GenerateResponse& response) {
+  if (done_) return;
+  const int n = response.token_ids_size();
+  if (n > 0 && !first_token_seen_) {
+    first_token_seen_ = true;
+    deps_.metrics->ObserveTimeToFirstToken(absl::Now() - received_);
+  }
+  completion_tokens_ += n;
+  std::string text;
+  for (const int32_t id : response.token_ids()) text += detokenizer_.Append(id);
+  const FinishReason finish = response.finish_reason();
+  const bool finished =
+      finish == tern::v1::FINISH_REASON_STOP || finish == tern::v1::FINISH_REASON_LENGTH;
+  if (response.has_usage()) {
+    cached_tokens_ = response.usage().cached_prompt_tokens();
+    // The worker counts the EOS/stop token it sampled (as vLLM does); it is
+    // not among the streamed ids.
+    reported_completion_tokens_ = response.usage().completion_tokens();
+  }
+  if (finished) text += detokenizer_.Flush();
+  std::string out = stop_matcher_.Push(text);
+  if (finished && !stop_matcher_.stopped()) out += stop_matcher_.Flush();
+  Emit(out);
+
+  if (stop_matcher_.stopped()) {
+    call_->Cancel();  // the rest of the generation is not wanted
+    return Complete("stop");
+  }
+  switch (finish) {
+    case tern::v1::FINISH_REASON_STOP:
+      return Complete("stop");
+    case tern::v1::FINISH_REASON_LENGTH:
+      return Complete("length");
+    case tern::v1::FINISH_REASON_CANCELLED:
+      return Fail(absl::UnavailableError("The generation was cancelled by the server."));
+    case tern::v1::FINISH_REASON_ERROR:
+      worker_error_ = true;  // the RPC's status says why
+      return;
+    default:
+      return;
+  }
+}
+
+void CompletionHandler::OnDone(const absl::Status& status) {
+  if (done_) return;
+  if (absl::IsCancelled(status)) {
+    // Not the client's doing (that path never gets here): shutdown, or the router gave up.
+    return Fail(absl::UnavailableError("The request was cancelled before it completed; retry it."));
+  }
+  if (!status.ok()) return Fail(status);
+  if (worker_error_) return Fail(absl::InternalError("The worker failed while generating."));
+  // The stream ended without a finish reason: treat it as the end of the output.
+  std::string out = stop_matcher_.Push(detokenizer_.Flush());
+  if (!stop_matcher_.stopped()) out += stop_matcher_.Flush();
+  Emit(out);
+  Complete(stop_matcher_.stopped() || completion_tokens_ < max_tokens_ ? "stop" : "length");
+}
+
+void CompletionHandler::OnClientGone() {
+  if (done_) return;
+  call_->Cancel();
+  Finished(499);
+  TERN_LOG(Debug) << "client went away request_id=" << identity_.id
+                  << " completion_tokens=" << completion_tokens_;
+}
+
+void CompletionHandler::EnsureStreamStarted() {
+  if (!stream_ || stream_started_) return;
+  stream_started_ = true;
+  exchange_->StartEventStream();
+  if (identity_.endpoint == Endpoint::kChatCompletions)
+    exchange_->SendEvent(SseEvent(ChatRoleChunk(identity_)));
+}
+
+void CompletionHandler::Emit(const std::string& text) {
+  if (!stream_) {
+    text_ += text;
+    return;
+  }
+  // The stream starts with the router's first response, even an empty one.
+  EnsureStreamStarted();
+  if (text.empty()) return;
+  exchange_->SendEvent(SseEvent(identity_.endpoint == Endpoint::kChatCompletions
+                                    ? ChatContentChunk(identity_, text)
+                                    : CompletionTextChunk(identity_, text)));
+}
+
+void CompletionHandler::Complete(const char* finish_reason) {
+  TokenUsage usage;
+  usage.prompt_tokens = prompt_tokens_;
+  usage.completion_tokens = std::max(completion_tokens_, reported_completion_tokens_);
+  usage.cached_tokens = cached_tokens_;
+  deps_.metrics->AddGenerationTokens(usage.completion_tokens);
+  if (stream_) {
+    EnsureStreamStarted();
+    exchange_->SendEvent(SseEvent(identity_.endpoint == Endpoint::kChatCompletions
+                                      ? ChatFinishChunk(identity_, finish_reason)
+                                      : CompletionFinishChunk(identity_, finish_reason)));
+    if (identity_.include_usage) exchange_->SendEvent(SseEvent(UsageChunk(identity_, usage)));
+    exchange_->SendEvent(SseDone());
+    exchange_->EndEventStream();
+  } else {
+    HttpResponse response;
+    response.body = DumpJson(identity_.endpoint == Endpoint::kChatCompletions
+                                 ? ChatCompletionBody(identity_, text_, finish_reason, usage)
+                                 : CompletionBody(identity_, text_, finish_reason, usage));
+    exchange_->Respond(std::move(response));
+  }
+  Finished(200);
+  TERN_LOG(Debug) << "done request_id=" << identity_.id << " prompt_tokens=" << prompt_tokens_
+                  << " completion_tokens=" << completion_tokens_
+                  << " finish_reason=" << finish_reason;
+}
+
+void CompletionHandler::Fail(const absl::Status& status) {
+  call_->Cancel();
+  deps_.metrics->AddGenerationTokens(completion_tokens_);
+  if (stream_started_) {
+    // The 200 is out: report in-band, as vLLM does and the OpenAI SDKs expect.
+    exchange_->SendEvent(SseEvent(ToApiError(status).body));
+    exchange_->SendEvent(SseDone());
+    exchange_->EndEventStream();
+    Finished(200);
+  } else {
+    HttpResponse response = ToHttpResponse(status);
+    const int http_status = response.status;
+    exchange_->Respond(std::move(response));
+    Finished(http_status);
+  }
+  TERN_LOG(Debug) << "failed request_id=" << identity_.id << " status=" << status.ToString();
+}
+
+void CompletionHandler::Finished(int http_status) {
+  done_ = true;
+  deps_.metrics->RecordRequest(endpoint_label_, http_status);
+  deps_.metrics->RequestFinished();
+  deps_.metrics->ObserveRequestLatency(absl::Now() - received_);
+}
+
+}  // namespace tern::gateway

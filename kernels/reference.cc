@@ -1,0 +1,164 @@
+#include "kernels/reference.h"
+
+#include <cmath>
+#include <cstring>
+#include <numbers>
+
+namespace tern::kernels {
+namespace {
+
+// 16 independent partial sums: GCC vectorizes the lane loop without needing
+// -ffast-math (the summation order is fixed, so results are reproducible).
+constexpr size_t kLanes = 16;
+
+}  // namespace
+
+float F16ToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu;
+  const uint32_t mantissa = h & 0x3ffu;
+  if (exponent == 0x1f) {  // inf / NaN
+    return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
+  }
+  if (exponent == 0) {  // zero / subnormal: mantissa * 2^-24
+    const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
+    return sign ? -magnitude : magnitude;
+  }
+  return std::bit_cast<float>(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+}
+
+uint16_t FloatToF16(float f) {
+  const uint32_t bits = std::bit_cast<uint32_t>(f);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t abs_bits = bits & 0x7fffffffu;
+  if (abs_bits > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs_bits >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: inf
+  if (abs_bits < 0x38800000u) {                        // below 2^-14: subnormal half
+    const float scaled = std::bit_cast<float>(abs_bits) * 16777216.0f;  // * 2^24, exact
+    return sign | static_cast<uint16_t>(std::nearbyint(scaled));        // ties-to-even mode
+  }
+  // Normal: re-bias the exponent and round the 13 dropped mantissa bits to even.
+  uint32_t v = abs_bits - (112u << 23);
+  v += 0xfffu + ((v >> 13) & 1u);
+  return sign | static_cast<uint16_t>(v >> 13);
+}
+
+float DotBf16(const uint16_t* w, const float* x, size_t n) {
+  float acc[kLanes] = {};
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (size_t l = 0; l < kLanes; ++l) acc[l] += Bf16ToFloat(w[i + l]) * x[i + l];
+  }
+  float sum = 0.0f;
+  for (size_t l = 0; l < kLanes; ++l) sum += acc[l];
+  for (; i < n; ++i) sum += Bf16ToFloat(w[i]) * x[i];
+  return sum;
+}
+
+float DotF32(const float* a, const float* b, size_t n) {
+  float acc[kLanes] = {};
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (size_t l = 0; l < kLanes; ++l) acc[l] += a[i + l] * b[i + l];
+  }
+  float sum = 0.0f;
+  for (size_t l = 0; l < kLanes; ++l) sum += acc[l];
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+void GemvBf16(absl::Span<const uint16_t> w, size_t rows, size_t cols, absl::Span<const float> x,
+              absl::Span<float> y) {
+  for (size_t r = 0; r < rows; ++r) y[r] = DotBf16(w.data() + r * cols, x.data(), cols);
+}
+
+void MatmulBf16(absl::Span<const uint16_t> w, size_t rows, size_t cols, absl::Span<const float> x,
+                size_t n, absl::Span<float> y) {
+  for (size_t r = 0; r < rows; ++r) {
+    const uint16_t* row = w.data() + r * cols;
+    for (size_t t = 0; t < n; ++t) y[t * rows + r] = DotBf16(row, x.data() + t * cols, cols);
+  }
+}
+
+void RmsNorm(absl::Span<const float> x, absl::Span<const float> weight, float eps,
+             absl::Span<float> out) {
+  double sum_sq = 0.0;
+  for (float v : x) sum_sq += static_cast<double>(v) * v;
+  const float mean_sq = static_cast<float>(sum_sq / static_cast<double>(x.size()));
+  const float inv_rms = 1.0f / std::sqrt(mean_sq + eps);
+  for (size_t i = 0; i < x.size(); ++i) out[i] = (x[i] * inv_rms) * weight[i];
+}
+
+void RopeInvFreq(size_t head_dim, double theta, const Llama3RopeScaling* llama3,
+                 absl::Span<float> inv_freq) {
+  const size_t half = head_dim / 2;
+  for (size_t i = 0; i < half; ++i) {
+    const double exponent = static_cast<double>(2 * i) / static_cast<double>(head_dim);
+    double freq = 1.0 / std::pow(theta, exponent);
+    if (llama3 != nullptr) {
+      const double old_ctx = llama3->original_max_position_embeddings;
+      const double low_freq_wavelen = old_ctx / llama3->low_freq_factor;
+      const double high_freq_wavelen = old_ctx / llama3->high_freq_factor;
+      const double wavelen = 2.0 * std::numbers::pi / freq;
+      if (wavelen > low_freq_wavelen) {
+        freq /= llama3->factor;
+      } else if (wavelen >= high_freq_wavelen) {
+        const double smooth = (old_ctx / wavelen - llama3->low_freq_factor) /
+                              (llama3->high_freq_factor - llama3->low_freq_factor);
+        freq = (1.0 - smooth) * freq / llama3->factor + smooth * freq;
+      }
+    }
+    inv_freq[i] = static_cast<float>(freq);
+  }
+}
+
+void RopeCosSin(int64_t position, absl::Span<const float> inv_freq, absl::Span<float> cos,
+                absl::Span<float> sin) {
+  for (size_t i = 0; i < inv_freq.size(); ++i) {
+    // The angle is formed in f32 as Hugging Face does (position * inv_freq).
+    const float angle = static_cast<float>(position) * inv_freq[i];
+    cos[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+    sin[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+  }
+}
+
+void ApplyRopeRotateHalf(absl::Span<float> head, absl::Span<const float> cos,
+                         absl::Span<const float> sin) {
+  const size_t half = head.size() / 2;
+  for (size_t i = 0; i < half; ++i) {
+    const float a = head[i];
+    const float b = head[i + half];
+    head[i] = a * cos[i] - b * sin[i];
+    head[i + half] = b * cos[i] + a * sin[i];
+  }
+}
+
+void SiluMulInPlace(absl::Span<float> gate, absl::Span<const float> up) {
+  for (size_t i = 0; i < gate.size(); ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void SoftmaxInPlace(absl::Span<float> v) {
+  if (v.empty()) return;
+  float max_value = v[0];
+  for (float x : v) max_value = x > max_value ? x : max_value;
+  double sum = 0.0;
+  for (float& x : v) {
+    x = std::exp(x - max_value);
+    sum += x;
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (float& x : v) x *= inv;
+}
+
+void AddInPlace(absl::Span<float> acc, absl::Span<const float> x) {
+  for (size_t i = 0; i < acc.size(); ++i) acc[i] += x[i];
+}
+
+void AxpyInPlace(float scale, absl::Span<const float> x, absl::Span<float> out) {
+  for (size_t i = 0; i < out.size(); ++i) out[i] += scale * x[i];
+}
+
+}  // namespace tern::kernels

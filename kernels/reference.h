@@ -1,0 +1,93 @@
+// Scalar reference kernels for the Llama forward pass: bf16 conversion, bf16
+// GEMV/GEMM with f32 accumulation, RMSNorm, rotate-half RoPE (with the llama3
+// frequency scaling), SiLU-gated multiply and softmax.
+//
+// Pure functions over caller-owned spans: no allocation, no threads, no I/O.
+// Safe to call from any thread. Sizes are preconditions (the caller checks
+// them once per model, not per call); a mismatch is a programming error.
+// Optimized kernels elsewhere in kernels/ are checked against these.
+#ifndef TERN_KERNELS_REFERENCE_H_
+#define TERN_KERNELS_REFERENCE_H_
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/types/span.h"
+
+namespace tern::kernels {
+
+// bf16 is the upper half of an IEEE f32; widening is exact.
+inline float Bf16ToFloat(uint16_t v) {
+  return std::bit_cast<float>(static_cast<uint32_t>(v) << 16);
+}
+
+// Rounds to nearest, ties to even; NaN stays a (quiet) NaN, infinities stay.
+inline uint16_t FloatToBf16(float f) {
+  uint32_t bits = std::bit_cast<uint32_t>(f);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// IEEE half -> f32 (exact), including subnormals, infinities and NaN.
+float F16ToFloat(uint16_t h);
+// f32 -> IEEE half, round to nearest even (used to build f16 test checkpoints).
+uint16_t FloatToF16(float f);
+
+// sum_i w[i] * x[i] with f32 accumulation in 16 independent lanes.
+float DotBf16(const uint16_t* w, const float* x, size_t n);
+// sum_i a[i] * b[i] in f32, 16 lanes.
+float DotF32(const float* a, const float* b, size_t n);
+
+// y[r] = dot(W[r, :], x) for a row-major bf16 matrix W of rows x cols.
+// w.size() == rows * cols, x.size() == cols, y.size() == rows.
+void GemvBf16(absl::Span<const uint16_t> w, size_t rows, size_t cols, absl::Span<const float> x,
+              absl::Span<float> y);
+
+// Y[t, r] = dot(W[r, :], X[t, :]) for n row-major activation vectors: each
+// weight row is read from memory once for all n tokens.
+// x.size() == n * cols, y.size() == n * rows.
+void MatmulBf16(absl::Span<const uint16_t> w, size_t rows, size_t cols, absl::Span<const float> x,
+                size_t n, absl::Span<float> y);
+
+// out = x * rsqrt(mean(x^2) + eps) * weight, all in f32 (mean accumulated in
+// f64 for stability). out may alias x.
+void RmsNorm(absl::Span<const float> x, absl::Span<const float> weight, float eps,
+             absl::Span<float> out);
+
+// Hugging Face Llama rotary frequencies: inv_freq[i] = theta^(-2i/head_dim),
+// then, when `llama3` is set, the Llama 3.1 long-context rescaling (low
+// frequencies divided by factor, a smooth ramp between low and high).
+struct Llama3RopeScaling {
+  double factor = 8.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  double original_max_position_embeddings = 8192.0;
+};
+// inv_freq.size() == head_dim / 2.
+void RopeInvFreq(size_t head_dim, double theta, const Llama3RopeScaling* llama3,
+                 absl::Span<float> inv_freq);
+// cos[i], sin[i] of position * inv_freq[i].
+void RopeCosSin(int64_t position, absl::Span<const float> inv_freq, absl::Span<float> cos,
+                absl::Span<float> sin);
+// Rotate-half RoPE on one head vector of 2*half values, in place:
+// (x[i], x[i+half]) -> (x[i] cos - x[i+half] sin, x[i+half] cos + x[i] sin).
+void ApplyRopeRotateHalf(absl::Span<float> head, absl::Span<const float> cos,
+                         absl::Span<const float> sin);
+
+// gate[i] = silu(gate[i]) * up[i], silu(v) = v / (1 + exp(-v)).
+void SiluMulInPlace(absl::Span<float> gate, absl::Span<const float> up);
+
+// Numerically stable softmax in place (max subtracted, f32 exp, f64 sum).
+void SoftmaxInPlace(absl::Span<float> v);
+
+// acc[i] += x[i].
+void AddInPlace(absl::Span<float> acc, absl::Span<const float> x);
+
+// out[i] += scale * x[i].
+void AxpyInPlace(float scale, absl::Span<const float> x, absl::Span<float> out);
+
+}  // namespace tern::kernels
+
+#endif  // TERN_KERNELS_REFERENCE_H_
