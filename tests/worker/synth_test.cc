@@ -391,8 +391,9 @@ TEST_F(SynthTest, PresetsHaveTheDocumentedShapes) {
   auto small = SynthPresetConfig("small");
   ASSERT_TRUE(small.ok());
   const int64_t d = small->hidden_size;
+  const int64_t embeddings = int64_t{small->vocab_size} * d * (small->tie_word_embeddings ? 1 : 2);
   const int64_t params =
-      int64_t{small->vocab_size} * d +
+      embeddings +
       small->num_hidden_layers * (d * (small->q_dim() * 2 + small->kv_dim() * 2) +
                                   3 * d * small->intermediate_size + 2 * d) +
       d;
