@@ -169,15 +169,20 @@ int RunUpCommand(int argc, char** argv, int first) {
   ProcessSupervisor supervisor;
 
   std::vector<std::string> worker_addresses;
+  std::vector<std::string> metrics_urls;
   for (int i = 0; i < num_workers; ++i) {
     auto worker_port = PickFreePort();
-    if (!worker_port.ok()) {
-      std::cerr << "tern up: " << worker_port.status().message() << "\n";
+    auto metrics_port = PickFreePort();
+    if (!worker_port.ok() || !metrics_port.ok()) {
+      std::cerr << "tern up: cannot find free ports\n";
       return 1;
     }
     const std::string address = absl::StrCat("127.0.0.1:", *worker_port);
+    const std::string metrics = absl::StrCat("127.0.0.1:", *metrics_port);
+    metrics_urls.push_back(absl::StrCat("http://", metrics, "/metrics (worker ", i + 1, ")"));
     std::vector<std::string> args = {(bin / "tern-worker").string(), "--model", config.model.path,
-                                     "--listen", address, "--log-level", log_level};
+                                     "--listen", address, "--metrics-listen", metrics,
+                                     "--log-level", log_level};
     if (!config_path.empty()) args.insert(args.end(), {"--config", config_path});
     for (const char* name : {"max-num-seqs", "max-model-len", "served-model-name"}) {
       if (auto v = flags->Get(name)) args.insert(args.end(), {std::string("--") + name, *v});
@@ -198,13 +203,17 @@ int RunUpCommand(int argc, char** argv, int first) {
   }
 
   auto router_port = PickFreePort();
-  if (!router_port.ok()) return 1;
+  auto router_metrics_port = PickFreePort();
+  if (!router_port.ok() || !router_metrics_port.ok()) return 1;
   const std::string router_address = absl::StrCat("127.0.0.1:", *router_port);
+  const std::string router_metrics = absl::StrCat("127.0.0.1:", *router_metrics_port);
+  metrics_urls.push_back(absl::StrCat("http://", router_metrics, "/metrics (router)"));
   Say(absl::StrCat("starting router on ", router_address, " (policy ", policy, ")"));
   std::vector<std::string> router_args = {(bin / "tern-router").string(),
                                           "--listen", router_address,
                                           "--workers", absl::StrJoin(worker_addresses, ","),
-                                          "--policy", policy, "--log-level", log_level};
+                                          "--policy", policy, "--metrics-listen", router_metrics,
+                                          "--log-level", log_level};
   if (!config_path.empty()) router_args.insert(router_args.end(), {"--config", config_path});
   if (!supervisor.Start("router", router_args).ok()) return 1;
   if (!WaitUntil(supervisor, "router", std::chrono::seconds(60),
@@ -236,6 +245,8 @@ int RunUpCommand(int argc, char** argv, int first) {
             << "/chat/completions -H 'Content-Type: application/json' \\\n"
             << "    -d '{\"model\": \"<id from /v1/models>\", \"messages\": [{\"role\": \"user\", "
                "\"content\": \"Hello!\"}], \"max_tokens\": 32}'\n"
+            << "[tern up] metrics: " << base.substr(0, base.size() - 3) << "/metrics (gateway), "
+            << absl::StrJoin(metrics_urls, ", ") << "\n"
             << "[tern up] press Ctrl-C to stop\n"
             << std::endl;
 

@@ -10,20 +10,23 @@
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/metrics_server.h"
 #include "common/signals.h"
 #include "router/fleet.h"
+#include "router/router_metrics.h"
 #include "router/router_service.h"
 
 namespace {
 
 constexpr char kUsage[] =
     "usage: tern-router [--config tern.yaml] [--listen HOST:PORT] [--workers A,B,...]\n"
-    "                   [--policy round-robin] [--health-interval-ms N] [--log-level info]\n";
+    "                   [--policy round-robin] [--health-interval-ms N]\n"
+    "                   [--metrics-listen HOST:PORT] [--log-level info]\n";
 
 int Run(int argc, char** argv) {
   auto flags = tern::Flags::Parse(argc, argv, 1,
                                   {"config", "listen", "workers", "policy", "health-interval-ms",
-                                   "log-level"},
+                                   "log-level", "metrics-listen"},
                                   {"help"});
   if (!flags.ok() || flags->Has("help")) {
     if (!flags.ok()) std::cerr << "tern-router: " << flags.status().message() << "\n";
@@ -47,6 +50,7 @@ int Run(int argc, char** argv) {
     section.workers = absl::StrSplit(*v, ',', absl::SkipEmpty());
   }
   if (auto v = flags->Get("policy")) section.policy = *v;
+  if (auto v = flags->Get("metrics-listen")) section.metrics_listen = *v;
   auto interval = flags->GetInt("health-interval-ms");
   if (!interval.ok()) {
     std::cerr << "tern-router: " << interval.status().message() << "\n";
@@ -71,6 +75,19 @@ int Run(int argc, char** argv) {
   tern::router::Fleet fleet(fleet_options);
   fleet.Start();
   tern::router::RouterService service(&fleet, /*max_attempts=*/3);
+
+  std::unique_ptr<tern::MetricsServer> metrics;
+  if (!section.metrics_listen.empty()) {
+    auto started = tern::MetricsServer::Start(section.metrics_listen, [&fleet, &service] {
+      return tern::router::CollectRouterMetrics(fleet, service);
+    });
+    if (!started.ok()) {
+      std::cerr << "tern-router: " << started.status().message() << "\n";
+      return 2;
+    }
+    metrics = *std::move(started);
+    TERN_LOG(Info) << "metrics on port " << metrics->port() << " (/metrics)";
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

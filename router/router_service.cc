@@ -6,6 +6,7 @@ namespace tern::router {
 
 grpc::ServerWriteReactor<tern::v1::GenerateResponse>* RouterService::Generate(
     grpc::CallbackServerContext* context, const tern::v1::RouterGenerateRequest* request) {
+  requests_received_.fetch_add(1);
   return new GenerateRelay(fleet_, max_attempts_, context, request);
 }
 

@@ -6,6 +6,8 @@
 #ifndef TERN_ROUTER_ROUTER_SERVICE_H_
 #define TERN_ROUTER_ROUTER_SERVICE_H_
 
+#include <atomic>
+
 #include "router/fleet.h"
 #include "tern/v1/router.grpc.pb.h"
 
@@ -16,6 +18,9 @@ class RouterService final : public tern::v1::Router::CallbackService {
   // `fleet` must outlive the service. `max_attempts` bounds retries of a
   // request that failed before its first token.
   RouterService(Fleet* fleet, int max_attempts) : fleet_(fleet), max_attempts_(max_attempts) {}
+
+  // Generate calls received since start.
+  uint64_t requests_received() const { return requests_received_.load(); }
 
   grpc::ServerWriteReactor<tern::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const tern::v1::RouterGenerateRequest* request) override;
@@ -29,6 +34,7 @@ class RouterService final : public tern::v1::Router::CallbackService {
  private:
   Fleet* const fleet_;
   const int max_attempts_;
+  std::atomic<uint64_t> requests_received_{0};
 };
 
 }  // namespace tern::router

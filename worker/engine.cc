@@ -90,8 +90,17 @@ void Engine::Drain() {
 }
 
 EngineLoad Engine::Load() const {
-  absl::MutexLock lock(&mu_);
-  return EngineLoad{running_count_, static_cast<int32_t>(waiting_.size()), steps_};
+  EngineLoad load;
+  {
+    absl::MutexLock lock(&mu_);
+    load.running = running_count_;
+    load.waiting = static_cast<int32_t>(waiting_.size());
+    load.steps = steps_;
+  }
+  load.prompt_tokens = prompt_tokens_.load();
+  load.generation_tokens = generation_tokens_.load();
+  for (size_t i = 0; i < finished_.size(); ++i) load.finished[i] = finished_[i].load();
+  return load;
 }
 
 void Engine::Loop() {
@@ -147,6 +156,7 @@ bool Engine::Step(Sequence& seq) {
       seq.prefilled ? absl::MakeConstSpan(&seq.tokens.back(), 1) : absl::MakeConstSpan(seq.tokens);
   std::vector<float> logits;
   absl::Status status = model_->Forward(input, *seq.cache, &logits);
+  if (!seq.prefilled) prompt_tokens_.fetch_add(input.size());
   seq.prefilled = true;
   if (!status.ok()) {
     Finish(seq, FinishReason::kError, -1, status);
@@ -164,6 +174,7 @@ bool Engine::Step(Sequence& seq) {
   const int32_t token = SampleToken(logits, sampling, absl::MakeConstSpan(seq.tokens), position,
                                     seq.spec.prompt.size());
   ++seq.generated;
+  generation_tokens_.fetch_add(1);
 
   const bool is_eos = !seq.spec.ignore_eos && std::find(config.eos_token_ids.begin(),
                                                         config.eos_token_ids.end(),
@@ -183,6 +194,7 @@ bool Engine::Step(Sequence& seq) {
     seq.seed_sent = true;
   }
   if (seq.generated >= seq.spec.max_tokens) {
+    finished_[static_cast<size_t>(FinishReason::kLength)].fetch_add(1);
     event.finished = true;
     event.finish_reason = FinishReason::kLength;
     event.prompt_tokens = static_cast<int32_t>(seq.spec.prompt.size());
@@ -195,6 +207,7 @@ bool Engine::Step(Sequence& seq) {
 }
 
 void Engine::Finish(Sequence& seq, FinishReason reason, int32_t stop_token, absl::Status error) {
+  finished_[static_cast<size_t>(reason)].fetch_add(1);
   StreamEvent event;
   if (!seq.seed_sent) {
     event.has_seed = true;

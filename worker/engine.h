@@ -9,6 +9,7 @@
 #ifndef TERN_WORKER_ENGINE_H_
 #define TERN_WORKER_ENGINE_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -83,6 +84,11 @@ struct EngineLoad {
   int32_t running = 0;
   int32_t waiting = 0;
   uint64_t steps = 0;
+  // Totals since start.
+  uint64_t prompt_tokens = 0;
+  uint64_t generation_tokens = 0;
+  // Finished sequences, indexed by FinishReason.
+  std::array<uint64_t, 4> finished = {};
 };
 
 class Engine {
@@ -119,6 +125,9 @@ class Engine {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   int32_t running_count_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> prompt_tokens_{0};
+  std::atomic<uint64_t> generation_tokens_{0};
+  std::array<std::atomic<uint64_t>, 4> finished_{};
 
   // Owned by the loop thread.
   std::vector<std::unique_ptr<Sequence>> running_;

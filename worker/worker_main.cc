@@ -11,9 +11,11 @@
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/metrics_server.h"
 #include "common/signals.h"
 #include "worker/engine.h"
 #include "worker/model.h"
+#include "worker/worker_metrics.h"
 #include "worker/worker_service.h"
 
 namespace {
@@ -21,7 +23,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: tern-worker --model DIR [--config tern.yaml] [--listen HOST:PORT]\n"
     "                   [--served-model-name NAME] [--max-num-seqs N] [--max-model-len N]\n"
-    "                   [--log-level info]\n";
+    "                   [--metrics-listen HOST:PORT] [--log-level info]\n";
 
 int Fail(const std::string& message) {
   std::cerr << "tern-worker: " << message << "\n";
@@ -32,7 +34,7 @@ int Run(int argc, char** argv) {
   auto flags = tern::Flags::Parse(
       argc, argv, 1,
       {"config", "model", "listen", "served-model-name", "max-num-seqs", "max-model-len",
-       "log-level", "drain-timeout-s"},
+       "log-level", "drain-timeout-s", "metrics-listen"},
       {"help"});
   if (!flags.ok()) return Fail(std::string(flags.status().message()) + "\n" + kUsage);
   if (flags->Has("help")) {
@@ -50,6 +52,7 @@ int Run(int argc, char** argv) {
   if (auto v = flags->Get("model")) config.model.path = *v;
   if (auto v = flags->Get("served-model-name")) config.model.served_name = *v;
   if (auto v = flags->Get("listen")) config.worker.listen = *v;
+  if (auto v = flags->Get("metrics-listen")) config.worker.metrics_listen = *v;
   for (const auto& [name, target] :
        {std::pair<const char*, int32_t*>{"max-num-seqs", &config.worker.max_num_seqs},
         {"max-model-len", &config.model.max_model_len}}) {
@@ -89,6 +92,17 @@ int Run(int argc, char** argv) {
   tern::worker::WorkerService service(
       &engine, model->get(),
       tern::worker::WorkerIdentity{config.model.served_name, config.worker.kv_block_size, "0.1.0"});
+
+  std::unique_ptr<tern::MetricsServer> metrics;
+  if (!config.worker.metrics_listen.empty()) {
+    auto started = tern::MetricsServer::Start(
+        config.worker.metrics_listen, [&engine] { return tern::worker::CollectWorkerMetrics(engine); });
+    if (!started.ok()) return Fail(std::string(started.status().message()));
+    metrics = *std::move(started);
+    TERN_LOG(Info) << "metrics on http://" << config.worker.metrics_listen.substr(
+                          0, config.worker.metrics_listen.rfind(':'))
+                   << ":" << metrics->port() << "/metrics";
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -277,3 +277,19 @@ describe("cancellation", () => {
     assert.ok(Number(match[1]) < maxTokens, `worker generated ${match[1]} of ${maxTokens} tokens`);
   });
 });
+
+describe("operations", () => {
+  test("gateway, router and worker expose Prometheus metrics that count the traffic", async () => {
+    const urls = [...new Set(cluster.logs.join("").match(/http:\/\/127\.0\.0\.1:\d+\/metrics/g))];
+    assert.equal(urls.length, 3, `expected gateway, worker and router metrics URLs in:\n${cluster.logs.join("")}`);
+    const text = (await Promise.all(urls.map(async (u) => (await fetch(u)).text()))).join("\n");
+    const value = (name) => {
+      const m = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m"));
+      return m ? Number(m[1]) : NaN;
+    };
+    assert.ok(value("tern_gateway_generation_tokens_total") > 0);
+    assert.ok(value("tern_worker_generation_tokens_total") > 0);
+    assert.ok(value("tern_router_requests_total") > 0);
+    assert.ok(value("tern_worker_running_sequences") >= 0);
+  });
+});
