@@ -1,5 +1,5 @@
-// A Llama 3.x model loaded from a Hugging Face directory, and its reference
-// forward pass on CPU.
+// A Llama 3.x model loaded from a Hugging Face directory, and its forward pass
+// on CPU (the best kernels this CPU runs, kernels/dispatch.h).
 //
 // The math follows Hugging Face transformers' LlamaForCausalLM: RMSNorm in
 // f32, rotate-half RoPE with the llama3 frequency rescaling, grouped-query
@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "kernels/dispatch.h"
 #include "worker/kv_cache.h"
 #include "worker/model_config.h"
 #include "worker/safetensors.h"
@@ -65,6 +66,8 @@ class Model {
                  std::vector<float>& scores) const;
 
   ModelConfig config_;
+  // The process's kernel level (kernels/dispatch.h), fixed at load.
+  const kernels::KernelSet* kernels_ = &kernels::ActiveKernels();
   std::unique_ptr<SafetensorsCheckpoint> checkpoint_;
   absl::Span<const uint16_t> embed_tokens_;
   absl::Span<const uint16_t> lm_head_;  // the embedding matrix when tied

@@ -1,0 +1,148 @@
+#include "kernels/dispatch.h"
+
+#include <cstdlib>
+
+#include "kernels/reference.h"
+#include "kernels/simd_kernels.h"
+
+namespace tern::kernels {
+namespace {
+
+// Pointer-and-size adapters over the span-based reference kernels.
+void ScalarMatmul(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n, float* y) {
+  MatmulBf16(absl::MakeConstSpan(w, rows * cols), rows, cols, absl::MakeConstSpan(x, n * cols), n,
+             absl::MakeSpan(y, n * rows));
+}
+void ScalarRmsNorm(const float* x, const float* weight, size_t size, float eps, float* out) {
+  RmsNorm(absl::MakeConstSpan(x, size), absl::MakeConstSpan(weight, size), eps,
+          absl::MakeSpan(out, size));
+}
+void ScalarSiluMul(float* gate, const float* up, size_t size) {
+  SiluMulInPlace(absl::MakeSpan(gate, size), absl::MakeConstSpan(up, size));
+}
+void ScalarSoftmax(float* v, size_t size) { SoftmaxInPlace(absl::MakeSpan(v, size)); }
+void ScalarAxpy(float scale, const float* x, float* out, size_t size) {
+  AxpyInPlace(scale, absl::MakeConstSpan(x, size), absl::MakeSpan(out, size));
+}
+void ScalarAdd(float* acc, const float* x, size_t size) {
+  AddInPlace(absl::MakeSpan(acc, size), absl::MakeConstSpan(x, size));
+}
+
+constexpr KernelSet kScalarSet = {Isa::kScalar,  ScalarMatmul, ScalarRmsNorm, ScalarSiluMul,
+                                  ScalarSoftmax, DotF32,       ScalarAxpy,    ScalarAdd};
+constexpr KernelSet kAvx2Set = {Isa::kAvx2,    avx2::MatmulBf16Fma, avx2::RmsNorm, avx2::SiluMul,
+                                avx2::Softmax, avx2::DotF32,        avx2::Axpy,    avx2::Add};
+constexpr KernelSet kAvx512Set = {
+    Isa::kAvx512,    avx512::MatmulBf16Fma, avx512::RmsNorm, avx512::SiluMul,
+    avx512::Softmax, avx512::DotF32,        avx512::Axpy,    avx512::Add};
+constexpr KernelSet kAvx512Bf16Set = {
+    Isa::kAvx512Bf16, avx512::MatmulBf16Dot, avx512::RmsNorm, avx512::SiluMul,
+    avx512::Softmax,  avx512::DotF32,        avx512::Axpy,    avx512::Add};
+
+struct CpuFeatures {
+  bool avx2 = false;
+  bool avx512 = false;
+  bool avx512_bf16 = false;
+};
+
+CpuFeatures DetectCpu() {
+  CpuFeatures f;
+  __builtin_cpu_init();
+  // __builtin_cpu_supports reports a feature only when the OS saves the
+  // registers it needs (XCR0), so these are safe to act on.
+  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  f.avx512 = f.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  f.avx512_bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16");
+  return f;
+}
+
+const CpuFeatures& Cpu() {
+  static const CpuFeatures features = DetectCpu();
+  return features;
+}
+
+}  // namespace
+
+KernelSelection SelectKernels(const char* requested) {
+  const Isa best = BestIsa();
+  if (requested == nullptr || *requested == '\0') return {best, ""};
+  const std::optional<Isa> isa = ParseIsaName(requested);
+  if (!isa.has_value()) {
+    return {best, std::string("TERN_KERNELS=") + requested +
+                      " is not one of scalar, avx2, avx512, avx512bf16; using " + IsaName(best)};
+  }
+  if (!CpuSupports(*isa)) {
+    return {best, std::string("TERN_KERNELS=") + requested +
+                      " is not supported by this CPU; using " + IsaName(best)};
+  }
+  return {*isa, ""};
+}
+
+const char* IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return "scalar";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx512Bf16:
+      return "avx512bf16";
+  }
+  return "unknown";
+}
+
+std::optional<Isa> ParseIsaName(std::string_view name) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16}) {
+    if (name == IsaName(isa)) return isa;
+  }
+  return std::nullopt;
+}
+
+bool CpuSupports(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return true;
+    case Isa::kAvx2:
+      return Cpu().avx2;
+    case Isa::kAvx512:
+      return Cpu().avx512;
+    case Isa::kAvx512Bf16:
+      return Cpu().avx512_bf16;
+  }
+  return false;
+}
+
+Isa BestIsa() {
+  if (CpuSupports(Isa::kAvx512)) return Isa::kAvx512;
+  if (CpuSupports(Isa::kAvx2)) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+const KernelSet* KernelSetFor(Isa isa) {
+  if (!CpuSupports(isa)) return nullptr;
+  switch (isa) {
+    case Isa::kScalar:
+      return &kScalarSet;
+    case Isa::kAvx2:
+      return &kAvx2Set;
+    case Isa::kAvx512:
+      return &kAvx512Set;
+    case Isa::kAvx512Bf16:
+      return &kAvx512Bf16Set;
+  }
+  return nullptr;
+}
+
+const KernelSelection& ActiveSelection() {
+  static const KernelSelection selection = SelectKernels(std::getenv("TERN_KERNELS"));
+  return selection;
+}
+
+const KernelSet& ActiveKernels() {
+  static const KernelSet* const set = KernelSetFor(ActiveSelection().isa);
+  return *set;
+}
+
+}  // namespace tern::kernels

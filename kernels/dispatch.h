@@ -1,0 +1,111 @@
+// Runtime selection of the optimized kernels: the best instruction set the
+// CPU supports (AVX-512, AVX2+FMA, or the scalar reference), chosen once per
+// process, or the one the TERN_KERNELS environment variable names.
+//
+// TERN_KERNELS values:
+//   scalar      kernels/reference.h, everywhere.
+//   avx2        AVX2 + FMA.
+//   avx512      AVX-512 F/BW/VL/DQ with f32 FMA (bf16 weights widened in
+//               registers): the same math as the reference up to f32
+//               summation order. The default where the CPU has it.
+//   avx512bf16  as avx512, but the matmuls use vdpbf16ps, which rounds the
+//               activations to bf16 first (as llama.cpp's BF16 CPU path does):
+//               up to 2^-8 relative error per product, so opt-in only.
+// A value the CPU cannot run, or an unknown one, falls back to the best the
+// CPU supports, and ActiveSelection().note says so (the kernels never print).
+//
+// Every kernel is a pure function over caller-owned memory: no allocation, no
+// threads, no I/O; safe to call from any thread. Sizes are preconditions, as
+// in reference.h (the caller checks them once per model, not per call).
+#ifndef TERN_KERNELS_DISPATCH_H_
+#define TERN_KERNELS_DISPATCH_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/types/span.h"
+
+namespace tern::kernels {
+
+enum class Isa { kScalar, kAvx2, kAvx512, kAvx512Bf16 };
+
+// "scalar", "avx2", "avx512", "avx512bf16".
+const char* IsaName(Isa isa);
+// The inverse of IsaName; nullopt for anything else.
+std::optional<Isa> ParseIsaName(std::string_view name);
+// Whether this CPU (and OS) can run the kernels of `isa` (detected once).
+bool CpuSupports(Isa isa);
+// The fastest exact level this CPU supports (never kAvx512Bf16, whose
+// matmuls round activations).
+Isa BestIsa();
+
+// One level's kernels. Matrices are row-major; W holds bf16 weights with one
+// output feature per row, as Hugging Face Linear layers store them.
+struct KernelSet {
+  Isa isa;
+  // y[t, r] = sum_c W[r, c] * x[t, c] for t < n tokens, r < rows, c < cols:
+  // y (n x rows) = x (n x cols) . W^T (W is rows x cols). n == 1 is a GEMV.
+  void (*matmul_bf16)(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n,
+                      float* y);
+  // out = x * rsqrt(mean(x^2) + eps) * weight over `size` values (mean of
+  // squares accumulated in f64). out may alias x.
+  void (*rms_norm)(const float* x, const float* weight, size_t size, float eps, float* out);
+  // gate[i] = gate[i] / (1 + exp(-gate[i])) * up[i].
+  void (*silu_mul)(float* gate, const float* up, size_t size);
+  // Stable softmax in place (max subtracted, f64 sum).
+  void (*softmax)(float* v, size_t size);
+  // sum a[i] * b[i].
+  float (*dot_f32)(const float* a, const float* b, size_t size);
+  // out[i] += scale * x[i].
+  void (*axpy)(float scale, const float* x, float* out, size_t size);
+  // acc[i] += x[i].
+  void (*add)(float* acc, const float* x, size_t size);
+
+  // Span forms of the above, with the argument order of reference.h.
+  void MatmulBf16(absl::Span<const uint16_t> w, size_t rows, size_t cols, absl::Span<const float> x,
+                  size_t n, absl::Span<float> y) const {
+    matmul_bf16(w.data(), rows, cols, x.data(), n, y.data());
+  }
+  void GemvBf16(absl::Span<const uint16_t> w, size_t rows, size_t cols, absl::Span<const float> x,
+                absl::Span<float> y) const {
+    matmul_bf16(w.data(), rows, cols, x.data(), 1, y.data());
+  }
+  void RmsNorm(absl::Span<const float> x, absl::Span<const float> weight, float eps,
+               absl::Span<float> out) const {
+    rms_norm(x.data(), weight.data(), x.size(), eps, out.data());
+  }
+  void SiluMulInPlace(absl::Span<float> gate, absl::Span<const float> up) const {
+    silu_mul(gate.data(), up.data(), gate.size());
+  }
+  void SoftmaxInPlace(absl::Span<float> v) const { softmax(v.data(), v.size()); }
+  float DotF32(const float* a, const float* b, size_t size) const { return dot_f32(a, b, size); }
+  void AxpyInPlace(float scale, absl::Span<const float> x, absl::Span<float> out) const {
+    axpy(scale, x.data(), out.data(), out.size());
+  }
+  void AddInPlace(absl::Span<float> acc, absl::Span<const float> x) const {
+    add(acc.data(), x.data(), acc.size());
+  }
+};
+
+// The kernels of `isa`, or nullptr when this CPU cannot run them.
+const KernelSet* KernelSetFor(Isa isa);
+
+struct KernelSelection {
+  Isa isa;
+  // Empty, or why the request was not honoured (for the caller to log).
+  std::string note;
+};
+// The level for a TERN_KERNELS value: null or empty picks BestIsa(); an
+// unknown name or one this CPU cannot run also picks BestIsa(), with a note.
+KernelSelection SelectKernels(const char* requested);
+// SelectKernels(getenv("TERN_KERNELS")), made on first use; constant afterwards.
+const KernelSelection& ActiveSelection();
+// KernelSetFor(ActiveSelection().isa).
+const KernelSet& ActiveKernels();
+
+}  // namespace tern::kernels
+
+#endif  // TERN_KERNELS_DISPATCH_H_

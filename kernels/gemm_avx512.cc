@@ -1,0 +1,464 @@
+// AVX-512 bf16-weight matmuls: f32 FMA on weights widened in registers, and
+// the vdpbf16ps variant. Compiled for AVX-512 through function target
+// attributes; dispatch.cc calls them only where the CPU has the features.
+
+// GCC 12.2's AVX-512 headers seed many intrinsics with _mm512_undefined_*(),
+// which -Wuninitialized reports once they are inlined (GCC bug 105593, fixed
+// in 12.3); the pragmas must precede the header to cover it.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "kernels/simd_kernels.h"
+
+#define TERN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define TERN_AVX512_BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")))
+
+namespace tern::kernels::avx512 {
+namespace {
+
+// Two schemes, picked by the number of tokens n (measured on AMD Zen 4 at
+// Llama-3.2-1B shapes; see tests/bench/kernels_bench.cc):
+//  - direct (n <= 32): W streams from memory once per call, widened in
+//    registers; each group of weight rows is reused by token tiles of up to 4
+//    (4 rows x 4 tokens = 16 accumulators), from L1/L2. n == 1 (GEMV) takes
+//    8 rows at a time: 8 concurrent row streams plus a prefetch of the next 8
+//    rows into L2 keep enough misses in flight to reach the streaming-read
+//    bandwidth.
+//  - panel (n > 32): 4 rows x 1024 columns of W are widened once into an f32
+//    panel in L1 and reused by every 6-token register tile (4 x 6 = 24
+//    accumulators of 32 zmm registers), so the widening cost vanishes; each
+//    1024-column pass keeps its activations (n x 1024 floats) in L2.
+constexpr size_t kGemvRows = 8;
+constexpr size_t kDirectRows = 4;
+constexpr size_t kDirectMaxTokens = 4;
+constexpr size_t kPanelMinTokens = 33;
+constexpr size_t kTileRows = 4;
+constexpr size_t kPanelMaxTokens = 6;
+constexpr size_t kPanelCols = 1024;
+// The vdpbf16ps variant reads W in place with tiles of 4 rows x up to 6
+// tokens (x converted to bf16 once per tile).
+constexpr size_t kDotMaxTokens = 6;
+
+TERN_AVX512 inline __mmask16 Mask16(size_t count) {
+  return static_cast<__mmask16>((1u << std::min<size_t>(count, 16)) - 1u);
+}
+
+// bf16 is the upper half of an f32: zero-extend to 32 bits and shift.
+TERN_AVX512 inline __m512 WidenBf16(__m256i v) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+TERN_AVX512 inline __m512 LoadBf16(const uint16_t* p) {
+  return WidenBf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+TERN_AVX512 inline __m512 LoadBf16Masked(const uint16_t* p, __mmask16 m) {
+  return WidenBf16(_mm256_maskz_loadu_epi16(m, p));
+}
+
+// A 512-bit load holds 32 bf16 values: shifting each 32-bit lane left by 16
+// widens the even-indexed ones, clearing the low half widens the odd ones,
+// with no cross-lane zero-extension (slow for 512-bit vectors on some CPUs,
+// AMD Zen 4 among them). Direct tiles split x the same way, once per row group.
+TERN_AVX512 inline __m512 EvenBf16(__m512i v) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+TERN_AVX512 inline __m512 OddBf16(__m512i v) {
+  return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+}
+
+// Lane i < 4 of the result is the sum of the 16 lanes of the i-th argument.
+TERN_AVX512 inline __m512 Sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  // Halve each vector, packing two vectors per register, then four.
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+  // 128-bit block i now holds 4 partial sums of the i-th vector.
+  __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                           _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+  s = _mm512_add_ps(s, _mm512_permute_ps(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm512_add_ps(s, _mm512_permute_ps(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  const __m512i first_lanes = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_permutexvar_ps(first_lanes, s);
+}
+
+// Stores (or adds, when `accumulate`) the first min(rows, 4) lanes of s.
+// Full-width masked moves on purpose: GCC folds a 128-bit masked store of a
+// zmm's low lanes into a masked vextractf32x4, which faults on the masked-off
+// lanes on some CPUs (seen on AMD Zen 4) where vmovups suppresses the fault.
+TERN_AVX512 inline void StoreSums(__m512 s, size_t rows, bool accumulate, float* y) {
+  const __mmask16 m = static_cast<__mmask16>((1u << std::min<size_t>(rows, 4)) - 1u);
+  if (accumulate) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, y));
+  _mm512_mask_storeu_ps(y, m, s);
+}
+
+// R row pointers starting at `w`; past the last of `rows` they repeat it (in
+// bounds, and the extra sums are never stored).
+template <size_t R>
+struct RowPtrs {
+  const uint16_t* p[R];
+};
+template <size_t R>
+inline RowPtrs<R> Rows(const uint16_t* w, size_t stride, size_t rows) {
+  RowPtrs<R> r;
+  for (size_t i = 0; i < R; ++i) r.p[i] = w + std::min(i, rows - 1) * stride;
+  return r;
+}
+
+// Bytes from the group of `group` rows at r0 to the next group, for
+// prefetching: 0 (a harmless prefetch of the current line) when no full group
+// follows.
+inline size_t NextGroupOffset(size_t r0, size_t group, size_t rows, size_t cols) {
+  return r0 + 2 * group <= rows ? group * cols * sizeof(uint16_t) : 0;
+}
+
+TERN_AVX512 inline void Prefetch(const uint16_t* p, size_t offset_bytes) {
+  _mm_prefetch(reinterpret_cast<const char*>(p) + offset_bytes, _MM_HINT_T1);
+}
+
+// ---- f32 FMA, small n: W widened in registers as it streams ----
+
+// y[j, 0..rows) = W . x[j] for T tokens and R weight rows read in place:
+// R * T accumulators, x split into even / odd halves once per R rows.
+template <size_t R, int T>
+TERN_AVX512 void DirectTile(RowPtrs<R> w, size_t next, size_t cols, const float* x, size_t ldx,
+                            float* y, size_t ldy, size_t rows) {
+  const __m512i even_index =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd_index = _mm512_add_epi32(even_index, _mm512_set1_epi32(1));
+  __m512 acc[R][T];
+  for (size_t r = 0; r < R; ++r) {
+    for (int j = 0; j < T; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
+  size_t c = 0;
+  for (; c + 32 <= cols; c += 32) {
+    __m512 x_even[T], x_odd[T];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j) {
+      const __m512 x0 = _mm512_loadu_ps(x + j * ldx + c);
+      const __m512 x1 = _mm512_loadu_ps(x + j * ldx + c + 16);
+      x_even[j] = _mm512_permutex2var_ps(x0, even_index, x1);
+      x_odd[j] = _mm512_permutex2var_ps(x0, odd_index, x1);
+    }
+#pragma GCC unroll 8
+    for (size_t r = 0; r < R; ++r) {
+      Prefetch(w.p[r] + c, next);
+      const __m512i v = _mm512_loadu_si512(w.p[r] + c);
+      const __m512 w_even = EvenBf16(v), w_odd = OddBf16(v);
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j) {
+        acc[r][j] = _mm512_fmadd_ps(w_even, x_even[j], acc[r][j]);
+        acc[r][j] = _mm512_fmadd_ps(w_odd, x_odd[j], acc[r][j]);
+      }
+    }
+  }
+  for (; c < cols; c += 16) {
+    const __mmask16 m = Mask16(cols - c);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < R; ++r) {
+      const __m512 wv = LoadBf16Masked(w.p[r] + c, m);
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j) {
+        acc[r][j] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + j * ldx + c), acc[r][j]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < T; ++j) {
+    // Constant trip count, so acc stays in registers (indices fold).
+#pragma GCC unroll 2
+    for (size_t g = 0; g < R / 4; ++g) {
+      if (4 * g >= rows) break;
+      StoreSums(Sum4(acc[4 * g][j], acc[4 * g + 1][j], acc[4 * g + 2][j], acc[4 * g + 3][j]),
+                rows - 4 * g, false, y + j * ldy + 4 * g);
+    }
+  }
+}
+
+// Tile sizes for n tokens: ceil(n / max) tiles whose sizes differ by at most
+// one (8 tokens with max 6 run as 4 + 4, not 6 + 2).
+inline size_t NextTileTokens(size_t done, size_t n, size_t max) {
+  const size_t tiles_left = (n - done + max - 1) / max;
+  return (n - done) / tiles_left;
+}
+
+template <size_t R>
+TERN_AVX512 void DirectMatmul(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n,
+                              float* y) {
+  for (size_t r0 = 0; r0 < rows; r0 += R) {
+    const size_t nr = std::min(R, rows - r0);
+    const RowPtrs<R> wr = Rows<R>(w + r0 * cols, cols, nr);
+    // The first token tile prefetches the next rows; later ones re-read this
+    // group from cache.
+    size_t next = NextGroupOffset(r0, R, rows, cols);
+    for (size_t t = 0; t < n;) {
+      const size_t size = NextTileTokens(t, n, kDirectMaxTokens);
+      const float* xt = x + t * cols;
+      float* yt = y + t * rows + r0;
+      switch (size) {
+        case 4:
+          DirectTile<R, 4>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+        case 3:
+          DirectTile<R, 3>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+        case 2:
+          DirectTile<R, 2>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+        default:
+          DirectTile<R, 1>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+      }
+      next = 0;
+      t += size;
+    }
+  }
+}
+
+// ---- f32 FMA, larger n: widened panel x register tile ----
+
+// Widens W rows [0, rows) x columns [0, count) (row stride `cols`) into 4
+// panel rows of `depth` floats (count rounded up to 16), zero-filled, and
+// prefetches the same columns of the next 4 rows into L2.
+TERN_AVX512 void FillPanel(const uint16_t* w, size_t cols, size_t rows, size_t count, size_t depth,
+                           size_t next, float* panel) {
+  for (size_t r = 0; r < kTileRows; ++r) {
+    float* dst = panel + r * depth;
+    if (r >= rows) {
+      for (size_t c = 0; c < depth; c += 16) _mm512_store_ps(dst + c, _mm512_setzero_ps());
+      continue;
+    }
+    const uint16_t* src = w + r * cols;
+    size_t c = 0;
+    for (; c + 32 <= count; c += 32) {
+      Prefetch(src + c, next);
+      _mm512_store_ps(dst + c, LoadBf16(src + c));
+      _mm512_store_ps(dst + c + 16, LoadBf16(src + c + 16));
+    }
+    for (; c < count; c += 16) _mm512_store_ps(dst + c, LoadBf16Masked(src + c, Mask16(count - c)));
+  }
+}
+
+// y[j, 0..rows) (+)= panel . x[j] for the T tokens of the tile.
+template <int T>
+TERN_AVX512 void PanelTile(const float* panel, size_t depth, const float* x, size_t ldx,
+                           size_t count, float* y, size_t ldy, size_t rows, bool accumulate) {
+  __m512 acc[kTileRows][T];
+  for (size_t r = 0; r < kTileRows; ++r) {
+    for (int j = 0; j < T; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
+  size_t c = 0;
+  for (; c + 16 <= count; c += 16) {
+    const __m512 w0 = _mm512_load_ps(panel + c);
+    const __m512 w1 = _mm512_load_ps(panel + depth + c);
+    const __m512 w2 = _mm512_load_ps(panel + 2 * depth + c);
+    const __m512 w3 = _mm512_load_ps(panel + 3 * depth + c);
+#pragma GCC unroll 6
+    for (int j = 0; j < T; ++j) {
+      const __m512 xv = _mm512_loadu_ps(x + j * ldx + c);
+      acc[0][j] = _mm512_fmadd_ps(w0, xv, acc[0][j]);
+      acc[1][j] = _mm512_fmadd_ps(w1, xv, acc[1][j]);
+      acc[2][j] = _mm512_fmadd_ps(w2, xv, acc[2][j]);
+      acc[3][j] = _mm512_fmadd_ps(w3, xv, acc[3][j]);
+    }
+  }
+  if (c < count) {
+    // The panel is zero past `count`; x must not be read there.
+    const __mmask16 m = Mask16(count - c);
+    const __m512 w0 = _mm512_load_ps(panel + c);
+    const __m512 w1 = _mm512_load_ps(panel + depth + c);
+    const __m512 w2 = _mm512_load_ps(panel + 2 * depth + c);
+    const __m512 w3 = _mm512_load_ps(panel + 3 * depth + c);
+#pragma GCC unroll 6
+    for (int j = 0; j < T; ++j) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + j * ldx + c);
+      acc[0][j] = _mm512_fmadd_ps(w0, xv, acc[0][j]);
+      acc[1][j] = _mm512_fmadd_ps(w1, xv, acc[1][j]);
+      acc[2][j] = _mm512_fmadd_ps(w2, xv, acc[2][j]);
+      acc[3][j] = _mm512_fmadd_ps(w3, xv, acc[3][j]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int j = 0; j < T; ++j) {
+    StoreSums(Sum4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]), rows, accumulate, y + j * ldy);
+  }
+}
+
+TERN_AVX512 void PanelTokens(const float* panel, size_t depth, const float* x, size_t ldx,
+                             size_t count, size_t n, float* y, size_t ldy, size_t rows,
+                             bool accumulate) {
+  for (size_t t = 0; t < n;) {
+    const size_t size = NextTileTokens(t, n, kPanelMaxTokens);
+    const float* xt = x + t * ldx;
+    float* yt = y + t * ldy;
+    switch (size) {
+      case 6:
+        PanelTile<6>(panel, depth, xt, ldx, count, yt, ldy, rows, accumulate);
+        break;
+      case 5:
+        PanelTile<5>(panel, depth, xt, ldx, count, yt, ldy, rows, accumulate);
+        break;
+      case 4:
+        PanelTile<4>(panel, depth, xt, ldx, count, yt, ldy, rows, accumulate);
+        break;
+      case 3:
+        PanelTile<3>(panel, depth, xt, ldx, count, yt, ldy, rows, accumulate);
+        break;
+      case 2:
+        PanelTile<2>(panel, depth, xt, ldx, count, yt, ldy, rows, accumulate);
+        break;
+      default:
+        PanelTile<1>(panel, depth, xt, ldx, count, yt, ldy, rows, accumulate);
+        break;
+    }
+    t += size;
+  }
+}
+
+TERN_AVX512 void PanelMatmul(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n,
+                             float* y) {
+  alignas(64) float panel[kTileRows * kPanelCols];
+  for (size_t c0 = 0; c0 < cols; c0 += kPanelCols) {
+    const size_t count = std::min(kPanelCols, cols - c0);
+    const size_t depth = (count + 15) & ~size_t{15};
+    for (size_t r0 = 0; r0 < rows; r0 += kTileRows) {
+      const size_t nr = std::min(kTileRows, rows - r0);
+      FillPanel(w + r0 * cols + c0, cols, nr, count, depth,
+                NextGroupOffset(r0, kTileRows, rows, cols), panel);
+      PanelTokens(panel, depth, x + c0, cols, count, n, y + r0, rows, nr, c0 > 0);
+    }
+  }
+}
+
+// ---- vdpbf16ps ----
+
+TERN_AVX512_BF16 inline __m512bh XToBf16(const float* x) {
+  return _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
+}
+TERN_AVX512_BF16 inline __m512bh XToBf16Masked(const float* x, size_t count) {
+  const __m512 lo = _mm512_maskz_loadu_ps(Mask16(count), x);
+  const __m512 hi = _mm512_maskz_loadu_ps(count > 16 ? Mask16(count - 16) : 0, x + 16);
+  return _mm512_cvtne2ps_pbh(hi, lo);
+}
+TERN_AVX512_BF16 inline __m512bh LoadWPairs(const uint16_t* p) {
+  return (__m512bh)_mm512_loadu_si512(p);
+}
+TERN_AVX512_BF16 inline __m512bh LoadWPairsMasked(const uint16_t* p, size_t count) {
+  const __mmask32 m = count >= 32 ? ~__mmask32{0} : (__mmask32{1} << count) - 1;
+  return (__m512bh)_mm512_maskz_loadu_epi16(m, p);
+}
+
+// y[j, 0..rows) = W . x[j] for T tokens and R weight rows read in place.
+template <size_t R, int T>
+TERN_AVX512_BF16 void DotTile(RowPtrs<R> w, size_t next, size_t cols, const float* x, size_t ldx,
+                              float* y, size_t ldy, size_t rows) {
+  __m512 acc[R][T];
+  for (size_t r = 0; r < R; ++r) {
+    for (int j = 0; j < T; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
+  size_t c = 0;
+  for (; c + 32 <= cols; c += 32) {
+    __m512bh xv[T];
+#pragma GCC unroll 6
+    for (int j = 0; j < T; ++j) xv[j] = XToBf16(x + j * ldx + c);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < R; ++r) {
+      Prefetch(w.p[r] + c, next);
+      const __m512bh wv = LoadWPairs(w.p[r] + c);
+#pragma GCC unroll 6
+      for (int j = 0; j < T; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], wv, xv[j]);
+    }
+  }
+  if (c < cols) {
+    const size_t left = cols - c;
+    __m512bh xv[T];
+#pragma GCC unroll 6
+    for (int j = 0; j < T; ++j) xv[j] = XToBf16Masked(x + j * ldx + c, left);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < R; ++r) {
+      const __m512bh wv = LoadWPairsMasked(w.p[r] + c, left);
+#pragma GCC unroll 6
+      for (int j = 0; j < T; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], wv, xv[j]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int j = 0; j < T; ++j) {
+    // Constant trip count, so acc stays in registers (indices fold).
+#pragma GCC unroll 2
+    for (size_t g = 0; g < R / 4; ++g) {
+      if (4 * g >= rows) break;
+      StoreSums(Sum4(acc[4 * g][j], acc[4 * g + 1][j], acc[4 * g + 2][j], acc[4 * g + 3][j]),
+                rows - 4 * g, false, y + j * ldy + 4 * g);
+    }
+  }
+}
+
+template <size_t R>
+TERN_AVX512_BF16 void DotMatmul(const uint16_t* w, size_t rows, size_t cols, const float* x,
+                                size_t n, float* y) {
+  for (size_t r0 = 0; r0 < rows; r0 += R) {
+    const size_t nr = std::min(R, rows - r0);
+    const RowPtrs<R> wr = Rows<R>(w + r0 * cols, cols, nr);
+    size_t next = NextGroupOffset(r0, R, rows, cols);
+    for (size_t t = 0; t < n;) {
+      const size_t size = NextTileTokens(t, n, kDotMaxTokens);
+      const float* xt = x + t * cols;
+      float* yt = y + t * rows + r0;
+      switch (size) {
+        case 6:
+          DotTile<R, 6>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+        case 5:
+          DotTile<R, 5>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+        case 4:
+          DotTile<R, 4>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+        case 3:
+          DotTile<R, 3>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+        case 2:
+          DotTile<R, 2>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+        default:
+          DotTile<R, 1>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+      }
+      next = 0;
+      t += size;
+    }
+  }
+}
+
+}  // namespace
+
+TERN_AVX512 void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, const float* x,
+                               size_t n, float* y) {
+  if (rows == 0 || n == 0) return;
+  if (cols == 0) {
+    for (size_t i = 0; i < n * rows; ++i) y[i] = 0.0f;
+  } else if (n == 1) {
+    DirectMatmul<kGemvRows>(w, rows, cols, x, n, y);
+  } else if (n < kPanelMinTokens) {
+    DirectMatmul<kDirectRows>(w, rows, cols, x, n, y);
+  } else {
+    PanelMatmul(w, rows, cols, x, n, y);
+  }
+}
+
+TERN_AVX512_BF16 void MatmulBf16Dot(const uint16_t* w, size_t rows, size_t cols, const float* x,
+                                    size_t n, float* y) {
+  if (rows == 0 || n == 0) return;
+  if (cols == 0) {
+    for (size_t i = 0; i < n * rows; ++i) y[i] = 0.0f;
+  } else if (n == 1) {
+    DotMatmul<kGemvRows>(w, rows, cols, x, n, y);
+  } else {
+    DotMatmul<kTileRows>(w, rows, cols, x, n, y);
+  }
+}
+
+}  // namespace tern::kernels::avx512

@@ -1,0 +1,45 @@
+// The per-instruction-set kernels behind dispatch.h. Each is compiled for its
+// instruction set with function target attributes (the rest of the build is
+// baseline x86-64), so calling one on a CPU without that set is undefined:
+// check CpuSupports() first. Tests and benchmarks call them directly; the
+// engine goes through ActiveKernels().
+//
+// Contracts are those of KernelSet in dispatch.h. Pure functions: no
+// allocation, threads or I/O (the matmuls use at most a 16 KiB stack buffer).
+#ifndef TERN_KERNELS_SIMD_KERNELS_H_
+#define TERN_KERNELS_SIMD_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tern::kernels {
+
+namespace avx512 {
+// f32 FMA on weights widened in registers: n <= 32 streams W once, widening
+// it in registers (n == 1: 8 rows at a time); larger n widens 4 rows x 1024
+// columns of W into an L1 panel reused by 6-token register tiles.
+void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n, float* y);
+// vdpbf16ps (needs AVX512_BF16): x is rounded to bf16 (nearest even) and pairs
+// of products are accumulated in f32; W is used as stored.
+void MatmulBf16Dot(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n, float* y);
+void RmsNorm(const float* x, const float* weight, size_t size, float eps, float* out);
+void SiluMul(float* gate, const float* up, size_t size);
+void Softmax(float* v, size_t size);
+float DotF32(const float* a, const float* b, size_t size);
+void Axpy(float scale, const float* x, float* out, size_t size);
+void Add(float* acc, const float* x, size_t size);
+}  // namespace avx512
+
+namespace avx2 {
+void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n, float* y);
+void RmsNorm(const float* x, const float* weight, size_t size, float eps, float* out);
+void SiluMul(float* gate, const float* up, size_t size);
+void Softmax(float* v, size_t size);
+float DotF32(const float* a, const float* b, size_t size);
+void Axpy(float scale, const float* x, float* out, size_t size);
+void Add(float* acc, const float* x, size_t size);
+}  // namespace avx2
+
+}  // namespace tern::kernels
+
+#endif  // TERN_KERNELS_SIMD_KERNELS_H_
