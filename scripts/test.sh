@@ -9,6 +9,9 @@ cd "$root"
 bash scripts/build.sh
 echo "[test] C++ unit tests (ctest)"
 ctest --preset release -j "$(nproc)" --timeout 300
+if [ "${TERN_SKIP_SANITIZERS:-0}" != 1 ]; then
+  bash scripts/sanitize.sh
+fi
 echo "[test] reference-parity and end-to-end suites (node --test)"
 export TERN_BUILD_DIR="$root/build/release"
 cd tests
