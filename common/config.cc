@@ -19,8 +19,8 @@ absl::Status CheckKeys(const YAML::Node& node, const std::string& where,
   for (const auto& kv : node) {
     const std::string key = kv.first.as<std::string>();
     if (!allowed.count(key)) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown key '", key, "' (known: ",
-                                                     absl::StrJoin(allowed, ", "), ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": unknown key '", key, "' (known: ", absl::StrJoin(allowed, ", "), ")"));
     }
   }
   return absl::OkStatus();
@@ -42,8 +42,9 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(m, "max_model_len", &config.model.max_model_len);
   }
   if (const YAML::Node w = root["worker"]) {
-    TERN_RETURN_IF_ERROR(CheckKeys(w, "worker", {"listen", "max_num_seqs", "max_queue",
-                                                 "kv_block_size", "threads", "metrics_listen"}));
+    TERN_RETURN_IF_ERROR(CheckKeys(
+        w, "worker",
+        {"listen", "max_num_seqs", "max_queue", "kv_block_size", "threads", "metrics_listen"}));
     Read(w, "listen", &config.worker.listen);
     Read(w, "max_num_seqs", &config.worker.max_num_seqs);
     Read(w, "max_queue", &config.worker.max_queue);
@@ -52,8 +53,9 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(w, "metrics_listen", &config.worker.metrics_listen);
   }
   if (const YAML::Node r = root["router"]) {
-    TERN_RETURN_IF_ERROR(CheckKeys(r, "router", {"listen", "policy", "workers", "health_interval_ms",
-                                                 "health_timeout_ms", "metrics_listen"}));
+    TERN_RETURN_IF_ERROR(CheckKeys(r, "router",
+                                   {"listen", "policy", "workers", "health_interval_ms",
+                                    "health_timeout_ms", "metrics_listen"}));
     Read(r, "listen", &config.router.listen);
     Read(r, "policy", &config.router.policy);
     Read(r, "workers", &config.router.workers);
@@ -62,8 +64,9 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(r, "metrics_listen", &config.router.metrics_listen);
   }
   if (const YAML::Node g = root["gateway"]) {
-    TERN_RETURN_IF_ERROR(CheckKeys(g, "gateway", {"listen", "router", "max_body_bytes",
-                                                  "request_timeout_s", "io_threads", "api_keys"}));
+    TERN_RETURN_IF_ERROR(CheckKeys(
+        g, "gateway",
+        {"listen", "router", "max_body_bytes", "request_timeout_s", "io_threads", "api_keys"}));
     Read(g, "listen", &config.gateway.listen);
     Read(g, "router", &config.gateway.router);
     Read(g, "max_body_bytes", &config.gateway.max_body_bytes);

@@ -32,7 +32,8 @@ absl::StatusOr<Flags> Flags::Parse(int argc, char** argv, int first,
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     }
     if (!value) {
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      if (i + 1 >= argc)
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       value = argv[++i];
     }
     flags.values_[name] = *value;
@@ -55,7 +56,8 @@ absl::StatusOr<std::optional<int64_t>> Flags::GetInt(const std::string& name) co
   if (!value) return std::optional<int64_t>();
   int64_t parsed;
   if (!absl::SimpleAtoi(*value, &parsed)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be an integer, got '", *value, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be an integer, got '", *value, "'"));
   }
   return std::optional<int64_t>(parsed);
 }

@@ -18,10 +18,14 @@ std::string g_component = "tern";
 
 const char* LevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "DEBUG";
-    case LogLevel::kInfo: return "INFO";
-    case LogLevel::kWarning: return "WARN";
-    case LogLevel::kError: return "ERROR";
+    case LogLevel::kDebug:
+      return "DEBUG";
+    case LogLevel::kInfo:
+      return "INFO";
+    case LogLevel::kWarning:
+      return "WARN";
+    case LogLevel::kError:
+      return "ERROR";
   }
   return "INFO";
 }
@@ -35,7 +39,8 @@ std::string Timestamp() {
   gmtime_r(&secs, &tm);
   char buf[48];
   std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(millis));
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(millis));
   return buf;
 }
 
@@ -62,8 +67,8 @@ void WriteLogLine(LogLevel level, const std::string& message) {
     std::lock_guard<std::mutex> lock(g_component_mu);
     component = g_component;
   }
-  std::string line = std::string(LevelName(level)) + " " + Timestamp() + " " + component + ": " +
-                     message + "\n";
+  std::string line =
+      std::string(LevelName(level)) + " " + Timestamp() + " " + component + ": " + message + "\n";
   ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
   (void)ignored;
 }

@@ -34,14 +34,14 @@ class LogMessage {
 }  // namespace tern
 
 // A one-pass `for` instead of if/else: safe inside an unbraced if.
-#define TERN_LOG(level)                                                             \
+#define TERN_LOG(level)                                                                  \
   for (bool tern_log_on_ = ::tern::LogEnabled(::tern::LogLevel::k##level); tern_log_on_; \
-       tern_log_on_ = false)                                                        \
+       tern_log_on_ = false)                                                             \
   ::tern::internal::LogMessage(::tern::LogLevel::k##level).stream()
 
 // Aborts with a message: for impossible states only, never for request data.
-#define TERN_CHECK(cond)                                              \
-  for (bool tern_check_failed_ = !(cond); tern_check_failed_;)       \
+#define TERN_CHECK(cond)                                       \
+  for (bool tern_check_failed_ = !(cond); tern_check_failed_;) \
   ::tern::internal::FatalMessage(__FILE__, __LINE__, #cond).stream()
 
 namespace tern::internal {

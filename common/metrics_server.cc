@@ -46,7 +46,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   try {
     server->exposer_ = std::make_unique<prometheus::Exposer>(listen);
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", listen, ": ", e.what()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve /metrics on ", listen, ": ", e.what()));
   }
   server->collectable_ = std::make_shared<FunctionCollectable>(std::move(collect));
   server->exposer_->RegisterCollectable(server->collectable_);
@@ -62,8 +63,9 @@ prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string&
   return Family(name, help, prometheus::MetricType::Gauge, samples);
 }
 
-prometheus::MetricFamily CounterFamily(const std::string& name, const std::string& help,
-                                       const std::vector<std::pair<MetricLabels, double>>& samples) {
+prometheus::MetricFamily CounterFamily(
+    const std::string& name, const std::string& help,
+    const std::vector<std::pair<MetricLabels, double>>& samples) {
   return Family(name, help, prometheus::MetricType::Counter, samples);
 }
 

@@ -10,10 +10,10 @@
 #define TERN_STATUS_CONCAT_(a, b) TERN_STATUS_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function when `expr` is not OK.
-#define TERN_RETURN_IF_ERROR(expr)                 \
-  do {                                             \
-    ::absl::Status tern_status_ = (expr);          \
-    if (!tern_status_.ok()) return tern_status_;   \
+#define TERN_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status tern_status_ = (expr);        \
+    if (!tern_status_.ok()) return tern_status_; \
   } while (0)
 
 // `lhs = value of expr` when OK; otherwise returns its status.

@@ -41,7 +41,8 @@ std::string WorkerEndpoint::detail() const {
 
 void WorkerEndpoint::MarkHealthy(const tern::v1::WorkerInfo& info) {
   absl::MutexLock lock(&mu_);
-  if (!healthy_) TERN_LOG(Info) << "worker " << address_ << " is healthy (model " << info.model_id() << ")";
+  if (!healthy_)
+    TERN_LOG(Info) << "worker " << address_ << " is healthy (model " << info.model_id() << ")";
   healthy_ = true;
   has_info_ = true;
   info_ = info;
@@ -109,7 +110,8 @@ void Fleet::CheckOne(WorkerEndpoint& worker) {
     absl::MutexLock lock(&mu_);
     auto it = std::find_if(model_created_.begin(), model_created_.end(),
                            [&](const auto& p) { return p.first == info.model_id(); });
-    if (it == model_created_.end()) model_created_.emplace_back(info.model_id(), std::time(nullptr));
+    if (it == model_created_.end())
+      model_created_.emplace_back(info.model_id(), std::time(nullptr));
   }
   worker.MarkHealthy(info);
 }

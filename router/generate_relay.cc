@@ -78,9 +78,8 @@ void GenerateRelay::StartAttempt(const grpc::Status& last_error) {
           last_error.ok()
               ? grpc::Status(static_cast<grpc::StatusCode>(worker.status().code()),
                              std::string(worker.status().message()))
-              : grpc::Status(last_error.error_code(),
-                             absl::StrCat(last_error.error_message(), " (",
-                                          worker.status().message(), ")"));
+              : grpc::Status(last_error.error_code(), absl::StrCat(last_error.error_message(), " (",
+                                                                   worker.status().message(), ")"));
     } else {
       tried_.push_back(*worker);
       attempt = std::make_shared<Attempt>(this, *worker);

@@ -23,7 +23,8 @@ class RouterService final : public tern::v1::Router::CallbackService {
   uint64_t requests_received() const { return requests_received_.load(); }
 
   grpc::ServerWriteReactor<tern::v1::GenerateResponse>* Generate(
-      grpc::CallbackServerContext* context, const tern::v1::RouterGenerateRequest* request) override;
+      grpc::CallbackServerContext* context,
+      const tern::v1::RouterGenerateRequest* request) override;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
                                        const tern::v1::ListModelsRequest* request,
                                        tern::v1::ListModelsResponse* response) override;

@@ -55,10 +55,10 @@ absl::StatusOr<std::shared_ptr<SequenceHandle>> Engine::Submit(SequenceSpec spec
   }
   const int64_t total = static_cast<int64_t>(spec.prompt.size()) + spec.max_tokens;
   if (total > options_.max_model_len) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "This model's maximum context length is ", options_.max_model_len,
-        " tokens. However, you requested ", total, " tokens (", spec.prompt.size(),
-        " in the prompt, ", spec.max_tokens, " for the completion)."));
+    return absl::InvalidArgumentError(
+        absl::StrCat("This model's maximum context length is ", options_.max_model_len,
+                     " tokens. However, you requested ", total, " tokens (", spec.prompt.size(),
+                     " in the prompt, ", spec.max_tokens, " for the completion)."));
   }
   if (!spec.has_seed) {
     // The seed is reported back so another worker can continue the same stream.
@@ -176,9 +176,9 @@ bool Engine::Step(Sequence& seq) {
   ++seq.generated;
   generation_tokens_.fetch_add(1);
 
-  const bool is_eos = !seq.spec.ignore_eos && std::find(config.eos_token_ids.begin(),
-                                                        config.eos_token_ids.end(),
-                                                        token) != config.eos_token_ids.end();
+  const bool is_eos = !seq.spec.ignore_eos &&
+                      std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), token) !=
+                          config.eos_token_ids.end();
   const bool is_stop = std::find(seq.spec.stop_token_ids.begin(), seq.spec.stop_token_ids.end(),
                                  token) != seq.spec.stop_token_ids.end();
   if (may_stop && (is_eos || is_stop)) {

@@ -31,11 +31,11 @@ int Fail(const std::string& message) {
 }
 
 int Run(int argc, char** argv) {
-  auto flags = tern::Flags::Parse(
-      argc, argv, 1,
-      {"config", "model", "listen", "served-model-name", "max-num-seqs", "max-model-len",
-       "log-level", "drain-timeout-s", "metrics-listen"},
-      {"help"});
+  auto flags =
+      tern::Flags::Parse(argc, argv, 1,
+                         {"config", "model", "listen", "served-model-name", "max-num-seqs",
+                          "max-model-len", "log-level", "drain-timeout-s", "metrics-listen"},
+                         {"help"});
   if (!flags.ok()) return Fail(std::string(flags.status().message()) + "\n" + kUsage);
   if (flags->Has("help")) {
     std::cout << kUsage;
@@ -65,8 +65,11 @@ int Run(int argc, char** argv) {
     config.model.served_name =
         std::filesystem::path(config.model.path).lexically_normal().filename().string();
     if (config.model.served_name.empty()) {
-      config.model.served_name =
-          std::filesystem::path(config.model.path).lexically_normal().parent_path().filename().string();
+      config.model.served_name = std::filesystem::path(config.model.path)
+                                     .lexically_normal()
+                                     .parent_path()
+                                     .filename()
+                                     .string();
     }
   }
 
@@ -78,8 +81,8 @@ int Run(int argc, char** argv) {
   const auto& mc = (*model)->config();
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
-  TERN_LOG(Info) << "model loaded in " << load_s << " s: " << mc.num_hidden_layers << " layers, hidden "
-                 << mc.hidden_size << ", vocab " << mc.vocab_size;
+  TERN_LOG(Info) << "model loaded in " << load_s << " s: " << mc.num_hidden_layers
+                 << " layers, hidden " << mc.hidden_size << ", vocab " << mc.vocab_size;
 
   tern::worker::EngineOptions engine_options;
   engine_options.max_num_seqs = config.worker.max_num_seqs;
@@ -95,12 +98,14 @@ int Run(int argc, char** argv) {
 
   std::unique_ptr<tern::MetricsServer> metrics;
   if (!config.worker.metrics_listen.empty()) {
-    auto started = tern::MetricsServer::Start(
-        config.worker.metrics_listen, [&engine] { return tern::worker::CollectWorkerMetrics(engine); });
+    auto started = tern::MetricsServer::Start(config.worker.metrics_listen, [&engine] {
+      return tern::worker::CollectWorkerMetrics(engine);
+    });
     if (!started.ok()) return Fail(std::string(started.status().message()));
     metrics = *std::move(started);
-    TERN_LOG(Info) << "metrics on http://" << config.worker.metrics_listen.substr(
-                          0, config.worker.metrics_listen.rfind(':'))
+    TERN_LOG(Info) << "metrics on http://"
+                   << config.worker.metrics_listen.substr(0,
+                                                          config.worker.metrics_listen.rfind(':'))
                    << ":" << metrics->port() << "/metrics";
   }
 

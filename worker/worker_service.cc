@@ -12,10 +12,14 @@ namespace {
 
 tern::v1::FinishReason ToProto(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kStop: return tern::v1::FINISH_REASON_STOP;
-    case FinishReason::kLength: return tern::v1::FINISH_REASON_LENGTH;
-    case FinishReason::kCancelled: return tern::v1::FINISH_REASON_CANCELLED;
-    case FinishReason::kError: return tern::v1::FINISH_REASON_ERROR;
+    case FinishReason::kStop:
+      return tern::v1::FINISH_REASON_STOP;
+    case FinishReason::kLength:
+      return tern::v1::FINISH_REASON_LENGTH;
+    case FinishReason::kCancelled:
+      return tern::v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kError:
+      return tern::v1::FINISH_REASON_ERROR;
   }
   return tern::v1::FINISH_REASON_ERROR;
 }
@@ -141,7 +145,8 @@ absl::StatusOr<SequenceSpec> SpecFromRequest(const tern::v1::GenerateRequest& re
           absl::StrCat("sampling.logit_bias for token ", id, " must be in [-100, 100]"));
     }
   }
-  if (p.min_tokens() < 0) return absl::InvalidArgumentError("sampling.min_tokens must not be negative");
+  if (p.min_tokens() < 0)
+    return absl::InvalidArgumentError("sampling.min_tokens must not be negative");
   SequenceSpec spec;
   spec.request_id = request.request_id();
   spec.prompt.assign(request.prompt_token_ids().begin(), request.prompt_token_ids().end());

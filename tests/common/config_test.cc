@@ -37,7 +37,8 @@ TEST(ConfigTest, MalformedYamlIsAnErrorNotACrash) {
 }
 
 TEST(ConfigTest, MissingFileIsNotFound) {
-  EXPECT_EQ(LoadClusterConfig("/nonexistent/tern.yaml").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(LoadClusterConfig("/nonexistent/tern.yaml").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -60,8 +60,8 @@ class RouterServiceTest : public ::testing::Test {
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
-    stub_ = tern::v1::Router::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+    stub_ = tern::v1::Router::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
+                                                          grpc::InsecureChannelCredentials()));
   }
 
   static tern::v1::RouterGenerateRequest Request(const std::string& model, int max_tokens) {
@@ -75,14 +75,15 @@ class RouterServiceTest : public ::testing::Test {
   }
 
   // Runs a call to the end: its token ids and final status.
-  std::pair<std::vector<int32_t>, grpc::Status> Generate(const tern::v1::RouterGenerateRequest& request,
-                                                         std::chrono::milliseconds timeout) {
+  std::pair<std::vector<int32_t>, grpc::Status> Generate(
+      const tern::v1::RouterGenerateRequest& request, std::chrono::milliseconds timeout) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + timeout);
     auto reader = stub_->Generate(&ctx, request);
     tern::v1::GenerateResponse response;
     std::vector<int32_t> tokens;
-    while (reader->Read(&response)) tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
+    while (reader->Read(&response))
+      tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
     return {tokens, reader->Finish()};
   }
 

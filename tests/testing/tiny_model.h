@@ -23,9 +23,9 @@ inline std::string TokenizerDir() {
 inline std::string TinyModelDir() {
   static const std::string dir = [] {
     if (!std::filesystem::exists(TokenizerDir() + "/tokenizer.json")) return std::string();
-    const std::string out = (std::filesystem::temp_directory_path() /
-                             ("tern-test-tiny-" + std::to_string(getpid())))
-                                .string();
+    const std::string out =
+        (std::filesystem::temp_directory_path() / ("tern-test-tiny-" + std::to_string(getpid())))
+            .string();
     worker::SynthOptions options;
     options.preset = "tiny";
     options.seed = 7;
@@ -38,9 +38,9 @@ inline std::string TinyModelDir() {
     }
     std::atexit([] {
       std::error_code ignored;
-      std::filesystem::remove_all(std::filesystem::temp_directory_path() /
-                                      ("tern-test-tiny-" + std::to_string(getpid())),
-                                  ignored);
+      std::filesystem::remove_all(
+          std::filesystem::temp_directory_path() / ("tern-test-tiny-" + std::to_string(getpid())),
+          ignored);
     });
     return out;
   }();

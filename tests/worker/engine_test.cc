@@ -86,12 +86,14 @@ TEST_F(EngineTest, GreedyMatchesDirectForwardAndEndsWithLength) {
 
 TEST_F(EngineTest, ConcurrentSequencesGetTheSameTokensAsAlone) {
   Engine engine(model_.get(), EngineOptions{.max_num_seqs = 4});
-  std::vector<std::vector<int32_t>> prompts = {{128000, 9906}, {128000, 791, 1917}, {128000, 40, 1093, 311}};
+  std::vector<std::vector<int32_t>> prompts = {
+      {128000, 9906}, {128000, 791, 1917}, {128000, 40, 1093, 311}};
   std::vector<std::vector<int32_t>> alone;
   for (const auto& p : prompts) alone.push_back(Tokens(RunToEnd(engine, Greedy(p, 10))));
   std::vector<std::future<std::vector<int32_t>>> together;
   for (const auto& p : prompts) {
-    together.push_back(std::async(std::launch::async, [&, p] { return Tokens(RunToEnd(engine, Greedy(p, 10))); }));
+    together.push_back(
+        std::async(std::launch::async, [&, p] { return Tokens(RunToEnd(engine, Greedy(p, 10))); }));
   }
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(together[i].get(), alone[i]);
 }
@@ -170,8 +172,10 @@ TEST_F(EngineTest, RejectsBadRequestsWithClearErrors) {
   EXPECT_EQ(engine.Submit(Greedy({}, 4), sink).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine.Submit(Greedy({128000, 999999}, 4), sink).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(engine.Submit(Greedy({-1}, 4), sink).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(engine.Submit(Greedy({128000}, 0), sink).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine.Submit(Greedy({-1}, 4), sink).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine.Submit(Greedy({128000}, 0), sink).status().code(),
+            absl::StatusCode::kInvalidArgument);
   auto too_long = engine.Submit(Greedy(std::vector<int32_t>(60, 100), 10), sink);
   EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(too_long.status().message().find("maximum context length is 64"), std::string::npos);
@@ -197,7 +201,8 @@ TEST_F(EngineTest, LogitBiasForcesAToken) {
   const auto tokens = Tokens(RunToEnd(engine, spec));
   EXPECT_EQ(tokens, std::vector<int32_t>(4, 1234));
   spec.logit_bias = {{128256, 1.0f}};
-  EXPECT_EQ(engine.Submit(spec, [](StreamEvent) {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine.Submit(spec, [](StreamEvent) {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
