@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -94,6 +95,13 @@ absl::StatusOr<ClusterConfig> ParseClusterConfig(const std::string& yaml_text) {
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("tern.yaml: ", e.what()));
   }
+}
+
+std::string DefaultServedModelName(const std::string& model_path) {
+  std::filesystem::path path = std::filesystem::path(model_path).lexically_normal();
+  if (!path.has_filename()) path = path.parent_path();
+  const std::string name = path.filename().string();
+  return name == "." || name == ".." ? std::string() : name;
 }
 
 absl::StatusOr<ClusterConfig> LoadClusterConfig(const std::string& path) {

@@ -62,6 +62,11 @@ struct ClusterConfig {
 
 // Parses YAML text. Unknown keys are rejected so typos do not pass silently.
 absl::StatusOr<ClusterConfig> ParseClusterConfig(const std::string& yaml_text);
+// The name clients use for a model when none is configured: the base name of
+// its directory ("models/x/" and "models/x/." give "x"). Gateway and worker
+// must agree on it, so both call this. Empty when the path names no folder.
+std::string DefaultServedModelName(const std::string& model_path);
+
 // Reads and parses a file; NotFound when it does not exist.
 absl::StatusOr<ClusterConfig> LoadClusterConfig(const std::string& path);
 

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/config.h"
 #include "common/status_macros.h"
 
 namespace tern::gateway {
@@ -89,11 +90,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> LoadServedModel(const std::string& 
   const std::filesystem::path root(dir);
   auto model = std::make_unique<ServedModel>();
   model->name = served_name;
-  if (model->name.empty()) {
-    std::filesystem::path trimmed = root;
-    if (!trimmed.has_filename()) trimmed = trimmed.parent_path();  // "models/x/" -> "models/x"
-    model->name = trimmed.filename().string();
-  }
+  if (model->name.empty()) model->name = DefaultServedModelName(dir);
   if (model->name.empty())
     return absl::InvalidArgumentError(absl::StrCat("cannot derive a model name from ", dir));
 

@@ -62,15 +62,11 @@ int Run(int argc, char** argv) {
   }
   if (config.model.path.empty()) return Fail(std::string("--model DIR is required\n") + kUsage);
   if (config.model.served_name.empty()) {
-    config.model.served_name =
-        std::filesystem::path(config.model.path).lexically_normal().filename().string();
-    if (config.model.served_name.empty()) {
-      config.model.served_name = std::filesystem::path(config.model.path)
-                                     .lexically_normal()
-                                     .parent_path()
-                                     .filename()
-                                     .string();
-    }
+    config.model.served_name = tern::DefaultServedModelName(config.model.path);
+  }
+  if (config.model.served_name.empty()) {
+    return Fail("cannot derive a model name from " + config.model.path +
+                "; pass --served-model-name");
   }
 
   tern::BlockTerminationSignals();

@@ -56,3 +56,17 @@ TEST(ConfigTest, ExampleConfigParses) {
 
 }  // namespace
 }  // namespace tern
+
+namespace tern {
+namespace {
+
+TEST(ConfigTest, DefaultServedModelNameIsTheFolderName) {
+  EXPECT_EQ(DefaultServedModelName("models/llama-3"), "llama-3");
+  EXPECT_EQ(DefaultServedModelName("models/llama-3/"), "llama-3");
+  EXPECT_EQ(DefaultServedModelName("models/llama-3/."), "llama-3");
+  EXPECT_EQ(DefaultServedModelName("/abs/x//"), "x");
+  EXPECT_EQ(DefaultServedModelName("."), "");
+}
+
+}  // namespace
+}  // namespace tern
