@@ -45,12 +45,17 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
   if (const YAML::Node w = root["worker"]) {
     TERN_RETURN_IF_ERROR(CheckKeys(
         w, "worker",
-        {"listen", "max_num_seqs", "max_queue", "kv_block_size", "threads", "metrics_listen"}));
+        {"listen", "max_num_seqs", "max_queue", "kv_block_size", "kv_cache_gib",
+         "max_num_batched_tokens", "enable_prefix_caching", "tp", "cpus", "metrics_listen"}));
     Read(w, "listen", &config.worker.listen);
     Read(w, "max_num_seqs", &config.worker.max_num_seqs);
     Read(w, "max_queue", &config.worker.max_queue);
     Read(w, "kv_block_size", &config.worker.kv_block_size);
-    Read(w, "threads", &config.worker.threads);
+    Read(w, "kv_cache_gib", &config.worker.kv_cache_gib);
+    Read(w, "max_num_batched_tokens", &config.worker.max_num_batched_tokens);
+    Read(w, "enable_prefix_caching", &config.worker.enable_prefix_caching);
+    Read(w, "tp", &config.worker.tp);
+    Read(w, "cpus", &config.worker.cpus);
     Read(w, "metrics_listen", &config.worker.metrics_listen);
   }
   if (const YAML::Node r = root["router"]) {
@@ -81,6 +86,13 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
   if (config.worker.kv_block_size <= 0) {
     return absl::InvalidArgumentError("worker.kv_block_size must be positive");
   }
+  if (!(config.worker.kv_cache_gib > 0)) {
+    return absl::InvalidArgumentError("worker.kv_cache_gib must be positive");
+  }
+  if (config.worker.max_num_batched_tokens <= 0) {
+    return absl::InvalidArgumentError("worker.max_num_batched_tokens must be positive");
+  }
+  if (config.worker.tp < 0) return absl::InvalidArgumentError("worker.tp must not be negative");
   if (config.gateway.max_body_bytes <= 0) {
     return absl::InvalidArgumentError("gateway.max_body_bytes must be positive");
   }

@@ -27,9 +27,19 @@ struct WorkerSection {
   int32_t max_num_seqs = 8;
   // Requests waiting in the worker beyond max_num_seqs before RESOURCE_EXHAUSTED.
   int32_t max_queue = 256;
+  // Token slots per KV block (the router hashes prompts with the same size).
   int32_t kv_block_size = 16;
-  // Compute threads; 0 means every core of the machine.
-  int32_t threads = 0;
+  // Size of the paged KV pool.
+  double kv_cache_gib = 1.0;
+  // Tokens computed per engine step (decodes plus prefill chunks).
+  int32_t max_num_batched_tokens = 256;
+  bool enable_prefix_caching = true;
+  // Tensor-parallel ranks, one pinned thread each; 0: one per core the
+  // process may run on.
+  int32_t tp = 0;
+  // CPUs the ranks are pinned to, in rank order (`tern up --workers N` gives
+  // each worker its share); empty: the CPUs the process may run on.
+  std::vector<int32_t> cpus;
   std::string metrics_listen;  // empty: no /metrics endpoint
 };
 

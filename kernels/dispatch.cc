@@ -29,15 +29,15 @@ void ScalarAdd(float* acc, const float* x, size_t size) {
 }
 
 constexpr KernelSet kScalarSet = {Isa::kScalar,  ScalarMatmul, ScalarRmsNorm, ScalarSiluMul,
-                                  ScalarSoftmax, DotF32,       ScalarAxpy,    ScalarAdd};
+                                  ScalarSoftmax, DotF32,       ScalarAxpy,    ScalarAdd, PagedAttention};
 constexpr KernelSet kAvx2Set = {Isa::kAvx2,    avx2::MatmulBf16Fma, avx2::RmsNorm, avx2::SiluMul,
-                                avx2::Softmax, avx2::DotF32,        avx2::Axpy,    avx2::Add};
+                                avx2::Softmax, avx2::DotF32,        avx2::Axpy,    avx2::Add, PagedAttention};
 constexpr KernelSet kAvx512Set = {
     Isa::kAvx512,    avx512::MatmulBf16Fma, avx512::RmsNorm, avx512::SiluMul,
-    avx512::Softmax, avx512::DotF32,        avx512::Axpy,    avx512::Add};
+    avx512::Softmax, avx512::DotF32,        avx512::Axpy,    avx512::Add, PagedAttention};
 constexpr KernelSet kAvx512Bf16Set = {
     Isa::kAvx512Bf16, avx512::MatmulBf16Dot, avx512::RmsNorm, avx512::SiluMul,
-    avx512::Softmax,  avx512::DotF32,        avx512::Axpy,    avx512::Add};
+    avx512::Softmax,  avx512::DotF32,        avx512::Axpy,    avx512::Add, PagedAttention};
 
 struct CpuFeatures {
   bool avx2 = false;

@@ -27,6 +27,7 @@
 #include <string_view>
 
 #include "absl/types/span.h"
+#include "kernels/reference.h"
 
 namespace tern::kernels {
 
@@ -63,6 +64,10 @@ struct KernelSet {
   void (*axpy)(float scale, const float* x, float* out, size_t size);
   // acc[i] += x[i].
   void (*add)(float* acc, const float* x, size_t size);
+  // Causal GQA over a paged KV cache (reference.h PagedAttention).
+  void (*paged_attention)(const PagedKv& kv, const int32_t* block_table, int32_t start,
+                          int32_t num_tokens, const float* q, int32_t num_heads, float scale,
+                          float* out);
 
   // Span forms of the above, with the argument order of reference.h.
   void MatmulBf16(absl::Span<const uint16_t> w, size_t rows, size_t cols, absl::Span<const float> x,

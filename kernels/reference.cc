@@ -1,8 +1,11 @@
 #include "kernels/reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numbers>
+#include <vector>
 
 namespace tern::kernels {
 namespace {
@@ -159,6 +162,48 @@ void AddInPlace(absl::Span<float> acc, absl::Span<const float> x) {
 
 void AxpyInPlace(float scale, absl::Span<const float> x, absl::Span<float> out) {
   for (size_t i = 0; i < out.size(); ++i) out[i] += scale * x[i];
+}
+
+void PagedAttention(const PagedKv& kv, const int32_t* block_table, int32_t start,
+                    int32_t num_tokens, const float* q, int32_t num_heads, float scale,
+                    float* out) {
+  const int32_t group = num_heads / kv.num_kv_heads;
+  const size_t head_dim = static_cast<size_t>(kv.head_dim);
+  std::vector<double> weights;
+  std::vector<double> acc(head_dim);
+  for (int32_t t = 0; t < num_tokens; ++t) {
+    const int32_t length = start + t + 1;
+    weights.resize(static_cast<size_t>(length));
+    for (int32_t h = 0; h < num_heads; ++h) {
+      const int32_t kv_head = h / group;
+      const float* qh = q + (static_cast<size_t>(t) * num_heads + h) * head_dim;
+      auto offset = [&](int32_t p) {
+        const size_t slot = static_cast<size_t>(block_table[p / kv.block_size]) * kv.block_size +
+                            static_cast<size_t>(p % kv.block_size);
+        return (slot * kv.num_kv_heads + kv_head) * head_dim;
+      };
+      double max_score = -std::numeric_limits<double>::infinity();
+      for (int32_t p = 0; p < length; ++p) {
+        const float* k = kv.keys + offset(p);
+        double dot = 0.0;
+        for (size_t i = 0; i < head_dim; ++i) dot += static_cast<double>(qh[i]) * k[i];
+        weights[p] = dot * scale;
+        max_score = std::max(max_score, weights[p]);
+      }
+      double sum = 0.0;
+      for (int32_t p = 0; p < length; ++p) {
+        weights[p] = std::exp(weights[p] - max_score);
+        sum += weights[p];
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int32_t p = 0; p < length; ++p) {
+        const float* v = kv.values + offset(p);
+        for (size_t i = 0; i < head_dim; ++i) acc[i] += weights[p] * v[i];
+      }
+      float* oh = out + (static_cast<size_t>(t) * num_heads + h) * head_dim;
+      for (size_t i = 0; i < head_dim; ++i) oh[i] = static_cast<float>(acc[i] / sum);
+    }
+  }
 }
 
 }  // namespace tern::kernels

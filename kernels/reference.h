@@ -88,6 +88,30 @@ void AddInPlace(absl::Span<float> acc, absl::Span<const float> x);
 // out[i] += scale * x[i].
 void AxpyInPlace(float scale, absl::Span<const float> x, absl::Span<float> out);
 
+// One layer's paged KV cache on one tensor-parallel rank. Token position p of
+// a sequence lives in block block_table[p / block_size], slot p % block_size;
+// the head_dim floats of kv head h of slot s in block b start at
+//   ((b * block_size + s) * num_kv_heads + h) * head_dim
+// in both `keys` (rotary embedding applied) and `values`.
+struct PagedKv {
+  const float* keys = nullptr;
+  const float* values = nullptr;
+  int32_t block_size = 16;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+};
+
+// Causal grouped-query attention for `num_tokens` query tokens of one
+// sequence at positions [start, start + num_tokens). The keys and values of
+// every position below start + num_tokens are already in `kv`. `q` and `out`
+// hold num_tokens x num_heads x head_dim floats (rotary embedding applied to
+// q); query head h reads kv head h / (num_heads / kv.num_kv_heads). Token t
+// attends to positions 0..start + t with softmax(scale * q.k) weights.
+// The reference computes each row with a max-subtracted softmax in f64.
+void PagedAttention(const PagedKv& kv, const int32_t* block_table, int32_t start,
+                    int32_t num_tokens, const float* q, int32_t num_heads, float scale,
+                    float* out);
+
 }  // namespace tern::kernels
 
 #endif  // TERN_KERNELS_REFERENCE_H_

@@ -1,11 +1,18 @@
-// The worker's engine loop: one thread owns the model's sequences and their
-// KV caches; each step runs one forward pass per running sequence (the whole
-// prompt on its first step, then one token), samples, and hands the token to
-// the sequence's sink at once. Up to max_num_seqs sequences run interleaved;
-// more wait in FIFO order.
+// The worker's engine loop (DESIGN.md section 3): scheduler -> executor ->
+// sampler, step after step. One thread owns the sequences, the KV block
+// manager and the executor. Each step the scheduler picks what to compute
+// within max_num_batched_tokens: one token for every decoding sequence, then
+// prefill chunks of admitted ones (FCFS), so a long prompt never stalls the
+// running streams; it admits waiting sequences while max_num_seqs and free
+// KV blocks allow, reusing cached prefix blocks; when blocks run out it
+// preempts the most recently admitted sequence (its blocks are freed and it
+// is recomputed later, first in line). The executor runs the batch; each
+// sequence that completed its tokens samples one, which reaches the
+// sequence's sink at once.
 //
-// Thread contract: Submit, Load and the handles' Cancel may be called from any
-// thread; sinks are called on the engine thread only and must not block.
+// Thread contract: Create, Submit, Load, WatchState and the handles' Cancel
+// may be called from any thread; sinks are called on the engine thread only
+// and must not block.
 #ifndef TERN_WORKER_ENGINE_H_
 #define TERN_WORKER_ENGINE_H_
 
@@ -21,6 +28,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "worker/executor.h"
+#include "worker/kv_events.h"
 #include "worker/model.h"
 #include "worker/sampler.h"
 
@@ -43,11 +53,26 @@ struct SequenceSpec {
   bool ignore_eos = false;
   // Added to the logits of these token ids before sampling (OpenAI logit_bias).
   std::vector<std::pair<int32_t, float>> logit_bias;
+  // Report each sampled token's log-probability (from the model's
+  // distribution before penalties, temperature and truncation, as vLLM's
+  // default) and the `top_logprobs` most likely alternatives (0..20).
+  bool logprobs = false;
+  int32_t top_logprobs = 0;
+};
+
+// The log-probability of one sampled token and its most likely alternatives,
+// highest first (ties: lower id first).
+struct TokenLogprobs {
+  int32_t token_id = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;
 };
 
 // One delivery to a sequence's sink.
 struct StreamEvent {
   std::vector<int32_t> tokens;
+  // One entry per token when the spec asked for logprobs.
+  std::vector<TokenLogprobs> logprobs;
   // Set on the first event: the seed in effect.
   bool has_seed = false;
   uint64_t seed = 0;
@@ -57,10 +82,37 @@ struct StreamEvent {
   int32_t stop_token_id = -1;  // the EOS/stop token that ended it, if any
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
+  // Prompt tokens (resumed ones included) whose KV came from the prefix
+  // cache when the sequence was first admitted.
+  int32_t cached_prompt_tokens = 0;
   absl::Status error;  // set when finish_reason is kError
 };
 
 using StreamSink = std::function<void(StreamEvent)>;
+
+// Load plus the KV events since the previous update of one subscription.
+struct EngineStateUpdate {
+  EngineLoad load;
+  std::vector<KvEvent> events;
+};
+
+// One WatchState subscriber's feed. Its first update starts with
+// AllBlocksCleared followed by the whole prefix cache as BlockStored events,
+// so applying every update's events in order to an empty set gives exactly the
+// worker's cached block hashes; event sequence numbers keep increasing across
+// updates (a gap means the subscriber must resync by subscribing again). The
+// engine publishes after every step that changed load or the cache.
+class StateSubscription {
+ public:
+  virtual ~StateSubscription() = default;
+  // Waits up to `timeout` for an update. True with `*out` filled when there
+  // was one; false on timeout, or (with Closed() true) once the engine stops
+  // or Cancel was called.
+  virtual bool Next(absl::Duration timeout, EngineStateUpdate* out) = 0;
+  virtual bool Closed() const = 0;
+  // Ends the subscription; a blocked Next returns false at once.
+  virtual void Cancel() = 0;
+};
 
 // Lets the submitter stop a sequence; it ends at the next step with kCancelled.
 class SequenceHandle {
@@ -78,12 +130,27 @@ struct EngineOptions {
   int32_t max_queue = 256;
   // Longest prompt + output in tokens.
   int32_t max_model_len = 8192;
+  // Tokens computed per step (decodes plus prefill chunks).
+  int32_t max_num_batched_tokens = 256;
+  bool enable_prefix_caching = true;
+  // Executor settings: tp, cpus, block_size, kv_cache_bytes. Its
+  // max_batch_tokens is set from max_num_batched_tokens.
+  ExecutorOptions executor;
 };
 
 struct EngineLoad {
   int32_t running = 0;
   int32_t waiting = 0;
   uint64_t steps = 0;
+  int64_t total_kv_blocks = 0;
+  int64_t free_kv_blocks = 0;
+  int64_t cached_kv_blocks = 0;
+  // Prompt tokens of running and waiting sequences not computed yet.
+  int64_t queued_prefill_tokens = 0;
+  uint64_t preemptions = 0;
+  // Prefix cache: prompt tokens looked up and found, since start.
+  uint64_t prefix_query_tokens = 0;
+  uint64_t prefix_hit_tokens = 0;
   // Totals since start.
   uint64_t prompt_tokens = 0;
   uint64_t generation_tokens = 0;
@@ -93,8 +160,11 @@ struct EngineLoad {
 
 class Engine {
  public:
-  // `model` must outlive the engine. Starts the loop thread.
-  Engine(const Model* model, EngineOptions options);
+  // `model` must outlive the engine. Creates the executor (weights laid out,
+  // KV pool allocated, rank threads started) and starts the loop thread.
+  // Errors from Executor::Create, INVALID_ARGUMENT for bad options.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const Model* model,
+                                                        EngineOptions options);
   // Ends every sequence with kCancelled and joins the loop thread.
   ~Engine();
 
@@ -107,6 +177,13 @@ class Engine {
   void Drain();
   EngineLoad Load() const;
   const EngineOptions& options() const { return options_; }
+  // Blocks in the KV pool and their size, for Info.
+  int32_t num_kv_blocks() const;
+  int32_t kv_block_size() const;
+  int32_t tp() const;
+
+  // A new subscription to load and KV events (see StateSubscription).
+  std::shared_ptr<StateSubscription> WatchState();
 
  private:
   struct Sequence;
