@@ -111,7 +111,7 @@ void PrefixIndex::ClearApprox(WorkerId worker) {
 
 void PrefixIndex::RecordRouted(WorkerId worker, absl::Span<const uint64_t> block_hashes,
                                absl::Time now) {
-  if (State(worker).exact) return;
+  State(worker);
   for (uint64_t hash : block_hashes) {
     auto& holders = approx_[hash];
     auto found = holders.find(worker);
@@ -133,6 +133,7 @@ void PrefixIndex::MatchPrefix(absl::Span<const uint64_t> block_hashes, absl::Tim
   std::fill(matched->begin(), matched->end(), 0);
   const int32_t num_workers = static_cast<int32_t>(matched->size());
   const absl::Time oldest = now - options_.approx_ttl;
+  const absl::Time oldest_speculative = now - options_.speculative_ttl;
   // A worker holding block i (by its chained hash) holds the whole prefix
   // through block i, but its record of an earlier block may have been evicted
   // independently; counting only unbroken runs from block 0 keeps the figure
@@ -151,7 +152,7 @@ void PrefixIndex::MatchPrefix(absl::Span<const uint64_t> block_hashes, absl::Tim
     }
     if (auto it = approx_.find(block_hashes[i]); it != approx_.end()) {
       for (const auto& [worker, entry] : it->second) {
-        if (entry->routed_at >= oldest) advance(worker);
+        if (entry->routed_at >= (exact(worker) ? oldest_speculative : oldest)) advance(worker);
       }
     }
     if (!advanced) break;

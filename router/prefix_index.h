@@ -14,6 +14,9 @@
 //    the last time they were routed there. At most `max_approx_blocks`
 //    (worker, block) entries are kept; past that the least recently routed
 //    go first.
+// Routing records also cover exact workers for `speculative_ttl` (the events
+// of a prefix being computed arrive only once it is), so requests that share a
+// new prefix and arrive together are sent to the same worker.
 //
 // Blocks are the chained hashes of common/block_hash.h, so a hash names a
 // whole prefix: a worker holding block i of a prompt (by hash) holds the
@@ -47,6 +50,7 @@ using WorkerId = int32_t;
 
 struct PrefixIndexOptions {
   absl::Duration approx_ttl = absl::Minutes(2);
+  absl::Duration speculative_ttl = absl::Seconds(2);
   int64_t max_approx_blocks = int64_t{1} << 20;
 };
 
@@ -79,12 +83,11 @@ class PrefixIndex {
   void RemoveWorker(WorkerId worker);
 
   // Records that the blocks of a prompt were routed to `worker` at `now`.
-  // Ignored for workers in exact mode.
   void RecordRouted(WorkerId worker, absl::Span<const uint64_t> block_hashes, absl::Time now);
 
   // For each worker w < matched->size(), (*matched)[w] becomes the number of
-  // leading `block_hashes` it holds (approximate entries older than
-  // approx_ttl at `now` do not count).
+  // leading `block_hashes` it holds (routing records older than approx_ttl,
+  // or speculative_ttl for exact workers, at `now` do not count).
   void MatchPrefix(absl::Span<const uint64_t> block_hashes, absl::Time now,
                    std::vector<int32_t>* matched) const;
 
