@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "kernels/reference.h"
+#include "kernels/sampling.h"
 #include "kernels/simd_kernels.h"
 
 namespace tern::kernels {
@@ -27,17 +28,58 @@ void ScalarAxpy(float scale, const float* x, float* out, size_t size) {
 void ScalarAdd(float* acc, const float* x, size_t size) {
   AddInPlace(absl::MakeSpan(acc, size), absl::MakeConstSpan(x, size));
 }
+LogSoftmaxStats ScalarLogSoftmaxStats(const float* v, size_t size) {
+  return ComputeLogSoftmaxStats(absl::MakeConstSpan(v, size));
+}
+size_t ScalarTopN(const float* v, size_t size, ScoredToken* out, size_t n) {
+  return SelectTopN(absl::MakeConstSpan(v, size), absl::MakeSpan(out, n));
+}
 
-constexpr KernelSet kScalarSet = {Isa::kScalar,  ScalarMatmul, ScalarRmsNorm, ScalarSiluMul,
-                                  ScalarSoftmax, DotF32,       ScalarAxpy,    ScalarAdd, PagedAttention};
-constexpr KernelSet kAvx2Set = {Isa::kAvx2,    avx2::MatmulBf16Fma, avx2::RmsNorm, avx2::SiluMul,
-                                avx2::Softmax, avx2::DotF32,        avx2::Axpy,    avx2::Add, PagedAttention};
-constexpr KernelSet kAvx512Set = {
-    Isa::kAvx512,    avx512::MatmulBf16Fma, avx512::RmsNorm, avx512::SiluMul,
-    avx512::Softmax, avx512::DotF32,        avx512::Axpy,    avx512::Add, PagedAttention};
-constexpr KernelSet kAvx512Bf16Set = {
-    Isa::kAvx512Bf16, avx512::MatmulBf16Dot, avx512::RmsNorm, avx512::SiluMul,
-    avx512::Softmax,  avx512::DotF32,        avx512::Axpy,    avx512::Add, PagedAttention};
+constexpr KernelSet kScalarSet = {.isa = Isa::kScalar,
+                                  .matmul_bf16 = ScalarMatmul,
+                                  .rms_norm = ScalarRmsNorm,
+                                  .silu_mul = ScalarSiluMul,
+                                  .softmax = ScalarSoftmax,
+                                  .dot_f32 = DotF32,
+                                  .axpy = ScalarAxpy,
+                                  .add = ScalarAdd,
+                                  .paged_attention = PagedAttention,
+                                  .log_softmax_stats = ScalarLogSoftmaxStats,
+                                  .top_n = ScalarTopN};
+constexpr KernelSet kAvx2Set = {.isa = Isa::kAvx2,
+                                .matmul_bf16 = avx2::MatmulBf16Fma,
+                                .rms_norm = avx2::RmsNorm,
+                                .silu_mul = avx2::SiluMul,
+                                .softmax = avx2::Softmax,
+                                .dot_f32 = avx2::DotF32,
+                                .axpy = avx2::Axpy,
+                                .add = avx2::Add,
+                                .paged_attention = avx2::PagedAttention,
+                                .log_softmax_stats = avx2::LogSoftmaxStatsOf,
+                                .top_n = avx2::TopN};
+constexpr KernelSet kAvx512Set = {.isa = Isa::kAvx512,
+                                  .matmul_bf16 = avx512::MatmulBf16Fma,
+                                  .rms_norm = avx512::RmsNorm,
+                                  .silu_mul = avx512::SiluMul,
+                                  .softmax = avx512::Softmax,
+                                  .dot_f32 = avx512::DotF32,
+                                  .axpy = avx512::Axpy,
+                                  .add = avx512::Add,
+                                  .paged_attention = avx512::PagedAttention,
+                                  .log_softmax_stats = avx512::LogSoftmaxStatsOf,
+                                  .top_n = avx512::TopN};
+// As kAvx512Set but for the matmul.
+constexpr KernelSet kAvx512Bf16Set = {.isa = Isa::kAvx512Bf16,
+                                      .matmul_bf16 = avx512::MatmulBf16Dot,
+                                      .rms_norm = avx512::RmsNorm,
+                                      .silu_mul = avx512::SiluMul,
+                                      .softmax = avx512::Softmax,
+                                      .dot_f32 = avx512::DotF32,
+                                      .axpy = avx512::Axpy,
+                                      .add = avx512::Add,
+                                      .paged_attention = avx512::PagedAttention,
+                                      .log_softmax_stats = avx512::LogSoftmaxStatsOf,
+                                      .top_n = avx512::TopN};
 
 struct CpuFeatures {
   bool avx2 = false;

@@ -28,6 +28,7 @@
 
 #include "absl/types/span.h"
 #include "kernels/reference.h"
+#include "kernels/sampling.h"
 
 namespace tern::kernels {
 
@@ -64,10 +65,21 @@ struct KernelSet {
   void (*axpy)(float scale, const float* x, float* out, size_t size);
   // acc[i] += x[i].
   void (*add)(float* acc, const float* x, size_t size);
-  // Causal GQA over a paged KV cache (reference.h PagedAttention).
+  // Causal GQA over a paged KV cache (reference.h PagedAttention). The vector
+  // levels use an online softmax in f32 (attention_avx512.cc): outputs within
+  // 2e-5 * (1 + |ref|) of the f64 reference; stack buffers only, except for
+  // shapes past simd_kernels.h's bounds, which run the reference.
   void (*paged_attention)(const PagedKv& kv, const int32_t* block_table, int32_t start,
                           int32_t num_tokens, const float* q, int32_t num_heads, float scale,
                           float* out);
+  // Log-softmax statistics of v (sampling.h ComputeLogSoftmaxStats). The
+  // vector levels take exp in f32 (within 2 ulp) and sum in f64:
+  // log_sum_exp within 1e-6 of the reference.
+  LogSoftmaxStats (*log_softmax_stats)(const float* v, size_t size);
+  // The min(n, size) largest values with their ids, largest first, ties by
+  // lower id, NaN never selected (sampling.h SelectTopN; identical results at
+  // every level). Returns the count written to out[0, n).
+  size_t (*top_n)(const float* v, size_t size, ScoredToken* out, size_t n);
 
   // Span forms of the above, with the argument order of reference.h.
   void MatmulBf16(absl::Span<const uint16_t> w, size_t rows, size_t cols, absl::Span<const float> x,
@@ -92,6 +104,12 @@ struct KernelSet {
   }
   void AddInPlace(absl::Span<float> acc, absl::Span<const float> x) const {
     add(acc.data(), x.data(), acc.size());
+  }
+  LogSoftmaxStats LogSoftmaxStatsOf(absl::Span<const float> v) const {
+    return log_softmax_stats(v.data(), v.size());
+  }
+  size_t SelectTopN(absl::Span<const float> v, absl::Span<ScoredToken> out) const {
+    return top_n(v.data(), v.size(), out.data(), out.size());
   }
 };
 

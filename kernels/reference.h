@@ -109,8 +109,7 @@ struct PagedKv {
 // attends to positions 0..start + t with softmax(scale * q.k) weights.
 // The reference computes each row with a max-subtracted softmax in f64.
 void PagedAttention(const PagedKv& kv, const int32_t* block_table, int32_t start,
-                    int32_t num_tokens, const float* q, int32_t num_heads, float scale,
-                    float* out);
+                    int32_t num_tokens, const float* q, int32_t num_heads, float scale, float* out);
 
 }  // namespace tern::kernels
 

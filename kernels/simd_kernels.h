@@ -5,14 +5,25 @@
 // engine goes through ActiveKernels().
 //
 // Contracts are those of KernelSet in dispatch.h. Pure functions: no
-// allocation, threads or I/O (the matmuls use at most a 16 KiB stack buffer).
+// allocation, threads or I/O (stack buffers only: at most 16 KiB in the
+// matmuls, about 33 KiB in attention).
 #ifndef TERN_KERNELS_SIMD_KERNELS_H_
 #define TERN_KERNELS_SIMD_KERNELS_H_
 
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/reference.h"
+#include "kernels/sampling.h"
+
 namespace tern::kernels {
+
+// Paged attention (reference.h PagedAttention) runs its vector path for
+// head_dim a multiple of the vector width (16 floats for AVX-512, 8 for AVX2)
+// up to kMaxAttentionHeadDim, and at most kMaxAttentionRows query heads per KV
+// head; other shapes go to the reference (which allocates).
+inline constexpr int32_t kMaxAttentionHeadDim = 256;
+inline constexpr int32_t kMaxAttentionRows = 16;
 
 namespace avx512 {
 // f32 FMA on weights widened in registers: n <= 32 streams W once, widening
@@ -28,6 +39,10 @@ void Softmax(float* v, size_t size);
 float DotF32(const float* a, const float* b, size_t size);
 void Axpy(float scale, const float* x, float* out, size_t size);
 void Add(float* acc, const float* x, size_t size);
+void PagedAttention(const PagedKv& kv, const int32_t* block_table, int32_t start,
+                    int32_t num_tokens, const float* q, int32_t num_heads, float scale, float* out);
+LogSoftmaxStats LogSoftmaxStatsOf(const float* v, size_t size);
+size_t TopN(const float* v, size_t size, ScoredToken* out, size_t n);
 }  // namespace avx512
 
 namespace avx2 {
@@ -38,6 +53,10 @@ void Softmax(float* v, size_t size);
 float DotF32(const float* a, const float* b, size_t size);
 void Axpy(float scale, const float* x, float* out, size_t size);
 void Add(float* acc, const float* x, size_t size);
+void PagedAttention(const PagedKv& kv, const int32_t* block_table, int32_t start,
+                    int32_t num_tokens, const float* q, int32_t num_heads, float scale, float* out);
+LogSoftmaxStats LogSoftmaxStatsOf(const float* v, size_t size);
+size_t TopN(const float* v, size_t size, ScoredToken* out, size_t n);
 }  // namespace avx2
 
 }  // namespace tern::kernels

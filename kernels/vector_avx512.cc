@@ -11,6 +11,7 @@
 
 #include <cmath>
 
+#include "kernels/simd_exp.h"
 #include "kernels/simd_kernels.h"
 
 #define TERN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
@@ -20,28 +21,6 @@ namespace {
 
 TERN_AVX512 inline __mmask16 Mask16(size_t count) {
   return static_cast<__mmask16>((1u << (count < 16 ? count : 16)) - 1u);
-}
-
-// exp(x) per lane: x = n ln2 + r with |r| <= ln2 / 2 (Cody-Waite, two-part
-// ln2), e^r by the Cephes expf polynomial, then vscalefps by 2^n, which
-// overflows to inf and underflows through subnormals to 0 as expf does.
-// Within 2 ulp of expf; NaN propagates.
-TERN_AVX512 inline __m512 Exp(__m512 x) {
-  // Outside [-104, 89] expf is 0 or inf already; the clamp keeps n small.
-  // (max/min return their second operand for NaN, so NaN survives.)
-  x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  const __m512 y = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(y, n);
 }
 
 // Adds the squares of 16 floats, widened to f64, into two f64 accumulators.
