@@ -1,8 +1,9 @@
 // tern: the operator's command. `tern up` runs a local cluster, `tern model`
-// makes and inspects checkpoints.
+// makes and inspects checkpoints, `tern bench` measures.
 #include <cstring>
 #include <iostream>
 
+#include "cli/bench_command.h"
 #include "cli/model_command.h"
 #include "cli/up_command.h"
 
@@ -12,6 +13,7 @@ constexpr char kUsage[] =
     "usage: tern <command> [flags]\n"
     "  up      start a local cluster (workers, router, gateway) in the foreground\n"
     "  model   synth: write a synthetic checkpoint; inspect: check a checkpoint\n"
+    "  bench   engine: the worker's engine against llama.cpp on this machine\n"
     "Run `tern <command> --help` for its flags.\n";
 
 }  // namespace
@@ -24,6 +26,7 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   if (command == "up") return tern::cli::RunUpCommand(argc, argv, 2);
   if (command == "model") return tern::cli::RunModelCommand(argc, argv, 2);
+  if (command == "bench") return tern::cli::RunBenchCommand(argc, argv, 2);
   std::cerr << "tern: unknown command '" << command << "'\n" << kUsage;
   return 2;
 }

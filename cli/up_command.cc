@@ -14,11 +14,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cli/cpu_set.h"
 #include "cli/process_supervisor.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tern/v1/router.grpc.pb.h"
+#include "worker/model_config.h"
 
 namespace tern::cli {
 namespace {
@@ -26,7 +28,11 @@ namespace {
 constexpr char kUsage[] =
     "usage: tern up --model DIR [--port 8000] [--workers N] [--policy round-robin]\n"
     "               [--config tern.yaml] [--host 127.0.0.1] [--max-num-seqs N]\n"
-    "               [--max-model-len N] [--served-model-name NAME] [--log-level info]\n";
+    "               [--max-model-len N] [--served-model-name NAME] [--log-level info]\n"
+    "               [--tp N]\n"
+    "The workers share the CPUs this process may run on: each gets its own\n"
+    "contiguous group (--cpus) and, unless --tp says otherwise, one\n"
+    "tensor-parallel rank per CPU of its group.\n";
 
 using Clock = std::chrono::steady_clock;
 
@@ -116,7 +122,7 @@ bool WaitUntil(ProcessSupervisor& supervisor, const std::string& what, std::chro
 int RunUpCommand(int argc, char** argv, int first) {
   auto flags = Flags::Parse(argc, argv, first,
                             {"model", "port", "workers", "policy", "config", "host", "max-num-seqs",
-                             "max-model-len", "served-model-name", "log-level"},
+                             "max-model-len", "served-model-name", "log-level", "tp"},
                             {"help"});
   if (!flags.ok()) {
     std::cerr << "tern up: " << flags.status().message() << "\n" << kUsage;
@@ -145,10 +151,25 @@ int RunUpCommand(int argc, char** argv, int first) {
     std::cerr << "tern up: " << config.model.path << " is not a model directory (no config.json)\n";
     return 2;
   }
+  const auto model_config = worker::LoadModelConfig(config.model.path);
+  if (!model_config.ok()) {
+    std::cerr << "tern up: " << model_config.status().message() << "\n";
+    return 2;
+  }
   auto port = flags->GetInt("port");
   auto workers = flags->GetInt("workers");
-  if (!port.ok() || !workers.ok()) {
-    std::cerr << "tern up: " << (!port.ok() ? port.status() : workers.status()).message() << "\n";
+  auto tp = flags->GetInt("tp");
+  if (!port.ok() || !workers.ok() || !tp.ok()) {
+    std::cerr << "tern up: "
+              << (!port.ok()      ? port.status()
+                  : !workers.ok() ? workers.status()
+                                  : tp.status())
+                     .message()
+              << "\n";
+    return 2;
+  }
+  if (tp->has_value() && (**tp < 1 || **tp > 1024)) {
+    std::cerr << "tern up: --tp must be in [1, 1024]\n";
     return 2;
   }
   const std::string host = flags->GetOr("host", "127.0.0.1");
@@ -160,6 +181,9 @@ int RunUpCommand(int argc, char** argv, int first) {
   }
   const std::string policy = flags->GetOr("policy", config.router.policy);
   const std::string log_level = flags->GetOr("log-level", "info");
+  // CPUs named in the config are shared out instead of the whole affinity set.
+  const std::vector<std::vector<int32_t>> worker_cpus =
+      DivideCpus(config.worker.cpus.empty() ? ProcessCpus() : config.worker.cpus, num_workers);
 
   // Ctrl-C reaches the whole foreground process group; the children stop on
   // their own and the supervisor waits for them.
@@ -193,7 +217,18 @@ int RunUpCommand(int argc, char** argv, int first) {
     for (const char* name : {"max-num-seqs", "max-model-len", "served-model-name"}) {
       if (auto v = flags->Get(name)) args.insert(args.end(), {std::string("--") + name, *v});
     }
-    Say(absl::StrCat("starting worker ", i + 1, "/", num_workers, " on ", address));
+    // --tp, else the config's tp, else one rank per CPU of the worker's share
+    // (as many as the model's heads divide evenly into).
+    int64_t worker_tp = config.worker.tp;
+    if (tp->has_value()) {
+      worker_tp = **tp;
+    } else if (worker_tp <= 0) {
+      worker_tp = LargestValidTp(*model_config, static_cast<int32_t>(worker_cpus[i].size()));
+    }
+    args.insert(args.end(),
+                {"--cpus", CpuListFlag(worker_cpus[i]), "--tp", std::to_string(worker_tp)});
+    Say(absl::StrCat("starting worker ", i + 1, "/", num_workers, " on ", address, " (CPUs ",
+                     CpuListFlag(worker_cpus[i]), ", tp ", worker_tp, ")"));
     if (auto started = supervisor.Start(absl::StrCat("worker ", i + 1), args); !started.ok()) {
       std::cerr << "tern up: " << started.status().message() << "\n";
       return 1;

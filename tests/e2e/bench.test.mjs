@@ -1,0 +1,56 @@
+// `tern bench engine --quick` on the tiny preset: a bounded smoke run of the
+// whole command (machine probes, the tern engine, llama.cpp through
+// node-llama-cpp on the GGUF `tern model synth` wrote) that checks every
+// figure, the ratio column and the targets are printed.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { rmSync } from "node:fs";
+import path from "node:path";
+import { binary, synthModel, tempDir } from "../lib/tern.mjs";
+
+const workDir = tempDir("tern-bench-");
+after(() => rmSync(workDir, { recursive: true, force: true }));
+
+// The figure names and "n/a" or a number in the tern / llama.cpp / ratio columns.
+const row = (name) => new RegExp(`^${name} \\([^)]*\\)\\s*\\| ([0-9.e+-]+|n/a)\\s*\\| ([0-9.e+-]+|n/a)\\s*\\| ([0-9.]+x|n/a)`, "m");
+
+test("tern bench engine --quick prints every figure against llama.cpp", () => {
+  const model = synthModel("tiny", path.join(workDir, "tiny"));
+  const out = spawnSync(binary("tern"), ["bench", "engine", "--model", model, "--quick", "--threads", "1"], {
+    encoding: "utf8",
+    timeout: 240_000,
+  });
+  const text = `${out.stdout}\n${out.stderr}`;
+  assert.equal(out.status, 0, text);
+  for (const phase of ["phase 1/3: machine probes", "phase 2/3: tern engine", "phase 3/3: llama.cpp"]) {
+    assert.ok(out.stdout.includes(phase), `missing "${phase}":\n${text}`);
+  }
+  assert.match(out.stdout, /machine: DRAM read [0-9.]+ GB\/s, FP32 FMA peak [0-9.]+ GFLOP\/s/);
+  assert.match(out.stdout, /llama\.cpp build: llama\.cpp \S+ \(ggml-org\/llama\.cpp\)/, text);
+  assert.match(out.stdout, /^figure\s*\| tern\s*\| llama\.cpp\s*\| ratio\s*\| roofline/m);
+
+  // Figures both sides measure: numbers on both and a ratio.
+  for (const name of ["prefill 128", "decode batch 1", "decode batch 8", "decode batch 32"]) {
+    const m = out.stdout.match(row(name));
+    assert.ok(m, `no row "${name}":\n${text}`);
+    assert.ok(Number(m[1]) > 0, `${name}: tern ${m[1]}`);
+    assert.ok(Number(m[2]) > 0, `${name}: llama.cpp ${m[2]}`);
+    assert.match(m[3], /^[0-9.]+x$/, `${name}: ratio ${m[3]}`);
+  }
+  // tern-only figures.
+  for (const name of ["TTFT 128 cold", "TTFT 128 prefix-cached", "peak RSS"]) {
+    const m = out.stdout.match(row(name));
+    assert.ok(m, `no row "${name}":\n${text}`);
+    assert.ok(Number(m[1]) > 0, `${name}: tern ${m[1]}`);
+  }
+  // The second submission reuses at least every full block but the last.
+  const cached = out.stdout.match(/TTFT 128 prefix-cached.*\| (\d+) tokens cached/);
+  assert.ok(cached && Number(cached[1]) >= 112 && Number(cached[1]) < 128, text);
+
+  // One verdict per target, none left unmeasured.
+  const targets = out.stdout.split("[tern bench] targets:")[1] ?? "";
+  const verdicts = targets.split("\n").filter((l) => /^(met|NOT met|n\/a)\s/.test(l));
+  assert.equal(verdicts.length, 7, targets);
+  assert.ok(verdicts.every((l) => !l.startsWith("n/a")), targets);
+});
