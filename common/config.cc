@@ -61,13 +61,22 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
   if (const YAML::Node r = root["router"]) {
     TERN_RETURN_IF_ERROR(CheckKeys(r, "router",
                                    {"listen", "policy", "workers", "health_interval_ms",
-                                    "health_timeout_ms", "metrics_listen"}));
+                                    "health_timeout_ms", "metrics_listen", "slack", "max_queue",
+                                    "max_queue_wait_ms", "stall_timeout_ms", "max_retries",
+                                    "circuit_failures", "circuit_cooldown_ms"}));
     Read(r, "listen", &config.router.listen);
     Read(r, "policy", &config.router.policy);
     Read(r, "workers", &config.router.workers);
     Read(r, "health_interval_ms", &config.router.health_interval_ms);
     Read(r, "health_timeout_ms", &config.router.health_timeout_ms);
     Read(r, "metrics_listen", &config.router.metrics_listen);
+    Read(r, "slack", &config.router.slack);
+    Read(r, "max_queue", &config.router.max_queue);
+    Read(r, "max_queue_wait_ms", &config.router.max_queue_wait_ms);
+    Read(r, "stall_timeout_ms", &config.router.stall_timeout_ms);
+    Read(r, "max_retries", &config.router.max_retries);
+    Read(r, "circuit_failures", &config.router.circuit_failures);
+    Read(r, "circuit_cooldown_ms", &config.router.circuit_cooldown_ms);
   }
   if (const YAML::Node g = root["gateway"]) {
     TERN_RETURN_IF_ERROR(CheckKeys(

@@ -45,12 +45,25 @@ struct WorkerSection {
 
 struct RouterSection {
   std::string listen = "127.0.0.1:50051";
-  std::string policy = "round-robin";
+  // prefix | least-loaded | round-robin | random
+  std::string policy = "prefix";
   std::vector<std::string> workers;
   int32_t health_interval_ms = 1000;
   // Time a worker may take to answer a health check.
   int32_t health_timeout_ms = 1000;
   std::string metrics_listen;
+  // Requests the router keeps in flight on a worker beyond its max_num_seqs.
+  int32_t slack = 2;
+  // Global queue per model: requests waiting for a worker, and how long one may wait.
+  int32_t max_queue = 1024;
+  int32_t max_queue_wait_ms = 30000;
+  // A worker with work whose engine makes no step for this long is unhealthy.
+  int32_t stall_timeout_ms = 3000;
+  // Re-dispatches of a request whose worker failed (mid-stream: resumed).
+  int32_t max_retries = 3;
+  // Consecutive failed calls that open a worker's circuit, and for how long.
+  int32_t circuit_failures = 3;
+  int32_t circuit_cooldown_ms = 5000;
 };
 
 struct GatewaySection {

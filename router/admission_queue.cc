@@ -9,11 +9,12 @@ namespace tern::router {
 
 AdmissionQueue::AdmissionQueue(AdmissionQueueOptions options) : options_(options) {}
 
-absl::Status AdmissionQueue::Push(RequestId id, int32_t priority, absl::Time arrival) {
+absl::Status AdmissionQueue::Push(RequestId id, int32_t priority, absl::Time arrival,
+                                  bool beyond_limit) {
   if (by_id_.contains(id)) {
     return absl::AlreadyExistsError(absl::StrCat("request ", id, " is already queued"));
   }
-  if (static_cast<int64_t>(by_id_.size()) >= options_.max_length) {
+  if (!beyond_limit && static_cast<int64_t>(by_id_.size()) >= options_.max_length) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the router's queue is full (", options_.max_length, " requests waiting)"));
   }

@@ -47,8 +47,10 @@ class AdmissionQueue {
   explicit AdmissionQueue(AdmissionQueueOptions options = {});
 
   // Queues `id` (unique among waiting requests). RESOURCE_EXHAUSTED when
-  // full; ALREADY_EXISTS for a duplicate id.
-  absl::Status Push(RequestId id, int32_t priority, absl::Time arrival);
+  // full, unless `beyond_limit` (a request already streaming to its client,
+  // resumed after its worker failed, must not be turned away); ALREADY_EXISTS
+  // for a duplicate id.
+  absl::Status Push(RequestId id, int32_t priority, absl::Time arrival, bool beyond_limit = false);
 
   // Takes `id` out; false when it is not waiting.
   bool Remove(RequestId id);

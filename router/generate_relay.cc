@@ -1,25 +1,48 @@
 #include "router/generate_relay.h"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 
 namespace tern::router {
+namespace {
+
+// Requests sent again after their worker failed go ahead of everything in
+// the queue: they were admitted once, and their client may be streaming.
+constexpr int32_t kResumePriority = std::numeric_limits<int32_t>::max();
+
+bool IsWorkerFailure(grpc::StatusCode code) {
+  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::INTERNAL ||
+         code == grpc::StatusCode::UNKNOWN;
+}
+
+}  // namespace
 
 // One call to one worker. It holds itself open (AddHold) until the relay will
-// start no more operations on it. Shared ownership (itself until OnDone, and
-// the relay) lets the relay cancel it without a lock and without racing its end.
+// start no more operations on it. Shared ownership (itself until OnDone, the
+// relay, and the fleet while aborting it) lets others cancel it without a lock
+// and without racing its end.
 class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::GenerateResponse>,
+                               public WorkerCall,
                                public std::enable_shared_from_this<GenerateRelay::Attempt> {
  public:
-  Attempt(GenerateRelay* relay, WorkerEndpoint* worker) : relay_(relay), worker_(worker) {
-    request_ = relay->request_->request();
+  Attempt(GenerateRelay* relay, WorkerEndpoint* worker, tern::v1::GenerateRequest request,
+          int32_t predicted_cached_tokens)
+      : relay_(relay),
+        worker_(worker),
+        request_(std::move(request)),
+        predicted_cached_tokens_(predicted_cached_tokens) {
     const auto deadline = relay->context_->deadline();
     if (deadline != std::chrono::system_clock::time_point::max()) context_.set_deadline(deadline);
-    worker_->AddInflight(1);
   }
 
   void Start() {
     self_ = shared_from_this();
+    registration_ = relay_->fleet_->RegisterCall(*worker_, weak_from_this());
     worker_->stub()->async()->Generate(&context_, &request_, this);
     AddHold();
     StartRead(&response_);
@@ -31,10 +54,19 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
   // After Release the relay must not touch this attempt again.
   void Release() { RemoveHold(); }
   WorkerEndpoint* worker() const { return worker_; }
+  bool resumed() const { return request_.resume_token_ids_size() > 0; }
+  int32_t predicted_cached_tokens() const { return predicted_cached_tokens_; }
+  bool lost() const { return lost_.load(); }
+
+  // Touches only this attempt's own members: the relay may be gone.
+  void AbortWorkerLost() override {
+    lost_.store(true);
+    context_.TryCancel();
+  }
 
   void OnReadDone(bool ok) override {
     if (ok) {
-      relay_->OnWorkerResponse(response_);
+      relay_->OnWorkerResponse(this, response_);
     } else {
       Release();  // the stream ended; OnDone follows with its status
     }
@@ -42,64 +74,133 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
 
   void OnDone(const grpc::Status& status) override {
     std::shared_ptr<Attempt> keep = std::move(self_);
-    worker_->AddInflight(-1);
+    relay_->fleet_->UnregisterCall(*worker_, registration_);
     relay_->OnAttemptDone(this, status);
   }
 
  private:
   GenerateRelay* const relay_;
   WorkerEndpoint* const worker_;
-  grpc::ClientContext context_;
   tern::v1::GenerateRequest request_;
+  const int32_t predicted_cached_tokens_;
+  grpc::ClientContext context_;
   tern::v1::GenerateResponse response_;
   std::shared_ptr<Attempt> self_;
+  uint64_t registration_ = 0;
+  std::atomic<bool> lost_{false};
 };
 
-GenerateRelay::GenerateRelay(Fleet* fleet, int max_attempts, grpc::CallbackServerContext* context,
+GenerateRelay::GenerateRelay(Fleet* fleet, Dispatcher* dispatcher, RelayOptions options,
+                             grpc::CallbackServerContext* context,
                              const tern::v1::RouterGenerateRequest* request)
-    : fleet_(fleet), max_attempts_(max_attempts), context_(context), request_(request) {
-  StartAttempt(grpc::Status::OK);
+    : fleet_(fleet),
+      dispatcher_(dispatcher),
+      options_(options),
+      context_(context),
+      request_(request),
+      ticket_(reinterpret_cast<uintptr_t>(this)) {
+  Admit();
 }
 
-void GenerateRelay::StartAttempt(const grpc::Status& last_error) {
-  std::shared_ptr<Attempt> attempt;
-  grpc::Status finish_status;
+void GenerateRelay::Admit() {
+  DispatchRequest dispatch;
+  dispatch.ticket = ticket_;
+  dispatch.model = request_->model();
+  const auto& prompt = request_->request().prompt_token_ids();
+  dispatch.prompt = absl::MakeConstSpan(prompt.data(), prompt.size());
+  dispatch.waiter = this;
   {
     absl::MutexLock lock(&mu_);
-    absl::StatusOr<WorkerEndpoint*> worker =
-        static_cast<int>(tried_.size()) >= max_attempts_
-            ? absl::StatusOr<WorkerEndpoint*>(absl::UnavailableError("retry budget spent"))
-            : fleet_->PickWorker(request_->model(), tried_);
-    if (cancelled_) {
-      finish_status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the caller");
-    } else if (!worker.ok()) {
-      // After a failed attempt the worker's own error says more than "no other worker".
-      finish_status =
-          last_error.ok()
-              ? grpc::Status(static_cast<grpc::StatusCode>(worker.status().code()),
-                             std::string(worker.status().message()))
-              : grpc::Status(last_error.error_code(), absl::StrCat(last_error.error_message(), " (",
-                                                                   worker.status().message(), ")"));
-    } else {
-      tried_.push_back(*worker);
-      attempt = std::make_shared<Attempt>(this, *worker);
+    phase_ = Phase::kWaiting;
+    // A request sent again after its worker failed was admitted once already.
+    dispatch.resumed = retries_ > 0;
+    dispatch.priority = dispatch.resumed ? kResumePriority : request_->priority();
+    dispatch.exclude = failed_;
+  }
+  absl::StatusOr<Admission> admission = dispatcher_->Admit(std::move(dispatch));
+  if (!admission.ok()) {
+    FinishWithError(admission.status());
+    return;
+  }
+  if (admission->worker != nullptr) {
+    StartAttempt(admission->worker, admission->predicted_cached_tokens);
+    return;
+  }
+  // Queued. A cancel that came while Admit ran could not find it in the queue.
+  bool cancelled = false;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled = cancelled_;
+  }
+  if (cancelled && dispatcher_->Cancel(ticket_)) {
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the caller"));
+  }
+}
+
+void GenerateRelay::OnDispatched(WorkerEndpoint* worker, int32_t predicted_cached_tokens) {
+  StartAttempt(worker, predicted_cached_tokens);
+}
+
+void GenerateRelay::OnRejected(const absl::Status& status) { FinishWithError(status); }
+
+void GenerateRelay::StartAttempt(WorkerEndpoint* worker, int32_t predicted_cached_tokens) {
+  std::shared_ptr<Attempt> attempt;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!cancelled_) {
+      tern::v1::GenerateRequest request = request_->request();
+      request.mutable_resume_token_ids()->Add(streamed_.begin(), streamed_.end());
+      if (has_seed_) {
+        // The same random stream: the sampler is keyed by (seed, request id, position).
+        request.mutable_sampling()->set_seed(seed_);
+        request.mutable_sampling()->set_has_seed(true);
+      }
+      attempt =
+          std::make_shared<Attempt>(this, worker, std::move(request), predicted_cached_tokens);
       attempt_ = attempt;
+      phase_ = Phase::kRunning;
     }
   }
-  if (attempt != nullptr) {
-    attempt->Start();
-  } else {
-    Finish(finish_status);
+  if (attempt == nullptr) {
+    dispatcher_->Release(worker);
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the caller"));
+    return;
   }
+  attempt->Start();
 }
 
-void GenerateRelay::OnWorkerResponse(const tern::v1::GenerateResponse& response) {
+void GenerateRelay::OnWorkerResponse(Attempt* attempt, const tern::v1::GenerateResponse& response) {
+  bool report_prefix = false;
   {
     absl::MutexLock lock(&mu_);
-    tokens_relayed_ += response.token_ids_size();
+    // Only one write is ever in flight (lockstep), so the buffer is free.
+    pending_write_ = response;
+    if (response.has_seed()) {
+      if (!has_seed_) {
+        seed_ = response.seed();
+        has_seed_ = true;
+      }
+      // The client learns the seed once, from the first worker that reported it.
+      if (seed_sent_) {
+        pending_write_.clear_seed();
+        pending_write_.clear_has_seed();
+      }
+      seed_sent_ = true;
+    }
+    streamed_.insert(streamed_.end(), response.token_ids().begin(), response.token_ids().end());
+    if (response.has_usage()) {
+      tern::v1::Usage* usage = pending_write_.mutable_usage();
+      // Every token the client received counts, whichever worker produced it.
+      usage->set_completion_tokens(
+          std::max<int32_t>(usage->completion_tokens(), static_cast<int32_t>(streamed_.size())));
+      report_prefix = !attempt->resumed();
+    }
   }
-  // Only one write is ever in flight (lockstep), so the buffer is free.
-  pending_write_ = response;
+  if (report_prefix) {
+    fleet_->OnPrefixReport(*attempt->worker(), response.usage().prompt_tokens(),
+                           attempt->predicted_cached_tokens(),
+                           response.usage().cached_prompt_tokens());
+  }
   StartWrite(&pending_write_);
 }
 
@@ -108,6 +209,7 @@ void GenerateRelay::OnWriteDone(bool ok) {
   {
     absl::MutexLock lock(&mu_);
     attempt = attempt_;
+    if (!ok) cancelled_ = true;  // the caller is gone
   }
   // The attempt is alive: its hold is released only on the paths below or
   // when its stream ends, and no read is outstanding while a write is.
@@ -115,39 +217,143 @@ void GenerateRelay::OnWriteDone(bool ok) {
   if (ok) {
     attempt->ReadNext();
   } else {
-    attempt->Cancel();  // the caller is gone: stop the worker
+    attempt->Cancel();  // stop the worker
     attempt->Release();
   }
 }
 
 void GenerateRelay::OnAttemptDone(Attempt* attempt, const grpc::Status& status) {
+  WorkerEndpoint* const worker = attempt->worker();
+  dispatcher_->Release(worker);
+  const grpc::StatusCode code = status.error_code();
+  bool client_gone = false;
   bool retry = false;
+  bool budget_spent = false;
+  int32_t max_tokens = request_->request().sampling().max_tokens();
+  size_t streamed = 0;
+  absl::Duration delay;
   {
     absl::MutexLock lock(&mu_);
     attempt_ = nullptr;
-    retry = !status.ok() && !cancelled_ && tokens_relayed_ == 0 &&
-            (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
-             status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    client_gone = cancelled_;
+    streamed = streamed_.size();
+    // A worker that died or was declared lost cancels its own calls.
+    const bool worker_failed = attempt->lost() || IsWorkerFailure(code) ||
+                               (code == grpc::StatusCode::CANCELLED && !client_gone);
+    const bool retryable =
+        worker_failed || (streamed == 0 && code == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    if (!status.ok() && !client_gone && retryable) {
+      if (retries_ < options_.max_retries) {
+        retry = true;
+        failed_.push_back(worker);
+        last_error_ = status;
+        phase_ = Phase::kBackoff;
+        thread_local std::minstd_rand jitter_source(std::random_device{}());
+        const double jitter = std::uniform_real_distribution<double>(0.8, 1.2)(jitter_source);
+        delay = options_.backoff * std::pow(options_.backoff_multiplier, retries_) * jitter;
+        ++retries_;
+      } else {
+        budget_spent = true;
+      }
+    }
   }
-  if (retry) {
-    TERN_LOG(Warning) << "request " << request_->request().request_id() << " failed on "
-                      << attempt->worker()->address() << " before its first token ("
-                      << status.error_message() << "); trying another worker";
-    StartAttempt(status);
+  // A call the fleet aborted because the worker was declared lost is already
+  // accounted for by the worker's health; it does not count again here.
+  const bool worker_fault = !client_gone && !attempt->lost() &&
+                            (IsWorkerFailure(code) || code == grpc::StatusCode::CANCELLED);
+  fleet_->OnCallResult(*worker, status.ok(), worker_fault);
+  if (!retry) {
+    if (budget_spent) {
+      FinishOnce(grpc::Status(code, absl::StrCat(status.error_message(), " (after ",
+                                                 options_.max_retries, " retries)")));
+    } else {
+      FinishOnce(status);
+    }
     return;
   }
-  Finish(status);
+  TERN_LOG(Warning) << "request " << request_->request().request_id() << " failed on "
+                    << worker->address() << " after " << streamed << " token(s) ("
+                    << status.error_message() << "); resuming on another worker";
+  if (max_tokens > 0 && streamed >= static_cast<size_t>(max_tokens)) {
+    // Every token was streamed; only the final message was lost.
+    tern::v1::GenerateResponse last;
+    last.set_finish_reason(tern::v1::FINISH_REASON_LENGTH);
+    last.mutable_usage()->set_prompt_tokens(request_->request().prompt_token_ids_size());
+    last.mutable_usage()->set_completion_tokens(static_cast<int32_t>(streamed));
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+      phase_ = Phase::kDone;
+      pending_write_ = std::move(last);
+    }
+    StartWriteAndFinish(&pending_write_, grpc::WriteOptions(), grpc::Status::OK);
+    return;
+  }
+  backoff_alarm_ = std::make_unique<grpc::Alarm>();
+  backoff_alarm_->Set(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(delay),
+                      [this](bool /*fired*/) { OnBackoffDone(); });
+}
+
+void GenerateRelay::OnBackoffDone() {
+  bool cancelled = false;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled = cancelled_;
+  }
+  if (cancelled) {
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the caller"));
+    return;
+  }
+  Admit();
 }
 
 void GenerateRelay::OnCancel() {
   std::shared_ptr<Attempt> attempt;
+  Phase phase;
   {
     absl::MutexLock lock(&mu_);
     cancelled_ = true;
     attempt = attempt_;
+    phase = phase_;
   }
-  // Called outside the lock: TryCancel may run reactions inline.
+  // Outside the lock: TryCancel and the dispatcher may run reactions inline.
+  if (phase == Phase::kWaiting) {
+    // A queued request leaves the queue at once.
+    if (dispatcher_->Cancel(ticket_)) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the caller"));
+    }
+    return;
+  }
+  // In backoff the alarm's callback sees the cancel and finishes.
   if (attempt != nullptr) attempt->Cancel();
+}
+
+void GenerateRelay::FinishWithError(const absl::Status& status) {
+  grpc::Status last_error;
+  {
+    absl::MutexLock lock(&mu_);
+    last_error = last_error_;
+  }
+  auto code = static_cast<grpc::StatusCode>(status.code());
+  std::string message(status.message());
+  if (!last_error.ok()) {
+    // After a failed attempt the worker's own error says more than "no other worker".
+    code = last_error.error_code() == grpc::StatusCode::CANCELLED ? grpc::StatusCode::UNAVAILABLE
+                                                                  : last_error.error_code();
+    message = absl::StrCat(last_error.error_message(), " (", status.message(), ")");
+  }
+  FinishOnce(grpc::Status(code, message));
+}
+
+void GenerateRelay::FinishOnce(const grpc::Status& status) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return;
+    finished_ = true;
+    phase_ = Phase::kDone;
+  }
+  Finish(status);
 }
 
 void GenerateRelay::OnDone() { delete this; }

@@ -1,52 +1,94 @@
-// One Router.Generate call relayed to a worker: a server write reactor that
-// owns client read reactors (attempts), one at a time. Reads and writes go in
+// One Router.Generate call: admitted by the dispatcher (bound to a worker at
+// once, or queued until one has room), then relayed from the worker in
 // lockstep (read one response, write it, then read the next), so a slow
 // client slows the worker's stream instead of filling memory.
+//
+// Failover with resume: the relay keeps the token ids already streamed to the
+// client and the sampling seed the worker reported. When the worker's call
+// fails (UNAVAILABLE, INTERNAL, UNKNOWN, or cancelled because the worker died
+// or the fleet declared it lost), the request is admitted again, excluding the
+// workers that failed it, with resume_token_ids = the tokens streamed so far
+// and the same seed, after a backoff with jitter; the client's stream goes on
+// without a duplicated or missing token. Before the first token a worker's
+// RESOURCE_EXHAUSTED is retried too. At most `max_retries` re-dispatches.
+//
 // Lifetime: created by RouterService::Generate, deletes itself in OnDone.
+// Thread contract: reactions arrive on gRPC threads and never block.
 #ifndef TERN_ROUTER_GENERATE_RELAY_H_
 #define TERN_ROUTER_GENERATE_RELAY_H_
 
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "router/dispatcher.h"
 #include "router/fleet.h"
 #include "tern/v1/router.pb.h"
 #include "tern/v1/worker.grpc.pb.h"
 
 namespace tern::router {
 
-class GenerateRelay : public grpc::ServerWriteReactor<tern::v1::GenerateResponse> {
+struct RelayOptions {
+  int max_retries = 3;
+  absl::Duration backoff = absl::Milliseconds(50);
+  double backoff_multiplier = 1.5;
+};
+
+class GenerateRelay : public grpc::ServerWriteReactor<tern::v1::GenerateResponse>,
+                      public DispatchWaiter {
  public:
-  GenerateRelay(Fleet* fleet, int max_attempts, grpc::CallbackServerContext* context,
+  // `fleet` and `dispatcher` must outlive the call.
+  GenerateRelay(Fleet* fleet, Dispatcher* dispatcher, RelayOptions options,
+                grpc::CallbackServerContext* context,
                 const tern::v1::RouterGenerateRequest* request);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
   void OnDone() override;
 
+  void OnDispatched(WorkerEndpoint* worker, int32_t predicted_cached_tokens) override;
+  void OnRejected(const absl::Status& status) override;
+
  private:
   class Attempt;
+  enum class Phase { kWaiting, kRunning, kBackoff, kDone };
 
-  // Starts an attempt on the next healthy worker not tried yet, or finishes
-  // with the fleet's error (or last_error, when an attempt failed).
-  void StartAttempt(const grpc::Status& last_error);
-  void OnWorkerResponse(const tern::v1::GenerateResponse& response);
+  void Admit();
+  void StartAttempt(WorkerEndpoint* worker, int32_t predicted_cached_tokens);
+  void OnWorkerResponse(Attempt* attempt, const tern::v1::GenerateResponse& response);
   void OnAttemptDone(Attempt* attempt, const grpc::Status& status);
+  void OnBackoffDone();
+  // Finishes the call once; later calls do nothing.
+  void FinishOnce(const grpc::Status& status);
+  // Ends the call with `status`, naming the earlier worker failure if any.
+  void FinishWithError(const absl::Status& status);
 
   Fleet* const fleet_;
-  const int max_attempts_;
+  Dispatcher* const dispatcher_;
+  const RelayOptions options_;
   grpc::CallbackServerContext* const context_;
   const tern::v1::RouterGenerateRequest* const request_;
+  const uint64_t ticket_;
 
   absl::Mutex mu_;
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kWaiting;
   std::shared_ptr<Attempt> attempt_ ABSL_GUARDED_BY(mu_);
-  std::vector<WorkerEndpoint*> tried_ ABSL_GUARDED_BY(mu_);
+  std::vector<WorkerEndpoint*> failed_ ABSL_GUARDED_BY(mu_);  // workers that failed this request
+  grpc::Status last_error_ ABSL_GUARDED_BY(mu_);
+  int retries_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  int tokens_relayed_ ABSL_GUARDED_BY(mu_) = 0;
-  tern::v1::GenerateResponse pending_write_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // Token ids handed to the client so far, and the seed in effect.
+  std::vector<int32_t> streamed_ ABSL_GUARDED_BY(mu_);
+  uint64_t seed_ ABSL_GUARDED_BY(mu_) = 0;
+  bool has_seed_ ABSL_GUARDED_BY(mu_) = false;
+  bool seed_sent_ ABSL_GUARDED_BY(mu_) = false;
+  std::unique_ptr<grpc::Alarm> backoff_alarm_;  // set only while no attempt runs
+  tern::v1::GenerateResponse pending_write_;    // one write in flight at most
 };
 
 }  // namespace tern::router

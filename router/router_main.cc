@@ -12,7 +12,9 @@
 #include "common/log.h"
 #include "common/metrics_server.h"
 #include "common/signals.h"
+#include "router/dispatcher.h"
 #include "router/fleet.h"
+#include "router/policy.h"
 #include "router/router_metrics.h"
 #include "router/router_service.h"
 
@@ -20,13 +22,14 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: tern-router [--config tern.yaml] [--listen HOST:PORT] [--workers A,B,...]\n"
-    "                   [--policy round-robin] [--health-interval-ms N]\n"
+    "                   [--policy prefix|least-loaded|round-robin|random]\n"
+    "                   [--health-interval-ms N] [--stall-timeout-ms N] [--max-queue N]\n"
     "                   [--metrics-listen HOST:PORT] [--log-level info]\n";
 
 int Run(int argc, char** argv) {
   auto flags = tern::Flags::Parse(argc, argv, 1,
                                   {"config", "listen", "workers", "policy", "health-interval-ms",
-                                   "log-level", "metrics-listen"},
+                                   "stall-timeout-ms", "max-queue", "log-level", "metrics-listen"},
                                   {"help"});
   if (!flags.ok() || flags->Has("help")) {
     if (!flags.ok()) std::cerr << "tern-router: " << flags.status().message() << "\n";
@@ -51,15 +54,20 @@ int Run(int argc, char** argv) {
   }
   if (auto v = flags->Get("policy")) section.policy = *v;
   if (auto v = flags->Get("metrics-listen")) section.metrics_listen = *v;
-  auto interval = flags->GetInt("health-interval-ms");
-  if (!interval.ok()) {
-    std::cerr << "tern-router: " << interval.status().message() << "\n";
-    return 2;
+  for (const auto& [name, field] :
+       {std::pair<const char*, int32_t*>{"health-interval-ms", &section.health_interval_ms},
+        {"stall-timeout-ms", &section.stall_timeout_ms},
+        {"max-queue", &section.max_queue}}) {
+    auto value = flags->GetInt(name);
+    if (!value.ok()) {
+      std::cerr << "tern-router: " << value.status().message() << "\n";
+      return 2;
+    }
+    if (*value) *field = static_cast<int32_t>(**value);
   }
-  if (*interval) section.health_interval_ms = static_cast<int32_t>(**interval);
-  if (section.policy != "round-robin") {
-    std::cerr << "tern-router: policy '" << section.policy
-              << "' is not available in this build; use round-robin\n";
+  absl::StatusOr<tern::router::PolicyKind> policy = tern::router::ParsePolicyKind(section.policy);
+  if (!policy.ok()) {
+    std::cerr << "tern-router: " << policy.status().message() << "\n";
     return 2;
   }
   if (section.workers.empty()) {
@@ -72,9 +80,21 @@ int Run(int argc, char** argv) {
   fleet_options.worker_addresses = section.workers;
   fleet_options.health_interval = std::chrono::milliseconds(section.health_interval_ms);
   fleet_options.health_timeout = std::chrono::milliseconds(section.health_timeout_ms);
+  fleet_options.stall_timeout = absl::Milliseconds(section.stall_timeout_ms);
+  fleet_options.breaker.failure_threshold = section.circuit_failures;
+  fleet_options.breaker.cool_down = absl::Milliseconds(section.circuit_cooldown_ms);
   tern::router::Fleet fleet(fleet_options);
+  tern::router::DispatcherOptions dispatcher_options;
+  dispatcher_options.policy.kind = *policy;
+  dispatcher_options.slack = section.slack;
+  dispatcher_options.queue.max_length = section.max_queue;
+  dispatcher_options.queue.max_wait = absl::Milliseconds(section.max_queue_wait_ms);
+  tern::router::Dispatcher dispatcher(&fleet, dispatcher_options);
+  fleet.SetListener([&dispatcher] { dispatcher.Pump(); });
   fleet.Start();
-  tern::router::RouterService service(&fleet, /*max_attempts=*/3);
+  tern::router::RelayOptions relay_options;
+  relay_options.max_retries = section.max_retries;
+  tern::router::RouterService service(&fleet, &dispatcher, relay_options);
 
   std::unique_ptr<tern::MetricsServer> metrics;
   if (!section.metrics_listen.empty()) {
@@ -107,6 +127,7 @@ int Run(int argc, char** argv) {
   const int signal_number = tern::WaitForTerminationSignal();
   TERN_LOG(Info) << "signal " << signal_number << ": shutting down";
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  fleet.Stop();  // before the dispatcher its listener calls goes away
   return 0;
 }
 

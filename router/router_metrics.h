@@ -2,6 +2,9 @@
 //   tern_router_requests_total                      Generate calls received
 //   tern_router_worker_healthy{worker, model}       1 when healthy
 //   tern_router_worker_inflight{worker}             requests relayed to it now
+//   tern_router_worker_cached_blocks{worker}        prefix blocks it holds (KV events)
+//   tern_router_queue_depth                         requests waiting for a worker
+//   tern_router_{dispatched,queued,rejected,prefix_hits,index_resyncs}_total
 // Thread-safe.
 #ifndef TERN_ROUTER_ROUTER_METRICS_H_
 #define TERN_ROUTER_ROUTER_METRICS_H_

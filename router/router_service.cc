@@ -1,13 +1,11 @@
 #include "router/router_service.h"
 
-#include "router/generate_relay.h"
-
 namespace tern::router {
 
 grpc::ServerWriteReactor<tern::v1::GenerateResponse>* RouterService::Generate(
     grpc::CallbackServerContext* context, const tern::v1::RouterGenerateRequest* request) {
   requests_received_.fetch_add(1);
-  return new GenerateRelay(fleet_, max_attempts_, context, request);
+  return new GenerateRelay(fleet_, dispatcher_, relay_options_, context, request);
 }
 
 grpc::ServerUnaryReactor* RouterService::ListModels(grpc::CallbackServerContext* context,
@@ -23,6 +21,8 @@ grpc::ServerUnaryReactor* RouterService::ClusterState(
     grpc::CallbackServerContext* context, const tern::v1::ClusterStateRequest* /*request*/,
     tern::v1::ClusterStateResponse* response) {
   *response = fleet_->ClusterState();
+  response->set_queued_requests(static_cast<int32_t>(dispatcher_->queued()));
+  response->set_policy(PolicyKindName(dispatcher_->options().policy.kind));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -1,26 +1,29 @@
-// tern.v1.Router: receives token-level requests from gateways, picks a worker
-// (round-robin over healthy ones for now) and relays the worker's stream.
-// Deadlines and cancellation propagate both ways; a failure before the first
-// token is retried on another worker; a fleet with no healthy worker answers
-// UNAVAILABLE at once. Reactions run on gRPC's callback threads and never block.
+// tern.v1.Router: receives token-level requests from gateways, admits them
+// through the dispatcher (prefix-aware routing, global queue) and relays the
+// worker's stream, resuming it elsewhere when its worker fails (see
+// generate_relay.h). Deadlines and cancellation propagate both ways.
+// Reactions run on gRPC's callback threads and never block.
 #ifndef TERN_ROUTER_ROUTER_SERVICE_H_
 #define TERN_ROUTER_ROUTER_SERVICE_H_
 
 #include <atomic>
 
+#include "router/dispatcher.h"
 #include "router/fleet.h"
+#include "router/generate_relay.h"
 #include "tern/v1/router.grpc.pb.h"
 
 namespace tern::router {
 
 class RouterService final : public tern::v1::Router::CallbackService {
  public:
-  // `fleet` must outlive the service. `max_attempts` bounds retries of a
-  // request that failed before its first token.
-  RouterService(Fleet* fleet, int max_attempts) : fleet_(fleet), max_attempts_(max_attempts) {}
+  // `fleet` and `dispatcher` must outlive the service.
+  RouterService(Fleet* fleet, Dispatcher* dispatcher, RelayOptions relay_options = {})
+      : fleet_(fleet), dispatcher_(dispatcher), relay_options_(relay_options) {}
 
   // Generate calls received since start.
   uint64_t requests_received() const { return requests_received_.load(); }
+  const Dispatcher& dispatcher() const { return *dispatcher_; }
 
   grpc::ServerWriteReactor<tern::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
@@ -34,7 +37,8 @@ class RouterService final : public tern::v1::Router::CallbackService {
 
  private:
   Fleet* const fleet_;
-  const int max_attempts_;
+  Dispatcher* const dispatcher_;
+  const RelayOptions relay_options_;
   std::atomic<uint64_t> requests_received_{0};
 };
 

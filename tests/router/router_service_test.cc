@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "router/dispatcher.h"
 #include "router/fleet.h"
 #include "tern/v1/router.grpc.pb.h"
 #include "tests/testing/tiny_model.h"
@@ -18,22 +19,39 @@ namespace {
 
 // A real worker (engine + gRPC service over the tiny model) on 127.0.0.1:0.
 struct InProcessWorker {
-  InProcessWorker(const worker::Model* model, const std::string& name)
-      : engine(model, worker::EngineOptions{.max_num_seqs = 4, .max_model_len = 2048}),
-        service(&engine, model, worker::WorkerIdentity{name, 16, "test"}) {
+  InProcessWorker(const worker::Model* model, const std::string& name) {
+    worker::EngineOptions options;
+    options.max_num_seqs = 4;
+    options.max_model_len = 2048;
+    options.executor.tp = 1;
+    options.executor.block_size = 16;
+    options.executor.kv_cache_bytes = int64_t{64} << 20;
+    auto created = worker::Engine::Create(model, options);
+    EXPECT_TRUE(created.ok()) << created.status();
+    engine = std::move(*created);
+    service = std::make_unique<worker::WorkerService>(engine.get(), model,
+                                                      worker::WorkerIdentity{name, 16, "test"});
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(&service);
+    builder.RegisterService(service.get());
     server = builder.BuildAndStart();
     server->GetHealthCheckService()->SetServingStatus(true);
   }
+  ~InProcessWorker() { Kill(); }
   std::string address() const { return "127.0.0.1:" + std::to_string(port); }
-  void Kill() { server->Shutdown(std::chrono::system_clock::now()); }
+  // As a crash looks to the router: every stream of the worker ends at once.
+  void Kill() {
+    if (killed) return;
+    killed = true;
+    service->StopWatchers();
+    server->Shutdown(std::chrono::system_clock::now());
+  }
 
-  worker::Engine engine;
-  worker::WorkerService service;
+  std::unique_ptr<worker::Engine> engine;
+  std::unique_ptr<worker::WorkerService> service;
   int port = 0;
+  bool killed = false;
   std::unique_ptr<grpc::Server> server;
 };
 
@@ -47,14 +65,21 @@ class RouterServiceTest : public ::testing::Test {
     model_ = std::move(*model);
   }
 
-  void StartRouter(const std::vector<std::string>& workers) {
+  void TearDown() override {
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (fleet_) fleet_->Stop();
+  }
+
+  void StartRouter(const std::vector<std::string>& workers, DispatcherOptions dispatcher = {}) {
     FleetOptions options;
     options.worker_addresses = workers;
-    options.health_interval = std::chrono::hours(1);  // rounds are run by the test
+    options.health_interval = std::chrono::milliseconds(200);
     options.health_timeout = std::chrono::milliseconds(500);
     fleet_ = std::make_unique<Fleet>(options);
-    fleet_->CheckAll();
-    service_ = std::make_unique<RouterService>(fleet_.get(), 3);
+    dispatcher_ = std::make_unique<Dispatcher>(fleet_.get(), dispatcher);
+    fleet_->SetListener([this] { dispatcher_->Pump(); });
+    fleet_->Start();
+    service_ = std::make_unique<RouterService>(fleet_.get(), dispatcher_.get());
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -64,40 +89,76 @@ class RouterServiceTest : public ::testing::Test {
                                                           grpc::InsecureChannelCredentials()));
   }
 
-  static tern::v1::RouterGenerateRequest Request(const std::string& model, int max_tokens) {
+  static tern::v1::RouterGenerateRequest Request(const std::string& model, int max_tokens,
+                                                 std::vector<int32_t> prompt = {128000, 9906,
+                                                                                1917}) {
     tern::v1::RouterGenerateRequest request;
     request.set_model(model);
     request.mutable_request()->set_request_id("test");
-    for (int32_t id : {128000, 9906, 1917}) request.mutable_request()->add_prompt_token_ids(id);
+    for (int32_t id : prompt) request.mutable_request()->add_prompt_token_ids(id);
     request.mutable_request()->mutable_sampling()->set_max_tokens(max_tokens);
     request.mutable_request()->mutable_sampling()->set_ignore_eos(true);
     return request;
   }
 
-  // Runs a call to the end: its token ids and final status.
-  std::pair<std::vector<int32_t>, grpc::Status> Generate(
-      const tern::v1::RouterGenerateRequest& request, std::chrono::milliseconds timeout) {
+  // A prompt of `blocks` full blocks of 16 tokens, distinct per `salt`.
+  static std::vector<int32_t> LongPrompt(int blocks, int salt) {
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < blocks * 16; ++i) prompt.push_back(1000 + (i * 7 + salt * 131) % 5000);
+    return prompt;
+  }
+
+  struct Result {
+    std::vector<int32_t> tokens;
+    grpc::Status status;
+    tern::v1::Usage usage;
+  };
+
+  // Runs a call to the end.
+  Result Generate(const tern::v1::RouterGenerateRequest& request,
+                  std::chrono::milliseconds timeout) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + timeout);
     auto reader = stub_->Generate(&ctx, request);
     tern::v1::GenerateResponse response;
-    std::vector<int32_t> tokens;
-    while (reader->Read(&response))
-      tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
-    return {tokens, reader->Finish()};
+    Result result;
+    while (reader->Read(&response)) {
+      result.tokens.insert(result.tokens.end(), response.token_ids().begin(),
+                           response.token_ids().end());
+      if (response.has_usage()) result.usage = response.usage();
+    }
+    result.status = reader->Finish();
+    return result;
+  }
+
+  static bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return done();
   }
 
   static bool WaitIdle(worker::Engine& engine) {
-    for (int i = 0; i < 200; ++i) {
-      const auto load = engine.Load();
-      if (load.running == 0 && load.waiting == 0) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-    return false;
+    return WaitFor(
+        [&] {
+          const auto load = engine.Load();
+          return load.running == 0 && load.waiting == 0;
+        },
+        std::chrono::seconds(5));
+  }
+
+  tern::v1::ClusterStateResponse State() {
+    grpc::ClientContext ctx;
+    tern::v1::ClusterStateResponse state;
+    EXPECT_TRUE(stub_->ClusterState(&ctx, tern::v1::ClusterStateRequest(), &state).ok());
+    return state;
   }
 
   std::unique_ptr<worker::Model> model_;
   std::unique_ptr<Fleet> fleet_;
+  std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<RouterService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<tern::v1::Router::Stub> stub_;
@@ -106,11 +167,12 @@ class RouterServiceTest : public ::testing::Test {
 TEST_F(RouterServiceTest, RelaysTheWorkersStreamAndListsTheModel) {
   InProcessWorker worker(model_.get(), "tiny");
   StartRouter({worker.address()});
-  auto [tokens, status] = Generate(Request("tiny", 8), std::chrono::seconds(30));
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_EQ(tokens.size(), 8u);
-  auto [again, status2] = Generate(Request("tiny", 8), std::chrono::seconds(30));
-  EXPECT_EQ(again, tokens);  // greedy: same tokens
+  Result first = Generate(Request("tiny", 8), std::chrono::seconds(30));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_EQ(first.tokens.size(), 8u);
+  EXPECT_EQ(first.usage.completion_tokens(), 8);
+  Result again = Generate(Request("tiny", 8), std::chrono::seconds(30));
+  EXPECT_EQ(again.tokens, first.tokens);  // greedy: same tokens
 
   grpc::ClientContext ctx;
   tern::v1::ListModelsResponse models;
@@ -124,33 +186,35 @@ TEST_F(RouterServiceTest, RelaysTheWorkersStreamAndListsTheModel) {
 TEST_F(RouterServiceTest, UnknownModelIsNotFound) {
   InProcessWorker worker(model_.get(), "tiny");
   StartRouter({worker.address()});
-  auto [tokens, status] = Generate(Request("other", 4), std::chrono::seconds(10));
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Generate(Request("other", 4), std::chrono::seconds(10)).status.error_code(),
+            grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(RouterServiceTest, DownWorkerGivesUnavailableNotAHang) {
   auto worker = std::make_unique<InProcessWorker>(model_.get(), "tiny");
   StartRouter({worker->address()});
   worker->Kill();
-  // Before the health round notices, the relay itself sees the failure.
   const auto start = std::chrono::steady_clock::now();
-  auto [tokens, status] = Generate(Request("tiny", 4), std::chrono::seconds(20));
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
-  fleet_->CheckAll();
-  auto [tokens2, status2] = Generate(Request("tiny", 4), std::chrono::seconds(20));
-  EXPECT_EQ(status2.error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  // The state stream's end marks the worker unhealthy at once.
+  ASSERT_TRUE(
+      WaitFor([&] { return !fleet_->healthy(*fleet_->workers()[0]); }, std::chrono::seconds(3)));
+  Result result = Generate(Request("tiny", 4), std::chrono::seconds(20));
+  EXPECT_EQ(result.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << result.status.error_message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
 }
 
 TEST_F(RouterServiceTest, FailureBeforeFirstTokenIsRetriedOnAnotherWorker) {
   InProcessWorker alive(model_.get(), "tiny");
   auto dead = std::make_unique<InProcessWorker>(model_.get(), "tiny");
-  StartRouter({alive.address(), dead->address()});
-  dead->Kill();  // still marked healthy: the router learns it from the failed call
+  StartRouter({alive.address(), dead->address()}, {.policy = {.kind = PolicyKind::kRoundRobin}});
+  // Gone without its streams noticing yet: only its gRPC server stops.
+  dead->server->Shutdown(std::chrono::system_clock::now());
+  dead->killed = true;
   for (int i = 0; i < 4; ++i) {
-    auto [tokens, status] = Generate(Request("tiny", 4), std::chrono::seconds(20));
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    EXPECT_EQ(tokens.size(), 4u);
+    Result result = Generate(Request("tiny", 4), std::chrono::seconds(20));
+    EXPECT_TRUE(result.status.ok()) << result.status.error_message();
+    EXPECT_EQ(result.tokens.size(), 4u);
   }
 }
 
@@ -165,16 +229,226 @@ TEST_F(RouterServiceTest, CallerCancellationStopsTheWorker) {
   while (reader->Read(&response)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  EXPECT_TRUE(WaitIdle(worker.engine));
+  EXPECT_TRUE(WaitIdle(*worker.engine));
 }
 
 TEST_F(RouterServiceTest, DeadlinePropagatesToTheWorker) {
   InProcessWorker worker(model_.get(), "tiny");
   StartRouter({worker.address()});
-  auto [tokens, status] = Generate(Request("tiny", 1900), std::chrono::milliseconds(300));
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  EXPECT_LT(tokens.size(), 1900u);
-  EXPECT_TRUE(WaitIdle(worker.engine));
+  Result result = Generate(Request("tiny", 1900), std::chrono::milliseconds(300));
+  EXPECT_EQ(result.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(result.tokens.size(), 1900u);
+  EXPECT_TRUE(WaitIdle(*worker.engine));
+}
+
+TEST_F(RouterServiceTest, PrefixPolicySendsARepeatedPromptToTheWorkerThatCachedIt) {
+  std::vector<std::unique_ptr<InProcessWorker>> workers;
+  std::vector<std::string> addresses;
+  for (int i = 0; i < 3; ++i) {
+    workers.push_back(std::make_unique<InProcessWorker>(model_.get(), "tiny"));
+    addresses.push_back(workers.back()->address());
+  }
+  StartRouter(addresses);
+  const std::vector<int32_t> prompt = LongPrompt(6, 1);
+  ASSERT_TRUE(Generate(Request("tiny", 2, prompt), std::chrono::seconds(30)).status.ok());
+  // The worker that computed it publishes its blocks; wait for the index.
+  int holder = -1;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const auto state = State();
+        for (int i = 0; i < state.workers_size(); ++i) {
+          if (state.workers(i).cached_blocks() >= 6) holder = i;
+        }
+        return holder >= 0;
+      },
+      std::chrono::seconds(5)));
+  // Sequential repeats, with distinct other prompts between them.
+  for (int round = 0; round < 4; ++round) {
+    Result result = Generate(Request("tiny", 2, prompt), std::chrono::seconds(30));
+    ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+    EXPECT_GE(result.usage.cached_prompt_tokens(), 80) << "round " << round;
+  }
+  // Only the holder found anything in its prefix cache: the others never saw the prompt.
+  for (int i = 0; i < 3; ++i) {
+    const uint64_t hits = workers[i]->engine->Load().prefix_hit_tokens;
+    if (i == holder) {
+      EXPECT_GE(hits, 4u * 80u);
+    } else {
+      EXPECT_EQ(hits, 0u) << "worker " << i;
+    }
+  }
+  const auto state = State();
+  EXPECT_EQ(state.policy(), "prefix");
+  EXPECT_GE(state.workers(holder).predicted_cached_tokens(), 4 * 80);
+  EXPECT_GE(state.workers(holder).reported_cached_tokens(), 4 * 80);
+}
+
+TEST_F(RouterServiceTest, HotSpotGuardSpreadsAPopularPrefix) {
+  std::vector<std::unique_ptr<InProcessWorker>> workers;
+  std::vector<std::string> addresses;
+  for (int i = 0; i < 3; ++i) {
+    workers.push_back(std::make_unique<InProcessWorker>(model_.get(), "tiny"));
+    addresses.push_back(workers.back()->address());
+  }
+  DispatcherOptions options;
+  options.policy.imbalance_abs = 1;
+  options.policy.imbalance_rel = 1.0;
+  StartRouter(addresses, options);
+  const std::vector<int32_t> prompt = LongPrompt(4, 2);
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 9; ++i) {
+    clients.emplace_back([&] {
+      if (Generate(Request("tiny", 24, prompt), std::chrono::seconds(60)).status.ok()) ++ok;
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 9);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_GT(workers[i]->engine->Load().prompt_tokens, 0u) << "worker " << i << " got nothing";
+  }
+}
+
+TEST_F(RouterServiceTest, FullQueueAnswersResourceExhaustedFastAndCancelLeavesTheQueue) {
+  InProcessWorker worker(model_.get(), "tiny");
+  DispatcherOptions options;
+  options.slack = 0;
+  options.queue.max_length = 1;
+  StartRouter({worker.address()}, options);
+  // Four long calls fill the worker's four slots.
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<tern::v1::GenerateResponse>>> readers;
+  tern::v1::GenerateResponse response;
+  for (int i = 0; i < 4; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(stub_->Generate(contexts.back().get(), Request("tiny", 1900)));
+    ASSERT_TRUE(readers.back()->Read(&response));
+  }
+  // The fifth waits in the queue, the sixth finds it full.
+  grpc::ClientContext queued_ctx;
+  auto queued = stub_->Generate(&queued_ctx, Request("tiny", 4));
+  ASSERT_TRUE(WaitFor([&] { return dispatcher_->queued() == 1; }, std::chrono::seconds(5)));
+  const auto start = std::chrono::steady_clock::now();
+  Result rejected = Generate(Request("tiny", 4), std::chrono::seconds(10));
+  EXPECT_EQ(rejected.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+  EXPECT_EQ(State().queued_requests(), 1);
+  // Cancelling the queued call takes it out at once.
+  queued_ctx.TryCancel();
+  EXPECT_FALSE(queued->Read(&response));
+  EXPECT_EQ(queued->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitFor([&] { return dispatcher_->queued() == 0; }, std::chrono::seconds(1)));
+  for (auto& ctx : contexts) ctx->TryCancel();
+  for (auto& reader : readers) {
+    while (reader->Read(&response)) {
+    }
+    reader->Finish();
+  }
+  EXPECT_TRUE(WaitIdle(*worker.engine));
+}
+
+TEST_F(RouterServiceTest, QueuedRequestRunsWhenASlotFrees) {
+  InProcessWorker worker(model_.get(), "tiny");
+  DispatcherOptions options;
+  options.slack = 0;
+  StartRouter({worker.address()}, options);
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 10; ++i) {
+    clients.emplace_back([&] {
+      Result r = Generate(Request("tiny", 8), std::chrono::seconds(60));
+      if (r.status.ok() && r.tokens.size() == 8) ++ok;
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 10);
+  EXPECT_GT(dispatcher_->stats().queued, 0u);
+}
+
+TEST_F(RouterServiceTest, KilledWorkerMidStreamIsResumedWithIdenticalTokens) {
+  auto a = std::make_unique<InProcessWorker>(model_.get(), "tiny");
+  auto b = std::make_unique<InProcessWorker>(model_.get(), "tiny");
+  StartRouter({a->address(), b->address()});
+  tern::v1::RouterGenerateRequest request = Request("tiny", 48, LongPrompt(2, 3));
+  request.mutable_request()->set_request_id("resume-me");
+  tern::v1::SamplingParams* sampling = request.mutable_request()->mutable_sampling();
+  sampling->set_temperature(1.0f);
+  sampling->set_seed(1234);
+  sampling->set_has_seed(true);
+  Result reference = Generate(request, std::chrono::seconds(60));
+  ASSERT_TRUE(reference.status.ok()) << reference.status.error_message();
+  ASSERT_EQ(reference.tokens.size(), 48u);
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = stub_->Generate(&ctx, request);
+  std::vector<int32_t> tokens;
+  tern::v1::GenerateResponse response;
+  while (tokens.size() < 8 && reader->Read(&response)) {
+    tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
+  }
+  ASSERT_GE(tokens.size(), 8u);
+  // Kill whichever worker runs it.
+  InProcessWorker* serving = a->engine->Load().running > 0 ? a.get() : b.get();
+  serving->Kill();
+  tern::v1::Usage usage;
+  while (reader->Read(&response)) {
+    tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
+    if (response.has_usage()) usage = response.usage();
+  }
+  const grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(tokens, reference.tokens);
+  EXPECT_EQ(usage.completion_tokens(), 48);
+}
+
+TEST_F(RouterServiceTest, ResumeKeepsTheSeedTheWorkerChose) {
+  auto a = std::make_unique<InProcessWorker>(model_.get(), "tiny");
+  auto b = std::make_unique<InProcessWorker>(model_.get(), "tiny");
+  StartRouter({a->address(), b->address()});
+  tern::v1::RouterGenerateRequest request = Request("tiny", 40, LongPrompt(1, 5));
+  request.mutable_request()->mutable_sampling()->set_temperature(1.0f);  // no seed given
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = stub_->Generate(&ctx, request);
+  std::vector<int32_t> tokens;
+  tern::v1::GenerateResponse response;
+  uint64_t seed = 0;
+  int seeds_seen = 0;
+  while (tokens.size() < 6 && reader->Read(&response)) {
+    if (response.has_seed()) seed = response.seed(), ++seeds_seen;
+    tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
+  }
+  ASSERT_EQ(seeds_seen, 1);
+  (a->engine->Load().running > 0 ? a : b)->Kill();
+  while (reader->Read(&response)) {
+    if (response.has_seed()) ++seeds_seen;
+    tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(seeds_seen, 1);  // the client hears the seed once
+  // The same request with that seed given explicitly, undisturbed.
+  request.mutable_request()->mutable_sampling()->set_seed(seed);
+  request.mutable_request()->mutable_sampling()->set_has_seed(true);
+  Result reference = Generate(request, std::chrono::seconds(60));
+  ASSERT_TRUE(reference.status.ok()) << reference.status.error_message();
+  EXPECT_EQ(tokens, reference.tokens);
+}
+
+TEST_F(RouterServiceTest, ClusterStateReportsLoadStreamAndCircuit) {
+  InProcessWorker worker(model_.get(), "tiny");
+  StartRouter({worker.address()});
+  ASSERT_TRUE(Generate(Request("tiny", 4, LongPrompt(3, 4)), std::chrono::seconds(30)).status.ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return State().workers(0).cached_blocks() >= 3; }, std::chrono::seconds(5)));
+  const auto state = State();
+  ASSERT_EQ(state.workers_size(), 1);
+  EXPECT_TRUE(state.workers(0).healthy());
+  EXPECT_TRUE(state.workers(0).state_stream());
+  EXPECT_EQ(state.workers(0).circuit(), "closed");
+  EXPECT_GT(state.workers(0).load().step_counter(), 0u);
+  EXPECT_GT(state.workers(0).load().free_kv_blocks(), 0);
+  EXPECT_EQ(state.workers(0).routed_prompt_tokens(), 48);
 }
 
 }  // namespace

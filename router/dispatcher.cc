@@ -1,0 +1,210 @@
+#include "router/dispatcher.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace tern::router {
+namespace {
+
+// A per-request pseudo-random draw (splitmix64 of the ticket) for tie breaks.
+uint64_t Draw(uint64_t ticket) {
+  uint64_t x = ticket + 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+bool Excludes(const DispatchRequest& request, const WorkerEndpoint* worker) {
+  return std::find(request.exclude.begin(), request.exclude.end(), worker) != request.exclude.end();
+}
+
+}  // namespace
+
+Dispatcher::Dispatcher(Fleet* fleet, DispatcherOptions options)
+    : fleet_(fleet), options_(std::move(options)) {}
+
+bool Dispatcher::HasRoom(const Candidate& c) const {
+  return c.view.inflight < c.max_num_seqs + options_.slack;
+}
+
+std::optional<Admission> Dispatcher::ChooseLocked(absl::Span<const Candidate> candidates,
+                                                  PromptBlocks& blocks, uint64_t ticket,
+                                                  absl::Time now) {
+  std::vector<const Candidate*> roomy;
+  std::vector<WorkerLoadView> views;
+  for (const Candidate& c : candidates) {
+    if (!HasRoom(c)) continue;
+    roomy.push_back(&c);
+    views.push_back(c.view);
+  }
+  if (roomy.empty()) return std::nullopt;
+  PolicyOptions policy = options_.policy;
+  policy.block_size = roomy.front()->block_size;
+  const auto prompt_blocks = static_cast<int32_t>(blocks.For(policy.block_size).size());
+  const Decision decision =
+      ChooseWorker(policy, views, prompt_blocks, Draw(ticket), round_robin_++);
+  const Candidate& chosen = *roomy[decision.index];
+  chosen.worker->AddInflight(1);
+  fleet_->OnRouted(*chosen.worker, blocks, now);
+  ++stats_.dispatched;
+  if (chosen.view.matched_blocks > 0) ++stats_.cache_hits;
+  const int64_t predicted = int64_t{chosen.view.matched_blocks} * chosen.block_size;
+  return Admission{chosen.worker, static_cast<int32_t>(std::min<int64_t>(
+                                      predicted, static_cast<int64_t>(blocks.num_tokens())))};
+}
+
+absl::StatusOr<Admission> Dispatcher::Admit(DispatchRequest request) {
+  const absl::Time now = absl::Now();
+  auto waiting = std::make_unique<Waiting>(Waiting{std::move(request), PromptBlocks({})});
+  waiting->blocks = PromptBlocks(waiting->request.prompt);
+  const DispatchRequest& r = waiting->request;
+  std::vector<Outcome> outcomes;
+  absl::StatusOr<Admission> result;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<std::vector<Candidate>> candidates =
+        fleet_->Candidates(r.model, waiting->blocks, r.exclude, now);
+    if (!candidates.ok()) return candidates.status();
+    std::unique_ptr<ModelQueue>& queue = queues_[r.model];
+    if (queue == nullptr) queue = std::make_unique<ModelQueue>(options_.queue);
+    // Requests already waiting go first; a new one bypasses the queue only when it is empty.
+    if (queue->queue.empty()) {
+      if (auto admission = ChooseLocked(*candidates, waiting->blocks, r.ticket, now)) {
+        return *admission;
+      }
+    }
+    if (absl::Status pushed = queue->queue.Push(r.ticket, r.priority, now, r.resumed);
+        !pushed.ok()) {
+      ++stats_.rejected_full;
+      return pushed;
+    }
+    ++stats_.queued;
+    const std::string model = r.model;
+    waiting_.emplace(r.ticket, std::move(waiting));
+    // A higher-priority request may be placeable at once where others are not.
+    PumpModelLocked(model, *queue, now, &outcomes);
+    result = Admission{};
+  }
+  // The waiter may hear of its own dispatch before Admit returns.
+  for (const Outcome& o : outcomes) {
+    if (o.worker != nullptr) {
+      o.waiter->OnDispatched(o.worker, o.predicted);
+    } else {
+      o.waiter->OnRejected(o.status);
+    }
+  }
+  return result;
+}
+
+bool Dispatcher::Cancel(uint64_t ticket) {
+  absl::MutexLock lock(&mu_);
+  auto it = waiting_.find(ticket);
+  if (it == waiting_.end()) return false;
+  queues_[it->second->request.model]->queue.Remove(ticket);
+  waiting_.erase(it);
+  return true;
+}
+
+void Dispatcher::Release(WorkerEndpoint* worker) {
+  worker->AddInflight(-1);
+  Pump();
+}
+
+void Dispatcher::Pump() {
+  const absl::Time now = absl::Now();
+  std::vector<Outcome> outcomes;
+  {
+    absl::MutexLock lock(&mu_);
+    if (waiting_.empty()) return;
+    for (auto& [model, queue] : queues_) {
+      if (!queue->queue.empty()) PumpModelLocked(model, *queue, now, &outcomes);
+    }
+  }
+  for (const Outcome& o : outcomes) {
+    if (o.worker != nullptr) {
+      o.waiter->OnDispatched(o.worker, o.predicted);
+    } else {
+      o.waiter->OnRejected(o.status);
+    }
+  }
+}
+
+void Dispatcher::PumpModelLocked(const std::string& model, ModelQueue& queue, absl::Time now,
+                                 std::vector<Outcome>* outcomes) {
+  for (AdmissionQueue::RequestId id : queue.queue.Expire(now)) {
+    auto node = waiting_.extract(id);
+    ++stats_.expired;
+    outcomes->push_back({node.mapped()->request.waiter, nullptr, 0,
+                         absl::ResourceExhaustedError(absl::StrCat(
+                             "no worker could take the request within ",
+                             absl::FormatDuration(options_.queue.max_wait), " (router queue)"))});
+  }
+  while (!queue.queue.empty()) {
+    PromptBlocks no_prompt({});
+    absl::StatusOr<std::vector<Candidate>> candidates =
+        fleet_->Candidates(model, no_prompt, {}, now);
+    if (!candidates.ok()) {
+      // Nothing can serve them now: waiting longer would only hide it.
+      for (AdmissionQueue::RequestId id : queue.queue.Snapshot()) {
+        queue.queue.Remove(id);
+        auto node = waiting_.extract(id);
+        outcomes->push_back({node.mapped()->request.waiter, nullptr, 0, candidates.status()});
+      }
+      return;
+    }
+    // The worker with the most free slots takes the request that suits it best.
+    const Candidate* best = nullptr;
+    for (const Candidate& c : *candidates) {
+      if (!HasRoom(c)) continue;
+      if (best == nullptr ||
+          c.max_num_seqs - c.view.inflight > best->max_num_seqs - best->view.inflight) {
+        best = &c;
+      }
+    }
+    if (best == nullptr) return;
+    WorkerEndpoint* const worker = best->worker;
+    PolicyOptions policy = options_.policy;
+    policy.block_size = best->block_size;
+    auto cost = [&](AdmissionQueue::RequestId id) {
+      Waiting& w = *waiting_.at(id);
+      if (Excludes(w.request, worker)) return std::numeric_limits<double>::infinity();
+      if (policy.kind != PolicyKind::kPrefix) return 0.0;
+      WorkerLoadView view = best->view;
+      view.matched_blocks = fleet_->MatchedBlocks(*worker, w.blocks, now);
+      return PrefixCost(policy, view, static_cast<int32_t>(w.blocks.For(policy.block_size).size()));
+    };
+    const std::optional<AdmissionQueue::RequestId> id = queue.queue.TakeFor(cost, now);
+    if (!id) return;
+    Waiting& w = *waiting_.at(*id);
+    if (Excludes(w.request, worker)) {
+      // Only requests this worker failed before are left in its window; let
+      // another worker take it later.
+      (void)queue.queue.Push(*id, w.request.priority, now, /*beyond_limit=*/true);
+      return;
+    }
+    const int32_t matched = fleet_->MatchedBlocks(*worker, w.blocks, now);
+    worker->AddInflight(1);
+    fleet_->OnRouted(*worker, w.blocks, now);
+    ++stats_.dispatched;
+    if (matched > 0) ++stats_.cache_hits;
+    const int64_t predicted = std::min<int64_t>(int64_t{matched} * best->block_size,
+                                                static_cast<int64_t>(w.blocks.num_tokens()));
+    outcomes->push_back(
+        {w.request.waiter, worker, static_cast<int32_t>(predicted), absl::OkStatus()});
+    waiting_.erase(*id);
+  }
+}
+
+size_t Dispatcher::queued() const {
+  absl::MutexLock lock(&mu_);
+  return waiting_.size();
+}
+
+DispatcherStats Dispatcher::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace tern::router
