@@ -1,28 +1,157 @@
 #include "worker/engine.h"
 
 #include <algorithm>
+#include <cmath>
+#include <optional>
 #include <random>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 namespace tern::worker {
+namespace {
+
+// Publication cadence (see StateSubscription in engine.h).
+constexpr absl::Duration kStructuralPublishInterval = absl::Milliseconds(20);
+constexpr absl::Duration kLoadPublishInterval = absl::Milliseconds(200);
+// How long an idle loop sleeps between checks of its wake condition; it is
+// woken at once by Submit, WatchState and the destructor.
+constexpr absl::Duration kIdleWait = absl::Milliseconds(200);
+
+bool Contains(const std::vector<int32_t>& ids, int32_t id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+size_t CountHashes(const std::vector<KvEvent>& events) {
+  size_t n = 0;
+  for (const KvEvent& e : events) n += e.block_hashes.size();
+  return n;
+}
+
+}  // namespace
 
 struct Engine::Sequence {
+  KvSequenceId id = 0;
   SequenceSpec spec;
   StreamSink sink;
   std::shared_ptr<SequenceHandle> handle;
-  std::unique_ptr<KvCache> cache;
-  // Prompt (plus resumed tokens) followed by the tokens generated here.
-  std::vector<int32_t> tokens;
+  // Prompt plus resumed tokens: what is queued in the scheduler at Submit.
+  std::vector<int32_t> initial_tokens;
   // Tokens generated so far, resumed ones included.
   int32_t generated = 0;
-  bool prefilled = false;
   bool seed_sent = false;
 };
 
-Engine::Engine(const Model* model, EngineOptions options)
-    : model_(model), options_(options), loop_([this] { Loop(); }) {}
+// A WatchState feed. The engine loop appends under mu_; Next takes.
+class Engine::Subscription final : public StateSubscription {
+ public:
+  explicit Subscription(size_t max_pending_hashes) : max_pending_hashes_(max_pending_hashes) {}
+
+  bool Next(absl::Duration timeout, EngineStateUpdate* out) override {
+    const absl::Time deadline = absl::Now() + timeout;
+    absl::MutexLock lock(&mu_);
+    while (!has_update_ && !closed_) {
+      if (cv_.WaitWithDeadline(&mu_, deadline)) break;
+    }
+    if (closed_ || !has_update_) return false;
+    out->load = load_;
+    out->events = std::move(pending_);
+    // Numbered on delivery, so whatever was replaced by a snapshot leaves no gap.
+    for (KvEvent& event : out->events) event.sequence_number = next_sequence_number_++;
+    pending_.clear();
+    pending_hashes_ = 0;
+    has_update_ = false;
+    return true;
+  }
+
+  bool Closed() const override {
+    absl::MutexLock lock(&mu_);
+    return closed_;
+  }
+
+  void Cancel() override { Close(); }
+
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+    cv_.SignalAll();
+  }
+
+  // Called by the engine loop: `events` happened since the previous push;
+  // `snapshot` describes the cache after them (computed only when needed).
+  template <typename SnapshotFn>
+  void Push(const std::vector<KvEvent>& events, const EngineLoad& load, SnapshotFn&& snapshot) {
+    absl::MutexLock lock(&mu_);
+    if (closed_) return;
+    const size_t more = CountHashes(events);
+    if (!started_ || pending_hashes_ + more > max_pending_hashes_) {
+      pending_ = snapshot();
+      pending_hashes_ = CountHashes(pending_);
+      started_ = true;
+    } else {
+      pending_.insert(pending_.end(), events.begin(), events.end());
+      pending_hashes_ += more;
+    }
+    load_ = load;
+    has_update_ = true;
+    cv_.SignalAll();
+  }
+
+  bool started() const {
+    absl::MutexLock lock(&mu_);
+    return started_;
+  }
+
+ private:
+  const size_t max_pending_hashes_;
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool has_update_ ABSL_GUARDED_BY(mu_) = false;
+  EngineLoad load_ ABSL_GUARDED_BY(mu_);
+  std::vector<KvEvent> pending_ ABSL_GUARDED_BY(mu_);
+  size_t pending_hashes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_sequence_number_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model* model, EngineOptions options) {
+  if (model == nullptr) return absl::InvalidArgumentError("the engine needs a model");
+  if (options.max_num_seqs < 1)
+    return absl::InvalidArgumentError("max_num_seqs must be at least 1");
+  if (options.max_queue < 0) return absl::InvalidArgumentError("max_queue must not be negative");
+  if (options.max_model_len < 1) {
+    return absl::InvalidArgumentError("max_model_len must be at least 1");
+  }
+  if (options.max_num_batched_tokens < 1) {
+    return absl::InvalidArgumentError("max_num_batched_tokens must be at least 1");
+  }
+  options.executor.max_batch_tokens = options.max_num_batched_tokens;
+  TERN_ASSIGN_OR_RETURN(std::unique_ptr<Executor> executor,
+                        Executor::Create(model, options.executor));
+  KvBlockManagerOptions kv_options;
+  kv_options.block_size = executor->block_size();
+  kv_options.num_blocks = executor->num_blocks();
+  kv_options.enable_prefix_caching = options.enable_prefix_caching;
+  TERN_ASSIGN_OR_RETURN(std::unique_ptr<KvBlockManager> kv, KvBlockManager::Create(kv_options));
+  return std::unique_ptr<Engine>(
+      new Engine(model, std::move(options), std::move(executor), std::move(kv)));
+}
+
+Engine::Engine(const Model* model, EngineOptions options, std::unique_ptr<Executor> executor,
+               std::unique_ptr<KvBlockManager> kv)
+    : model_(model),
+      options_(std::move(options)),
+      executor_(std::move(executor)),
+      kv_(std::move(kv)),
+      scheduler_(std::make_unique<Scheduler>(
+          SchedulerOptions{options_.max_num_seqs, options_.max_num_batched_tokens}, kv_.get())) {
+  load_ = CurrentLoad();
+  last_published_load_ = load_;
+  loop_ = std::thread([this] { Loop(); });
+}
 
 Engine::~Engine() {
   {
@@ -31,6 +160,10 @@ Engine::~Engine() {
   }
   loop_.join();
 }
+
+int32_t Engine::num_kv_blocks() const { return executor_->num_blocks(); }
+int32_t Engine::kv_block_size() const { return executor_->block_size(); }
+int32_t Engine::tp() const { return executor_->tp(); }
 
 absl::StatusOr<std::shared_ptr<SequenceHandle>> Engine::Submit(SequenceSpec spec, StreamSink sink) {
   const int32_t vocab = model_->config().vocab_size;
@@ -53,12 +186,24 @@ absl::StatusOr<std::shared_ptr<SequenceHandle>> Engine::Submit(SequenceSpec spec
   if (static_cast<int32_t>(spec.resume.size()) >= spec.max_tokens) {
     return absl::InvalidArgumentError("resume_token_ids already use the whole max_tokens budget");
   }
+  if (spec.top_logprobs < 0 || spec.top_logprobs > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat("top_logprobs must be in [0, ", kMaxTopLogprobs,
+                                                   "], got ", spec.top_logprobs));
+  }
   const int64_t total = static_cast<int64_t>(spec.prompt.size()) + spec.max_tokens;
   if (total > options_.max_model_len) {
     return absl::InvalidArgumentError(
         absl::StrCat("This model's maximum context length is ", options_.max_model_len,
                      " tokens. However, you requested ", total, " tokens (", spec.prompt.size(),
                      " in the prompt, ", spec.max_tokens, " for the completion)."));
+  }
+  // The last sampled token is never computed, so a sequence needs KV for
+  // total - 1 tokens; one that cannot fit the whole pool could never finish.
+  const int64_t pool_tokens = int64_t{num_kv_blocks()} * kv_block_size();
+  if (total - 1 > pool_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the request needs KV cache for ", total - 1,
+                     " tokens but this worker's whole KV cache holds ", pool_tokens));
   }
   if (!spec.has_seed) {
     // The seed is reported back so another worker can continue the same stream.
@@ -67,8 +212,8 @@ absl::StatusOr<std::shared_ptr<SequenceHandle>> Engine::Submit(SequenceSpec spec
   }
   auto seq = std::make_unique<Sequence>();
   seq->handle = std::make_shared<SequenceHandle>();
-  seq->tokens = spec.prompt;
-  seq->tokens.insert(seq->tokens.end(), spec.resume.begin(), spec.resume.end());
+  seq->initial_tokens = spec.prompt;
+  seq->initial_tokens.insert(seq->initial_tokens.end(), spec.resume.begin(), spec.resume.end());
   seq->generated = static_cast<int32_t>(spec.resume.size());
   seq->spec = std::move(spec);
   seq->sink = std::move(sink);
@@ -76,11 +221,13 @@ absl::StatusOr<std::shared_ptr<SequenceHandle>> Engine::Submit(SequenceSpec spec
 
   absl::MutexLock lock(&mu_);
   if (stopping_ || draining_) return absl::UnavailableError("the worker is shutting down");
-  const int32_t free_slots = options_.max_num_seqs - running_count_;
-  if (static_cast<int32_t>(waiting_.size()) >= options_.max_queue + std::max(0, free_slots)) {
+  const int32_t free_slots = options_.max_num_seqs - load_.running;
+  const int64_t waiting = static_cast<int64_t>(submitted_.size()) + load_.waiting;
+  if (waiting >= options_.max_queue + std::max(0, free_slots)) {
     return absl::ResourceExhaustedError("the worker's queue is full");
   }
-  waiting_.push_back(std::move(seq));
+  seq->id = next_id_++;
+  submitted_.push_back(std::move(seq));
   return handle;
 }
 
@@ -93,10 +240,46 @@ EngineLoad Engine::Load() const {
   EngineLoad load;
   {
     absl::MutexLock lock(&mu_);
-    load.running = running_count_;
-    load.waiting = static_cast<int32_t>(waiting_.size());
-    load.steps = steps_;
+    load = load_;
+    load.waiting += static_cast<int32_t>(submitted_.size());
+    for (const auto& seq : submitted_) {
+      load.queued_prefill_tokens += static_cast<int64_t>(seq->initial_tokens.size());
+    }
   }
+  load.prompt_tokens = prompt_tokens_.load();
+  load.generation_tokens = generation_tokens_.load();
+  for (size_t i = 0; i < finished_.size(); ++i) load.finished[i] = finished_[i].load();
+  return load;
+}
+
+std::shared_ptr<StateSubscription> Engine::WatchState() {
+  auto subscription =
+      std::make_shared<Subscription>(static_cast<size_t>(4) * std::max(1, num_kv_blocks()));
+  {
+    absl::MutexLock lock(&subscriptions_mu_);
+    subscriptions_.push_back(subscription);
+  }
+  absl::MutexLock lock(&mu_);
+  if (stopping_) {
+    subscription->Close();
+  } else {
+    new_subscribers_ = true;  // wakes an idle loop for the first snapshot
+  }
+  return subscription;
+}
+
+EngineLoad Engine::CurrentLoad() const {
+  EngineLoad load;
+  load.running = scheduler_->num_running();
+  load.waiting = scheduler_->num_waiting();
+  load.total_kv_blocks = kv_->num_blocks();
+  load.free_kv_blocks = kv_->num_free_blocks();
+  load.cached_kv_blocks = kv_->num_cached_blocks();
+  load.queued_prefill_tokens = scheduler_->QueuedPrefillTokens();
+  load.preemptions = scheduler_->preemptions();
+  const KvBlockManagerStats stats = kv_->stats();
+  load.prefix_query_tokens = static_cast<uint64_t>(stats.prefix_query_tokens);
+  load.prefix_hit_tokens = static_cast<uint64_t>(stats.prefix_hit_tokens);
   load.prompt_tokens = prompt_tokens_.load();
   load.generation_tokens = generation_tokens_.load();
   for (size_t i = 0; i < finished_.size(); ++i) load.finished[i] = finished_[i].load();
@@ -105,109 +288,169 @@ EngineLoad Engine::Load() const {
 
 void Engine::Loop() {
   while (true) {
+    bool stopping;
     {
       absl::MutexLock lock(&mu_);
-      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !waiting_.empty() || !running_.empty();
-      };
-      mu_.Await(absl::Condition(&has_work));
-      if (stopping_) {
-        for (auto& seq : waiting_) running_.push_back(std::move(seq));
-        waiting_.clear();
-        mu_.Unlock();
-        for (auto& seq : running_) Finish(*seq, FinishReason::kCancelled, -1, absl::OkStatus());
-        running_.clear();
-        mu_.Lock();
-        running_count_ = 0;
-        return;
-      }
-      while (!waiting_.empty() && static_cast<int32_t>(running_.size()) < options_.max_num_seqs) {
-        running_.push_back(std::move(waiting_.front()));
-        waiting_.pop_front();
-      }
-      running_count_ = static_cast<int32_t>(running_.size());
-      ++steps_;
+      stopping = stopping_;
     }
-    // One token per running sequence, round-robin, so no stream stalls
-    // behind another for more than one step.
-    std::vector<std::unique_ptr<Sequence>> still_running;
-    still_running.reserve(running_.size());
-    for (auto& seq : running_) {
-      if (Step(*seq)) still_running.push_back(std::move(seq));
-    }
-    running_ = std::move(still_running);
+    if (stopping) break;
+    TakeSubmittedAndCancelled();
+    const bool worked = RunStep();
+    const bool busy = !live_.empty();
+    PublishState(/*force=*/!busy);
+    if (busy && worked) continue;
+    // Idle (or, impossibly, live sequences with nothing to compute): sleep
+    // until there is something to do.
     absl::MutexLock lock(&mu_);
-    running_count_ = static_cast<int32_t>(running_.size());
+    auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || !submitted_.empty() || new_subscribers_;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&has_work), busy ? absl::Milliseconds(1) : kIdleWait);
   }
+  // Stopping: every sequence ends cancelled, subscriptions close.
+  std::deque<std::unique_ptr<Sequence>> submitted;
+  {
+    absl::MutexLock lock(&mu_);
+    submitted.swap(submitted_);
+  }
+  for (auto& seq : submitted) {
+    finished_[static_cast<size_t>(FinishReason::kCancelled)].fetch_add(1);
+    seq->sink(LastEvent(*seq, FinishReason::kCancelled));
+  }
+  std::vector<Sequence*> live;
+  for (auto& [id, seq] : live_) live.push_back(seq.get());
+  std::sort(live.begin(), live.end(), [](Sequence* a, Sequence* b) { return a->id < b->id; });
+  for (Sequence* seq : live) Finish(*seq, FinishReason::kCancelled, -1, absl::OkStatus());
+  PublishState(/*force=*/true);
+  CloseSubscriptions();
 }
 
-bool Engine::Step(Sequence& seq) {
-  if (seq.handle->cancelled()) {
-    Finish(seq, FinishReason::kCancelled, -1, absl::OkStatus());
-    return false;
+void Engine::TakeSubmittedAndCancelled() {
+  std::deque<std::unique_ptr<Sequence>> submitted;
+  {
+    absl::MutexLock lock(&mu_);
+    submitted.swap(submitted_);
   }
-  const ModelConfig& config = model_->config();
-  if (!seq.cache) {
-    const int64_t capacity = static_cast<int64_t>(seq.spec.prompt.size()) + seq.spec.max_tokens;
-    seq.cache = std::make_unique<KvCache>(config, static_cast<int>(capacity));
+  for (auto& seq : submitted) {
+    const KvSequenceId id = seq->id;
+    const absl::Status added = scheduler_->Add(id, seq->initial_tokens);
+    TERN_CHECK(added.ok()) << added;
+    live_.emplace(id, std::move(seq));
   }
-  // First step: the whole prompt (with resumed tokens); afterwards the last token.
-  absl::Span<const int32_t> input =
-      seq.prefilled ? absl::MakeConstSpan(&seq.tokens.back(), 1) : absl::MakeConstSpan(seq.tokens);
-  std::vector<float> logits;
-  absl::Status status = model_->Forward(input, *seq.cache, &logits);
-  if (!seq.prefilled) prompt_tokens_.fetch_add(input.size());
-  seq.prefilled = true;
+  std::vector<Sequence*> cancelled;
+  for (auto& [id, seq] : live_) {
+    if (seq->handle->cancelled()) cancelled.push_back(seq.get());
+  }
+  for (Sequence* seq : cancelled) Finish(*seq, FinishReason::kCancelled, -1, absl::OkStatus());
+}
+
+bool Engine::RunStep() {
+  if (live_.empty()) return false;
+  StepPlan plan = scheduler_->Schedule();
+  for (auto& [id, status] : plan.failed) {
+    auto it = live_.find(id);
+    if (it != live_.end()) Finish(*it->second, FinishReason::kError, -1, status);
+  }
+  std::erase_if(plan.chunks, [this](const ScheduledChunk& c) { return !live_.contains(c.id); });
+  if (plan.chunks.empty()) return false;
+
+  const int32_t vocab = model_->config().vocab_size;
+  std::vector<StepSequence> batch;
+  batch.reserve(plan.chunks.size());
+  size_t logit_rows = 0;
+  uint64_t prompt_tokens = 0;
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    const ScheduledSequence* s = scheduler_->Find(chunk.id);
+    const int32_t prompt_len = static_cast<int32_t>(live_.at(chunk.id)->initial_tokens.size());
+    // Prompt tokens computed: recomputation after a preemption counts again,
+    // cached ones do not.
+    prompt_tokens += static_cast<uint64_t>(std::max(
+        0, std::min(chunk.start + chunk.count, prompt_len) - std::min(chunk.start, prompt_len)));
+    StepSequence step;
+    step.tokens = absl::MakeConstSpan(s->tokens).subspan(chunk.start, chunk.count);
+    step.start_position = chunk.start;
+    step.block_table = *kv_->BlockTable(chunk.id);
+    step.want_logits = chunk.want_logits;
+    if (chunk.want_logits) ++logit_rows;
+    batch.push_back(step);
+  }
+  if (logits_.size() < logit_rows * vocab) logits_.resize(logit_rows * vocab);
+  const absl::Status status = executor_->Step(batch, absl::MakeSpan(logits_));
+  {
+    absl::MutexLock lock(&mu_);
+    ++load_.steps;
+  }
   if (!status.ok()) {
-    Finish(seq, FinishReason::kError, -1, status);
-    return false;
+    for (const ScheduledChunk& chunk : plan.chunks) {
+      Finish(*live_.at(chunk.id), FinishReason::kError, -1, status);
+    }
+    return true;
   }
+  scheduler_->Commit(plan);
+  prompt_tokens_.fetch_add(prompt_tokens);
+  size_t row = 0;
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    if (!chunk.want_logits) continue;
+    SampleAndEmit(*live_.at(chunk.id),
+                  absl::MakeConstSpan(logits_).subspan(row * vocab, static_cast<size_t>(vocab)));
+    ++row;
+  }
+  return true;
+}
+
+void Engine::SampleAndEmit(Sequence& seq, absl::Span<const float> raw_logits) {
+  const ModelConfig& config = model_->config();
+  std::vector<float> logits(raw_logits.begin(), raw_logits.end());
   for (const auto& [id, bias] : seq.spec.logit_bias) logits[id] += bias;
   const bool may_stop = seq.generated >= seq.spec.min_tokens;
-  SamplingOptions sampling = seq.spec.sampling;
   // EOS and stop ids are masked until min_tokens, so they cannot be sampled early.
   if (!may_stop) {
     for (int32_t id : config.eos_token_ids) logits[id] = -INFINITY;
     for (int32_t id : seq.spec.stop_token_ids) logits[id] = -INFINITY;
   }
-  const int64_t position = static_cast<int64_t>(seq.tokens.size());
-  const int32_t token = SampleToken(logits, sampling, absl::MakeConstSpan(seq.tokens), position,
-                                    seq.spec.prompt.size());
+  const std::vector<int32_t>& tokens = scheduler_->Find(seq.id)->tokens;
+  const int64_t position = static_cast<int64_t>(tokens.size());
+  const int32_t token = SampleToken(logits, seq.spec.sampling, absl::MakeConstSpan(tokens),
+                                    position, seq.spec.prompt.size());
   ++seq.generated;
   generation_tokens_.fetch_add(1);
 
-  const bool is_eos = !seq.spec.ignore_eos &&
-                      std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), token) !=
-                          config.eos_token_ids.end();
-  const bool is_stop = std::find(seq.spec.stop_token_ids.begin(), seq.spec.stop_token_ids.end(),
-                                 token) != seq.spec.stop_token_ids.end();
+  const bool is_eos = !seq.spec.ignore_eos && Contains(config.eos_token_ids, token);
+  const bool is_stop = Contains(seq.spec.stop_token_ids, token);
   if (may_stop && (is_eos || is_stop)) {
     Finish(seq, FinishReason::kStop, token, absl::OkStatus());
-    return false;
+    return;
   }
-  seq.tokens.push_back(token);
+  const absl::Status appended = scheduler_->AppendToken(seq.id, token);
+  TERN_CHECK(appended.ok()) << appended;
   StreamEvent event;
   event.tokens.push_back(token);
+  if (seq.spec.logprobs) {
+    event.logprobs.push_back(ComputeLogprobs(raw_logits, token, seq.spec.top_logprobs));
+  }
   if (!seq.seed_sent) {
     event.has_seed = true;
     event.seed = seq.spec.sampling.seed;
     seq.seed_sent = true;
   }
-  if (seq.generated >= seq.spec.max_tokens) {
-    finished_[static_cast<size_t>(FinishReason::kLength)].fetch_add(1);
-    event.finished = true;
-    event.finish_reason = FinishReason::kLength;
-    event.prompt_tokens = static_cast<int32_t>(seq.spec.prompt.size());
-    event.completion_tokens = seq.generated;
+  if (seq.generated < seq.spec.max_tokens) {
     seq.sink(std::move(event));
-    return false;
+    return;
   }
+  StreamEvent last = LastEvent(seq, FinishReason::kLength);
+  event.finished = true;
+  event.finish_reason = last.finish_reason;
+  event.prompt_tokens = last.prompt_tokens;
+  event.completion_tokens = last.completion_tokens;
+  event.cached_prompt_tokens = last.cached_prompt_tokens;
+  finished_[static_cast<size_t>(FinishReason::kLength)].fetch_add(1);
   seq.sink(std::move(event));
-  return true;
+  const KvSequenceId id = seq.id;
+  TERN_CHECK(scheduler_->Remove(id).ok());
+  live_.erase(id);
 }
 
-void Engine::Finish(Sequence& seq, FinishReason reason, int32_t stop_token, absl::Status error) {
-  finished_[static_cast<size_t>(reason)].fetch_add(1);
+StreamEvent Engine::LastEvent(Sequence& seq, FinishReason reason) const {
   StreamEvent event;
   if (!seq.seed_sent) {
     event.has_seed = true;
@@ -216,9 +459,18 @@ void Engine::Finish(Sequence& seq, FinishReason reason, int32_t stop_token, absl
   }
   event.finished = true;
   event.finish_reason = reason;
-  event.stop_token_id = stop_token;
   event.prompt_tokens = static_cast<int32_t>(seq.spec.prompt.size());
   event.completion_tokens = seq.generated;
+  const ScheduledSequence* scheduled = scheduler_->Find(seq.id);
+  event.cached_prompt_tokens =
+      scheduled == nullptr ? 0 : std::max(0, scheduled->first_cached_tokens);
+  return event;
+}
+
+void Engine::Finish(Sequence& seq, FinishReason reason, int32_t stop_token, absl::Status error) {
+  finished_[static_cast<size_t>(reason)].fetch_add(1);
+  StreamEvent event = LastEvent(seq, reason);
+  event.stop_token_id = stop_token;
   event.error = std::move(error);
   if (reason == FinishReason::kError) {
     TERN_LOG(Error) << "request " << seq.spec.request_id << " failed: " << event.error.message();
@@ -227,6 +479,67 @@ void Engine::Finish(Sequence& seq, FinishReason reason, int32_t stop_token, absl
                    << " tokens";
   }
   seq.sink(std::move(event));
+  const KvSequenceId id = seq.id;
+  TERN_CHECK(scheduler_->Remove(id).ok());
+  live_.erase(id);
+}
+
+void Engine::PublishState(bool force) {
+  const EngineLoad load = CurrentLoad();
+  bool new_subscribers;
+  {
+    absl::MutexLock lock(&mu_);
+    const uint64_t steps = load_.steps;
+    load_ = load;
+    load_.steps = steps;
+    new_subscribers = new_subscribers_;
+    new_subscribers_ = false;
+  }
+  std::vector<KvEvent> drained = kv_->DrainEvents();
+  if (!drained.empty() && drained.front().kind == KvEventKind::kAllBlocksCleared) {
+    unpublished_events_.clear();
+  }
+  std::move(drained.begin(), drained.end(), std::back_inserter(unpublished_events_));
+
+  const EngineLoad& last = last_published_load_;
+  const bool structural =
+      !unpublished_events_.empty() || load.running != last.running || load.waiting != last.waiting;
+  const bool changed = structural || load.free_kv_blocks != last.free_kv_blocks ||
+                       load.cached_kv_blocks != last.cached_kv_blocks ||
+                       load.queued_prefill_tokens != last.queued_prefill_tokens ||
+                       load.preemptions != last.preemptions;
+  const absl::Duration since = absl::Now() - last_publish_;
+  const bool due = new_subscribers || (force && changed) ||
+                   (structural && since >= kStructuralPublishInterval) ||
+                   (changed && since >= kLoadPublishInterval);
+  if (!due) return;
+
+  EngineLoad published = Load();
+  std::optional<std::vector<KvEvent>> snapshot;
+  auto get_snapshot = [&]() -> std::vector<KvEvent> {
+    if (!snapshot) snapshot = kv_->SnapshotEvents();
+    return *snapshot;
+  };
+  {
+    absl::MutexLock lock(&subscriptions_mu_);
+    std::erase_if(subscriptions_, [&](const std::weak_ptr<Subscription>& weak) {
+      std::shared_ptr<Subscription> subscription = weak.lock();
+      if (!subscription || subscription->Closed()) return true;
+      subscription->Push(unpublished_events_, published, get_snapshot);
+      return false;
+    });
+  }
+  unpublished_events_.clear();
+  last_published_load_ = load;
+  last_publish_ = absl::Now();
+}
+
+void Engine::CloseSubscriptions() {
+  absl::MutexLock lock(&subscriptions_mu_);
+  for (const std::weak_ptr<Subscription>& weak : subscriptions_) {
+    if (std::shared_ptr<Subscription> subscription = weak.lock()) subscription->Close();
+  }
+  subscriptions_.clear();
 }
 
 }  // namespace tern::worker

@@ -26,13 +26,16 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "worker/executor.h"
+#include "worker/kv_block_manager.h"
 #include "worker/kv_events.h"
 #include "worker/model.h"
 #include "worker/sampler.h"
+#include "worker/scheduler.h"
 
 namespace tern::worker {
 
@@ -60,13 +63,8 @@ struct SequenceSpec {
   int32_t top_logprobs = 0;
 };
 
-// The log-probability of one sampled token and its most likely alternatives,
-// highest first (ties: lower id first).
-struct TokenLogprobs {
-  int32_t token_id = 0;
-  float logprob = 0.0f;
-  std::vector<std::pair<int32_t, float>> top;
-};
+// TokenLogprobs (the sampled token's log-probability and its top
+// alternatives) is defined in worker/sampler.h.
 
 // One delivery to a sequence's sink.
 struct StreamEvent {
@@ -90,6 +88,30 @@ struct StreamEvent {
 
 using StreamSink = std::function<void(StreamEvent)>;
 
+struct EngineLoad {
+  int32_t running = 0;
+  int32_t waiting = 0;
+  uint64_t steps = 0;
+  int64_t total_kv_blocks = 0;
+  // Blocks an allocation may take now: never used, or held by no sequence
+  // (cached unreferenced blocks count as free; they are evicted LRU on
+  // demand). With no sequence live, free_kv_blocks == total_kv_blocks.
+  int64_t free_kv_blocks = 0;
+  // Blocks in the prefix cache, referenced or not.
+  int64_t cached_kv_blocks = 0;
+  // Prompt tokens of running and waiting sequences not computed yet.
+  int64_t queued_prefill_tokens = 0;
+  uint64_t preemptions = 0;
+  // Prefix cache: prompt tokens looked up and found, since start.
+  uint64_t prefix_query_tokens = 0;
+  uint64_t prefix_hit_tokens = 0;
+  // Totals since start.
+  uint64_t prompt_tokens = 0;
+  uint64_t generation_tokens = 0;
+  // Finished sequences, indexed by FinishReason.
+  std::array<uint64_t, 4> finished = {};
+};
+
 // Load plus the KV events since the previous update of one subscription.
 struct EngineStateUpdate {
   EngineLoad load;
@@ -97,11 +119,24 @@ struct EngineStateUpdate {
 };
 
 // One WatchState subscriber's feed. Its first update starts with
-// AllBlocksCleared followed by the whole prefix cache as BlockStored events,
-// so applying every update's events in order to an empty set gives exactly the
-// worker's cached block hashes; event sequence numbers keep increasing across
-// updates (a gap means the subscriber must resync by subscribing again). The
-// engine publishes after every step that changed load or the cache.
+// AllBlocksCleared followed by the whole prefix cache as BlockStored chain
+// runs (each run after its parent's, with parent_block_hash set when the
+// parent is cached too), so applying every update's events in order to an
+// empty set gives exactly the worker's cached block hashes.
+//
+// Numbering is per subscription: its events carry 1, 2, 3, ... in delivery
+// order across updates, with no gaps ever (numbers are given when Next hands
+// the events out). When a subscriber falls behind by more than its bound
+// (4 x the pool's blocks in pending hashes), its pending events are replaced
+// by AllBlocksCleared + a fresh snapshot, numbered on from where it was, so a
+// subscriber never needs to detect loss: an AllBlocksCleared means "drop
+// everything you knew". The sequence numbers of the block manager's own log
+// are not exposed.
+//
+// Cadence: the engine pushes after a step that changed the cached set or the
+// running / waiting counts (at most every 20 ms), other load changes at most
+// every 200 ms, and whatever is unpublished before it idles; pushes between
+// two Next calls coalesce into one update (events appended, latest load).
 class StateSubscription {
  public:
   virtual ~StateSubscription() = default;
@@ -138,38 +173,22 @@ struct EngineOptions {
   ExecutorOptions executor;
 };
 
-struct EngineLoad {
-  int32_t running = 0;
-  int32_t waiting = 0;
-  uint64_t steps = 0;
-  int64_t total_kv_blocks = 0;
-  int64_t free_kv_blocks = 0;
-  int64_t cached_kv_blocks = 0;
-  // Prompt tokens of running and waiting sequences not computed yet.
-  int64_t queued_prefill_tokens = 0;
-  uint64_t preemptions = 0;
-  // Prefix cache: prompt tokens looked up and found, since start.
-  uint64_t prefix_query_tokens = 0;
-  uint64_t prefix_hit_tokens = 0;
-  // Totals since start.
-  uint64_t prompt_tokens = 0;
-  uint64_t generation_tokens = 0;
-  // Finished sequences, indexed by FinishReason.
-  std::array<uint64_t, 4> finished = {};
-};
-
 class Engine {
  public:
   // `model` must outlive the engine. Creates the executor (weights laid out,
   // KV pool allocated, rank threads started) and starts the loop thread.
   // Errors from Executor::Create, INVALID_ARGUMENT for bad options.
-  static absl::StatusOr<std::unique_ptr<Engine>> Create(const Model* model,
-                                                        EngineOptions options);
-  // Ends every sequence with kCancelled and joins the loop thread.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const Model* model, EngineOptions options);
+  // Ends every sequence with kCancelled, closes the subscriptions and joins
+  // the loop thread.
   ~Engine();
 
-  // Queues a sequence. INVALID_ARGUMENT for an empty or too long prompt,
-  // token ids out of the vocabulary or bad budgets; RESOURCE_EXHAUSTED when
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Queues a sequence. INVALID_ARGUMENT for an empty or too long prompt (past
+  // max_model_len or the whole KV pool), token ids out of the vocabulary,
+  // top_logprobs outside [0, 20] or bad budgets; RESOURCE_EXHAUSTED when
   // the queue is full; UNAVAILABLE once draining or stopping.
   absl::StatusOr<std::shared_ptr<SequenceHandle>> Submit(SequenceSpec spec, StreamSink sink);
 
@@ -187,27 +206,58 @@ class Engine {
 
  private:
   struct Sequence;
+  class Subscription;
+
+  Engine(const Model* model, EngineOptions options, std::unique_ptr<Executor> executor,
+         std::unique_ptr<KvBlockManager> kv);
 
   void Loop();
-  // Runs one token (or the whole prompt) of `seq`; returns false when it ended.
-  bool Step(Sequence& seq);
+  // Moves submitted sequences into the scheduler and ends cancelled ones.
+  void TakeSubmittedAndCancelled();
+  // Plans, runs and samples one step; false when there was nothing to compute.
+  bool RunStep();
+  // Samples the next token of `seq` from its raw logits row and emits it;
+  // may end the sequence.
+  void SampleAndEmit(Sequence& seq, absl::Span<const float> raw_logits);
+  // Sends the last event and forgets the sequence (scheduler and KV included).
   void Finish(Sequence& seq, FinishReason reason, int32_t stop_token, absl::Status error);
+  // The last event of a sequence, usage filled.
+  StreamEvent LastEvent(Sequence& seq, FinishReason reason) const;
+  EngineLoad CurrentLoad() const;
+  // Refreshes what Load() returns, and pushes KV events and load to the
+  // subscriptions when due (see engine.cc); `force` pushes whatever is
+  // unpublished (before idling).
+  void PublishState(bool force);
+  void CloseSubscriptions();
 
   const Model* const model_;
   const EngineOptions options_;
 
+  // Owned by the loop thread after construction.
+  const std::unique_ptr<Executor> executor_;
+  const std::unique_ptr<KvBlockManager> kv_;
+  std::unique_ptr<Scheduler> scheduler_;
+  absl::flat_hash_map<KvSequenceId, std::unique_ptr<Sequence>> live_;
+  std::vector<float> logits_;
+  std::vector<KvEvent> unpublished_events_;
+  EngineLoad last_published_load_;
+  absl::Time last_publish_ = absl::InfinitePast();
+
   mutable absl::Mutex mu_;
-  std::deque<std::unique_ptr<Sequence>> waiting_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::unique_ptr<Sequence>> submitted_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  int32_t running_count_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+  bool new_subscribers_ ABSL_GUARDED_BY(mu_) = false;
+  KvSequenceId next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // The loop's view after its latest step (counters below excluded).
+  EngineLoad load_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> prompt_tokens_{0};
   std::atomic<uint64_t> generation_tokens_{0};
   std::array<std::atomic<uint64_t>, 4> finished_{};
 
-  // Owned by the loop thread.
-  std::vector<std::unique_ptr<Sequence>> running_;
+  absl::Mutex subscriptions_mu_;
+  std::vector<std::weak_ptr<Subscription>> subscriptions_ ABSL_GUARDED_BY(subscriptions_mu_);
+
   std::thread loop_;
 };
 

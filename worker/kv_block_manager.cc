@@ -231,6 +231,16 @@ std::vector<KvEvent> KvBlockManager::DrainEvents() {
 
 void KvBlockManager::RecordSnapshot() {
   events_.AddAllCleared();
+  for (KvEvent& event : SnapshotEvents()) {
+    if (event.kind == KvEventKind::kBlockStored) {
+      events_.AddStored(std::move(event.block_hashes), event.parent_block_hash);
+    }
+  }
+}
+
+std::vector<KvEvent> KvBlockManager::SnapshotEvents() const {
+  std::vector<KvEvent> snapshot(1);
+  snapshot[0].kind = KvEventKind::kAllBlocksCleared;
   // The cached blocks form a forest by parent hash; one DFS per root emits
   // each root-to-leaf path as a chain run, so every block is stored once,
   // after its parent, with the right parent.
@@ -247,15 +257,18 @@ void KvBlockManager::RecordSnapshot() {
   while (!pending.empty()) {
     uint64_t hash = pending.back();
     pending.pop_back();
-    const std::optional<uint64_t> parent = ParentOf(blocks_[cache_.at(hash)].parent_hash);
-    std::vector<uint64_t> run = {hash};
+    KvEvent run;
+    run.kind = KvEventKind::kBlockStored;
+    run.parent_block_hash = ParentOf(blocks_[cache_.at(hash)].parent_hash);
+    run.block_hashes = {hash};
     for (auto kids = children.find(hash); kids != children.end(); kids = children.find(hash)) {
       pending.insert(pending.end(), kids->second.begin() + 1, kids->second.end());
       hash = kids->second.front();
-      run.push_back(hash);
+      run.block_hashes.push_back(hash);
     }
-    events_.AddStored(std::move(run), parent);
+    snapshot.push_back(std::move(run));
   }
+  return snapshot;
 }
 
 absl::StatusOr<absl::Span<const KvBlockId>> KvBlockManager::BlockTable(KvSequenceId id) const {

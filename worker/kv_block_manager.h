@@ -154,6 +154,11 @@ class KvBlockManager {
   int32_t block_size() const { return options_.block_size; }
   // The hashes of every cached block, in no particular order.
   std::vector<uint64_t> CachedBlockHashes() const;
+  // The cache described from scratch, without touching the pending events:
+  // AllBlocksCleared followed by BlockStored chain runs (each block after its
+  // parent, with its parent hash when that is cached too). Sequence numbers
+  // are left 0; a consumer that streams them numbers them itself.
+  std::vector<KvEvent> SnapshotEvents() const;
   KvBlockManagerStats stats() const;
 
  private:
@@ -188,7 +193,7 @@ class KvBlockManager {
   void Release(KvBlockId id);
   void LruPushBack(KvBlockId id);
   void LruUnlink(KvBlockId id);
-  // Records AllBlocksCleared plus the whole cache as chain runs.
+  // Records SnapshotEvents() into the event log.
   void RecordSnapshot();
 
   const KvBlockManagerOptions options_;

@@ -54,6 +54,46 @@ int32_t Argmax(const std::vector<float>& logits) {
 
 }  // namespace
 
+TokenLogprobs ComputeLogprobs(absl::Span<const float> raw_logits, int32_t token, int top_n) {
+  TokenLogprobs out;
+  out.token_id = token;
+  if (raw_logits.empty()) return out;
+  double max_logit = -INFINITY;
+  for (float l : raw_logits) max_logit = std::max(max_logit, static_cast<double>(l));
+  double sum = 0.0;
+  for (float l : raw_logits) sum += std::exp(static_cast<double>(l) - max_logit);
+  const double log_normaliser = max_logit + std::log(sum);
+  auto logprob = [&](int32_t id) {
+    return static_cast<float>(static_cast<double>(raw_logits[id]) - log_normaliser);
+  };
+  out.logprob = logprob(token);
+
+  const size_t n = static_cast<size_t>(std::clamp(top_n, 0, kMaxTopLogprobs));
+  if (n == 0) return out;
+  // `better` orders by logit descending, id ascending; the heap's front is
+  // the worst of the kept candidates, so a new id replaces it when better.
+  auto better = [&raw_logits](int32_t a, int32_t b) {
+    return raw_logits[a] > raw_logits[b] || (raw_logits[a] == raw_logits[b] && a < b);
+  };
+  std::vector<int32_t> heap;
+  heap.reserve(n + 1);
+  for (int32_t id = 0; id < static_cast<int32_t>(raw_logits.size()); ++id) {
+    if (std::isnan(raw_logits[id])) continue;
+    if (heap.size() < n) {
+      heap.push_back(id);
+      std::push_heap(heap.begin(), heap.end(), better);
+    } else if (better(id, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = id;
+      std::push_heap(heap.begin(), heap.end(), better);
+    }
+  }
+  std::sort(heap.begin(), heap.end(), better);
+  out.top.reserve(heap.size());
+  for (int32_t id : heap) out.top.emplace_back(id, logprob(id));
+  return out;
+}
+
 double SamplerUniform(uint64_t seed, int64_t position) {
   const uint64_t key = Mix64(seed ^ Mix64(static_cast<uint64_t>(position) + 0x9e3779b97f4a7c15ull));
   return static_cast<double>(key >> 11) * 0x1.0p-53;
@@ -91,7 +131,9 @@ int32_t SampleToken(std::vector<float>& logits, const SamplingOptions& options,
   for (float& l : logits) l *= inv_t;
 
   // Candidates in (logit descending, id ascending) order, so ties and the
-  // cumulative walk below are deterministic.
+  // cumulative walks below are deterministic. Only the prefix the walks reach
+  // is sorted (in growing chunks): with a peaked distribution that is a few
+  // dozen of the vocabulary's ids, not all of them.
   std::vector<int32_t> ids(logits.size());
   std::iota(ids.begin(), ids.end(), 0);
   auto better = [&logits](int32_t a, int32_t b) {
@@ -102,41 +144,58 @@ int32_t SampleToken(std::vector<float>& logits, const SamplingOptions& options,
     kept = static_cast<size_t>(options.top_k);
     std::nth_element(ids.begin(), ids.begin() + kept, ids.end(), better);
   }
-  std::sort(ids.begin(), ids.begin() + kept, better);
-
+  size_t sorted = 0;  // ids[0, sorted) are in order and precede the rest of the kept ones
+  auto ensure_sorted = [&](size_t n) {
+    if (n <= sorted) return;
+    const size_t upto = std::min(kept, std::max(n, std::max<size_t>(64, sorted * 4)));
+    if (upto < kept) {
+      std::nth_element(ids.begin() + sorted, ids.begin() + upto, ids.begin() + kept, better);
+    }
+    std::sort(ids.begin() + sorted, ids.begin() + upto, better);
+    sorted = upto;
+  };
+  ensure_sorted(1);
   const float max_logit = logits[ids[0]];
-  std::vector<double> probs(kept);
+  auto prob = [&](size_t i) { return std::exp(static_cast<double>(logits[ids[i]] - max_logit)); };
   double total = 0.0;
-  for (size_t i = 0; i < kept; ++i) {
-    probs[i] = std::exp(static_cast<double>(logits[ids[i]] - max_logit));
-    total += probs[i];
-  }
+  for (size_t i = 0; i < kept; ++i) total += prob(i);
   // top-p: the shortest prefix whose mass reaches top_p (at least one token).
+  double mass = total;
   if (options.top_p < 1.0f && options.top_p > 0.0f) {
     const double target = static_cast<double>(options.top_p) * total;
     double cumulative = 0.0;
     size_t i = 0;
     while (i < kept) {
-      cumulative += probs[i++];
+      ensure_sorted(i + 1);
+      cumulative += prob(i++);
       if (cumulative >= target) break;
     }
     kept = std::max<size_t>(i, 1);
+    mass = cumulative;
   }
-  // min-p: drop tokens below min_p times the most likely one's probability.
+  // min-p: drop tokens below min_p times the most likely one's probability
+  // (which is exp(0) = 1).
   if (options.min_p > 0.0f) {
     const double threshold = static_cast<double>(std::min(options.min_p, 1.0f));
     size_t i = 1;
-    while (i < kept && probs[i] >= threshold * probs[0]) ++i;
+    mass = 1.0;
+    while (i < kept) {
+      ensure_sorted(i + 1);
+      const double p = prob(i);
+      if (p < threshold) break;
+      mass += p;
+      ++i;
+    }
     kept = i;
   }
-  double mass = 0.0;
-  for (size_t i = 0; i < kept; ++i) mass += probs[i];
   const double target = SamplerUniform(options.seed, position) * mass;
   double cumulative = 0.0;
   for (size_t i = 0; i < kept; ++i) {
-    cumulative += probs[i];
+    ensure_sorted(i + 1);
+    cumulative += prob(i);
     if (target < cumulative) return ids[i];
   }
+  ensure_sorted(kept);
   return ids[kept - 1];
 }
 

@@ -13,11 +13,17 @@
 // choose the same way however sequences are batched and whichever worker
 // resumes the sequence.
 //
+// Logprobs (ComputeLogprobs) come from the log-softmax of the RAW logits the
+// model produced: before logit bias, min-token masks, penalties, temperature
+// and truncation, as vLLM reports them by default. They describe the model's
+// distribution, not the filtered one the token was drawn from.
+//
 // Pure functions; thread-safe.
 #ifndef TERN_WORKER_SAMPLER_H_
 #define TERN_WORKER_SAMPLER_H_
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -35,6 +41,24 @@ struct SamplingOptions {
   float frequency_penalty = 0.0f;   // [-2, 2]
   uint64_t seed = 0;
 };
+
+// The log-probability of one sampled token and its most likely alternatives,
+// highest first (ties: lower id first).
+struct TokenLogprobs {
+  int32_t token_id = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
+// Most alternatives ComputeLogprobs reports (as OpenAI's top_logprobs).
+inline constexpr int kMaxTopLogprobs = 20;
+
+// log_softmax(raw_logits)[token] and the `top_n` (clamped to [0, 20]) most
+// likely ids with their log-probabilities, highest first, lower id first on
+// ties. The normaliser is a float64 log-sum-exp; one pass keeps the top-n in a
+// bounded heap (O(vocab log top_n)). NaN logits are never in the top list.
+// `token` must index `raw_logits`.
+TokenLogprobs ComputeLogprobs(absl::Span<const float> raw_logits, int32_t token, int top_n);
 
 // InvalidArgument naming the first option out of range.
 absl::Status ValidateSamplingOptions(const SamplingOptions& options);

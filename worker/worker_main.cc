@@ -5,9 +5,12 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/log.h"
@@ -23,6 +26,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: tern-worker --model DIR [--config tern.yaml] [--listen HOST:PORT]\n"
     "                   [--served-model-name NAME] [--max-num-seqs N] [--max-model-len N]\n"
+    "                   [--tp N] [--cpus 0,1,2] [--kv-cache-gib G] [--block-size N]\n"
+    "                   [--max-num-batched-tokens N] [--no-prefix-caching]\n"
     "                   [--metrics-listen HOST:PORT] [--log-level info]\n";
 
 int Fail(const std::string& message) {
@@ -30,12 +35,27 @@ int Fail(const std::string& message) {
   return 2;
 }
 
+// "0,1,2" -> {0, 1, 2}; empty text gives an empty list.
+absl::StatusOr<std::vector<int32_t>> ParseCpuList(const std::string& text) {
+  std::vector<int32_t> cpus;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    int32_t cpu = 0;
+    if (!absl::SimpleAtoi(part, &cpu) || cpu < 0) {
+      return absl::InvalidArgumentError("--cpus takes a comma-separated list of CPU numbers, got " +
+                                        text);
+    }
+    cpus.push_back(cpu);
+  }
+  return cpus;
+}
+
 int Run(int argc, char** argv) {
   auto flags =
       tern::Flags::Parse(argc, argv, 1,
                          {"config", "model", "listen", "served-model-name", "max-num-seqs",
-                          "max-model-len", "log-level", "drain-timeout-s", "metrics-listen"},
-                         {"help"});
+                          "max-model-len", "log-level", "drain-timeout-s", "metrics-listen", "tp",
+                          "cpus", "kv-cache-gib", "max-num-batched-tokens", "block-size"},
+                         {"help", "no-prefix-caching"});
   if (!flags.ok()) return Fail(std::string(flags.status().message()) + "\n" + kUsage);
   if (flags->Has("help")) {
     std::cout << kUsage;
@@ -55,11 +75,27 @@ int Run(int argc, char** argv) {
   if (auto v = flags->Get("metrics-listen")) config.worker.metrics_listen = *v;
   for (const auto& [name, target] :
        {std::pair<const char*, int32_t*>{"max-num-seqs", &config.worker.max_num_seqs},
-        {"max-model-len", &config.model.max_model_len}}) {
+        {"max-model-len", &config.model.max_model_len},
+        {"tp", &config.worker.tp},
+        {"max-num-batched-tokens", &config.worker.max_num_batched_tokens},
+        {"block-size", &config.worker.kv_block_size}}) {
     auto value = flags->GetInt(name);
     if (!value.ok()) return Fail(std::string(value.status().message()));
     if (*value) *target = static_cast<int32_t>(**value);
   }
+  if (auto v = flags->Get("cpus")) {
+    auto cpus = ParseCpuList(*v);
+    if (!cpus.ok()) return Fail(std::string(cpus.status().message()));
+    config.worker.cpus = *cpus;
+  }
+  if (auto v = flags->Get("kv-cache-gib")) {
+    double gib = 0;
+    if (!absl::SimpleAtod(*v, &gib) || !(gib > 0)) {
+      return Fail("--kv-cache-gib takes a positive number, got " + *v);
+    }
+    config.worker.kv_cache_gib = gib;
+  }
+  if (flags->Has("no-prefix-caching")) config.worker.enable_prefix_caching = false;
   if (config.model.path.empty()) return Fail(std::string("--model DIR is required\n") + kUsage);
   if (config.model.served_name.empty()) {
     config.model.served_name = tern::DefaultServedModelName(config.model.path);
@@ -83,11 +119,29 @@ int Run(int argc, char** argv) {
   tern::worker::EngineOptions engine_options;
   engine_options.max_num_seqs = config.worker.max_num_seqs;
   engine_options.max_queue = config.worker.max_queue;
+  engine_options.max_num_batched_tokens = config.worker.max_num_batched_tokens;
+  engine_options.enable_prefix_caching = config.worker.enable_prefix_caching;
+  engine_options.executor.tp = config.worker.tp;
+  engine_options.executor.cpus = config.worker.cpus;
+  engine_options.executor.block_size = config.worker.kv_block_size;
+  engine_options.executor.kv_cache_bytes =
+      static_cast<int64_t>(std::llround(config.worker.kv_cache_gib * (1 << 30)));
   const int64_t model_max = mc.max_position_embeddings;
   engine_options.max_model_len = static_cast<int32_t>(
       config.model.max_model_len > 0 ? std::min<int64_t>(config.model.max_model_len, model_max)
                                      : std::min<int64_t>(model_max, 8192));
-  tern::worker::Engine engine(model->get(), engine_options);
+  auto created = tern::worker::Engine::Create(model->get(), engine_options);
+  if (!created.ok()) {
+    std::cerr << "tern-worker: cannot start the engine: " << created.status().message() << "\n";
+    return 1;
+  }
+  std::unique_ptr<tern::worker::Engine> engine_owner = *std::move(created);
+  tern::worker::Engine& engine = *engine_owner;
+  TERN_LOG(Info) << "engine: tp " << engine.tp() << ", " << engine.num_kv_blocks()
+                 << " KV blocks of " << engine.kv_block_size() << " tokens ("
+                 << config.worker.kv_cache_gib << " GiB pool), max_num_batched_tokens "
+                 << engine_options.max_num_batched_tokens << ", prefix caching "
+                 << (engine_options.enable_prefix_caching ? "on" : "off");
   tern::worker::WorkerService service(
       &engine, model->get(),
       tern::worker::WorkerIdentity{config.model.served_name, config.worker.kv_block_size, "0.1.0"});

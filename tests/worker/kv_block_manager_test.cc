@@ -467,6 +467,32 @@ TEST(KvBlockManagerTest, EventOverflowResyncsWithClearedAndASnapshot) {
   EXPECT_TRUE(manager->DrainEvents().empty());
 }
 
+TEST(KvBlockManagerTest, SnapshotEventsDescribeTheCacheWithoutTouchingPendingEvents) {
+  auto manager = MakeManager(2, 8);
+  ASSERT_TRUE(manager->Allocate(1, Tokens(6, 0)).ok());
+  ASSERT_TRUE(manager->CommitComputed(1, 6).ok());
+  ASSERT_TRUE(manager->Allocate(2, {0, 1, 9, 9, 7}).ok());
+  ASSERT_TRUE(manager->CommitComputed(2, 5).ok());
+  const std::vector<KvEvent> snapshot = manager->SnapshotEvents();
+  ASSERT_FALSE(snapshot.empty());
+  EXPECT_EQ(snapshot[0].kind, KvEventKind::kAllBlocksCleared);
+  std::set<uint64_t> replica;
+  for (size_t i = 1; i < snapshot.size(); ++i) {
+    ASSERT_EQ(snapshot[i].kind, KvEventKind::kBlockStored);
+    EXPECT_EQ(snapshot[i].sequence_number, 0u);
+    // Every run's parent is already known, so a replica can chain it.
+    if (snapshot[i].parent_block_hash)
+      EXPECT_TRUE(replica.contains(*snapshot[i].parent_block_hash));
+    replica.insert(snapshot[i].block_hashes.begin(), snapshot[i].block_hashes.end());
+  }
+  EXPECT_EQ(replica, CachedSet(*manager));
+  // The pending events are still there, numbered from 1.
+  const std::vector<KvEvent> events = manager->DrainEvents();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events[0].sequence_number, 1u);
+  EXPECT_EQ(events[0].kind, KvEventKind::kBlockStored);
+}
+
 // A long random workload against a simulated executor. The simulation writes
 // each computed token id into its (block, slot) of a model KV memory and
 // checks that shared blocks always hold the sequence's own tokens, so a block

@@ -1,5 +1,6 @@
 #include "worker/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <vector>
@@ -175,6 +176,72 @@ TEST(SamplerTest, ValidatesOptions) {
   o = SamplingOptions();
   o.presence_penalty = 3.0f;
   EXPECT_FALSE(ValidateSamplingOptions(o).ok());
+}
+
+}  // namespace
+}  // namespace tern::worker
+
+namespace tern::worker {
+namespace {
+
+// log_softmax by the textbook formula in long double, for comparison.
+std::vector<double> ReferenceLogSoftmax(const std::vector<float>& logits) {
+  long double total = 0;
+  for (float l : logits) total += std::exp(static_cast<long double>(l));
+  std::vector<double> out;
+  for (float l : logits) out.push_back(static_cast<double>(l - std::log(total)));
+  return out;
+}
+
+TEST(LogprobsTest, SampledTokenLogprobIsLogSoftmaxOfRawLogits) {
+  std::vector<float> logits(5000);
+  for (size_t i = 0; i < logits.size(); ++i)
+    logits[i] = std::sin(static_cast<float>(i) * 0.37f) * 6;
+  const std::vector<double> reference = ReferenceLogSoftmax(logits);
+  for (int32_t token : {0, 17, 4999}) {
+    const TokenLogprobs lp = ComputeLogprobs(logits, token, 0);
+    EXPECT_EQ(lp.token_id, token);
+    EXPECT_NEAR(lp.logprob, reference[token], 1e-5);
+    EXPECT_TRUE(lp.top.empty());
+  }
+}
+
+TEST(LogprobsTest, TopNIsSortedHighestFirstWithLowerIdOnTies) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 3.0f, -1.0f, 2.5f, 3.0f};
+  const TokenLogprobs lp = ComputeLogprobs(logits, 4, 4);
+  const std::vector<double> reference = ReferenceLogSoftmax(logits);
+  ASSERT_EQ(lp.top.size(), 4u);
+  const std::vector<int32_t> expected_ids = {1, 3, 6, 5};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(lp.top[i].first, expected_ids[i]);
+    EXPECT_NEAR(lp.top[i].second, reference[expected_ids[i]], 1e-6);
+  }
+}
+
+TEST(LogprobsTest, TopNMatchesAFullSortAndIsClampedToTwenty) {
+  std::vector<float> logits(3000);
+  for (size_t i = 0; i < logits.size(); ++i) {
+    logits[i] = static_cast<float>(static_cast<int>((i * 7919) % 211)) / 10.0f;  // many ties
+  }
+  std::vector<int32_t> ids(logits.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+  std::stable_sort(ids.begin(), ids.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  const TokenLogprobs lp = ComputeLogprobs(logits, 5, 50);
+  ASSERT_EQ(lp.top.size(), static_cast<size_t>(kMaxTopLogprobs));
+  for (size_t i = 0; i < lp.top.size(); ++i) EXPECT_EQ(lp.top[i].first, ids[i]) << i;
+  // The greedy token is the top-1 alternative.
+  std::vector<float> copy = logits;
+  SamplingOptions greedy;
+  greedy.temperature = 0;
+  EXPECT_EQ(SampleToken(copy, greedy, {}, 0), lp.top[0].first);
+}
+
+TEST(LogprobsTest, LargeLogitsDoNotOverflow) {
+  const std::vector<float> logits = {1000.0f, 999.0f, -1000.0f};
+  const TokenLogprobs lp = ComputeLogprobs(logits, 1, 1);
+  EXPECT_NEAR(lp.logprob, -1.0 - std::log1p(std::exp(-1.0)), 1e-5);
+  EXPECT_NEAR(lp.top[0].second, -std::log1p(std::exp(-1.0)), 1e-5);
 }
 
 }  // namespace
