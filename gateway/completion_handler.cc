@@ -30,6 +30,8 @@ CompletionHandler::CompletionHandler(const Dependencies& deps, const OpenAiReque
       max_tokens_(prepared.max_tokens),
       endpoint_label_(request.endpoint == Endpoint::kChatCompletions ? "/v1/chat/completions"
                                                                      : "/v1/completions"),
+      logprobs_(request.sampling.logprobs),
+      top_logprobs_(request.sampling.top_logprobs),
       detokenizer_(*deps.model->tokenizer, request.skip_special_tokens),
       stop_matcher_(request.stop, request.include_stop_str_in_output) {}
 
@@ -63,8 +65,17 @@ void CompletionHandler::OnResponse(const tern::v1::GenerateResponse& response) {
     deps_.metrics->ObserveTimeToFirstToken(absl::Now() - received_);
   }
   completion_tokens_ += n;
+  if (logprobs_ && response.logprobs_size() != n) {
+    return Fail(absl::InternalError("The worker did not send the logprobs of every token."));
+  }
   std::string text;
-  for (const int32_t id : response.token_ids()) text += detokenizer_.Append(id);
+  for (int i = 0; i < n; ++i) {
+    const std::string piece = detokenizer_.Append(response.token_ids(i));
+    if (logprobs_) {
+      logprob_tracker_.Add(response.logprobs(i), piece.size(), detokenizer_.pending_bytes() > 0);
+    }
+    text += piece;
+  }
   const FinishReason finish = response.finish_reason();
   const bool finished =
       finish == tern::v1::FINISH_REASON_STOP || finish == tern::v1::FINISH_REASON_LENGTH;
@@ -74,10 +85,12 @@ void CompletionHandler::OnResponse(const tern::v1::GenerateResponse& response) {
     // not among the streamed ids.
     reported_completion_tokens_ = response.usage().completion_tokens();
   }
-  if (finished) text += detokenizer_.Flush();
-  std::string out = stop_matcher_.Push(text);
-  if (finished && !stop_matcher_.stopped()) out += stop_matcher_.Flush();
-  Emit(out);
+  if (finished) {
+    const std::string tail = detokenizer_.Flush();
+    logprob_tracker_.ExtendLast(tail.size());
+    text += tail;
+  }
+  Release(text, finished);
 
   if (stop_matcher_.stopped()) {
     call_->Cancel();  // the rest of the generation is not wanted
@@ -107,9 +120,9 @@ void CompletionHandler::OnDone(const absl::Status& status) {
   if (!status.ok()) return Fail(status);
   if (worker_error_) return Fail(absl::InternalError("The worker failed while generating."));
   // The stream ended without a finish reason: treat it as the end of the output.
-  std::string out = stop_matcher_.Push(detokenizer_.Flush());
-  if (!stop_matcher_.stopped()) out += stop_matcher_.Flush();
-  Emit(out);
+  const std::string tail = detokenizer_.Flush();
+  logprob_tracker_.ExtendLast(tail.size());
+  Release(tail, /*finished=*/true);
   Complete(stop_matcher_.stopped() || completion_tokens_ < max_tokens_ ? "stop" : "length");
 }
 
@@ -129,17 +142,39 @@ void CompletionHandler::EnsureStreamStarted() {
     exchange_->SendEvent(SseEvent(ChatRoleChunk(identity_)));
 }
 
-void CompletionHandler::Emit(const std::string& text) {
+void CompletionHandler::Release(const std::string& text, bool finished) {
+  std::string out = stop_matcher_.Push(text);
+  if (finished && !stop_matcher_.stopped()) out += stop_matcher_.Flush();
+  std::vector<TokenLogprobEntry> logprobs;
+  if (logprobs_) {
+    logprobs = logprob_tracker_.Release(out);
+    if (finished || stop_matcher_.stopped()) {
+      for (TokenLogprobEntry& entry : logprob_tracker_.Finish(stop_matcher_.stopped())) {
+        logprobs.push_back(std::move(entry));
+      }
+    }
+  }
+  Emit(out, std::move(logprobs));
+}
+
+void CompletionHandler::Emit(const std::string& text, std::vector<TokenLogprobEntry> logprobs) {
   if (!stream_) {
     text_ += text;
+    for (TokenLogprobEntry& entry : logprobs) logprob_entries_.push_back(std::move(entry));
     return;
   }
   // The stream starts with the router's first response, even an empty one.
   EnsureStreamStarted();
-  if (text.empty()) return;
-  exchange_->SendEvent(SseEvent(identity_.endpoint == Endpoint::kChatCompletions
-                                    ? ChatContentChunk(identity_, text)
-                                    : CompletionTextChunk(identity_, text)));
+  if (text.empty() && logprobs.empty()) return;
+  const bool chat = identity_.endpoint == Endpoint::kChatCompletions;
+  OrderedJson logprobs_json = nullptr;
+  if (logprobs_) {
+    logprobs_json = chat ? ChatLogprobsJson(*deps_.model->tokenizer, logprobs)
+                         : CompletionLogprobsJson(*deps_.model->tokenizer, logprobs, top_logprobs_);
+  }
+  exchange_->SendEvent(
+      SseEvent(chat ? ChatContentChunk(identity_, text, std::move(logprobs_json))
+                    : CompletionTextChunk(identity_, text, std::move(logprobs_json))));
 }
 
 void CompletionHandler::Complete(const char* finish_reason) {
@@ -157,10 +192,17 @@ void CompletionHandler::Complete(const char* finish_reason) {
     exchange_->SendEvent(SseDone());
     exchange_->EndEventStream();
   } else {
+    const bool chat = identity_.endpoint == Endpoint::kChatCompletions;
+    OrderedJson logprobs = nullptr;
+    if (logprobs_) {
+      logprobs =
+          chat ? ChatLogprobsJson(*deps_.model->tokenizer, logprob_entries_)
+               : CompletionLogprobsJson(*deps_.model->tokenizer, logprob_entries_, top_logprobs_);
+    }
     HttpResponse response;
-    response.body = DumpJson(identity_.endpoint == Endpoint::kChatCompletions
-                                 ? ChatCompletionBody(identity_, text_, finish_reason, usage)
-                                 : CompletionBody(identity_, text_, finish_reason, usage));
+    response.body = DumpJson(
+        chat ? ChatCompletionBody(identity_, text_, finish_reason, usage, std::move(logprobs))
+             : CompletionBody(identity_, text_, finish_reason, usage, std::move(logprobs)));
     exchange_->Respond(std::move(response));
   }
   Finished(200);

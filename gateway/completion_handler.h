@@ -2,7 +2,8 @@
 // moment it passed validation to its last byte: starts the router's Generate
 // stream, detokenizes the tokens incrementally, applies stop strings, and
 // answers with one JSON body or an SSE stream whose events go out as each
-// router response arrives. A stream's HTTP 200 is sent with the router's
+// router response arrives, with the tokens' logprobs when asked for (kept in
+// step with the released text by LogprobTracker). A stream's HTTP 200 is sent with the router's
 // first response, so router errors before it (UNAVAILABLE, RESOURCE_EXHAUSTED,
 // ...) still get their own HTTP status; later errors go in-band as
 // `data: {"error": ...}` then `data: [DONE]`. A client that disconnects
@@ -21,6 +22,7 @@
 #include "absl/time/time.h"
 #include "gateway/detokenizer.h"
 #include "gateway/http_exchange.h"
+#include "gateway/logprobs.h"
 #include "gateway/metrics.h"
 #include "gateway/openai_request.h"
 #include "gateway/openai_response.h"
@@ -59,7 +61,12 @@ class CompletionHandler : public std::enable_shared_from_this<CompletionHandler>
   void OnClientGone();
 
   void EnsureStreamStarted();
-  void Emit(const std::string& text);
+  // Sends (or, not streaming, keeps) released text and the logprobs of the
+  // tokens behind it.
+  void Emit(const std::string& text, std::vector<TokenLogprobEntry> logprobs);
+  // Releases `text` through the stop matcher (and the held-back tail when
+  // `finished`) and emits what became final.
+  void Release(const std::string& text, bool finished);
   void Complete(const char* finish_reason);
   void Fail(const absl::Status& status);
   void Finished(int http_status);
@@ -72,9 +79,13 @@ class CompletionHandler : public std::enable_shared_from_this<CompletionHandler>
   const int32_t prompt_tokens_;
   const int32_t max_tokens_;
   const std::string endpoint_label_;
+  const bool logprobs_;
+  const int32_t top_logprobs_;
 
   IncrementalDetokenizer detokenizer_;
   StopMatcher stop_matcher_;
+  LogprobTracker logprob_tracker_;
+  std::vector<TokenLogprobEntry> logprob_entries_;  // non-streaming: all of them
   std::shared_ptr<GenerateCall> call_;
   std::string text_;                        // non-streaming: the whole output
   int32_t completion_tokens_ = 0;           // token ids received

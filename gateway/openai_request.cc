@@ -113,6 +113,26 @@ absl::StatusOr<std::vector<int32_t>> TokenIdArray(const Json& array, const std::
   return ids;
 }
 
+absl::Status ParseLogprobs(const Json& body, Endpoint endpoint, SamplingOptions* s) {
+  if (endpoint == Endpoint::kCompletions) {
+    // The legacy form: an integer, the number of alternatives per token.
+    TERN_ASSIGN_OR_RETURN(const std::optional<int32_t> logprobs,
+                          GetInt32(body, "logprobs", 0, kMaxCompletionLogprobs));
+    s->logprobs = logprobs.has_value();
+    s->top_logprobs = logprobs.value_or(0);
+    return absl::OkStatus();
+  }
+  TERN_ASSIGN_OR_RETURN(const std::optional<bool> logprobs, GetBool(body, "logprobs"));
+  TERN_ASSIGN_OR_RETURN(const std::optional<int32_t> top_logprobs,
+                        GetInt32(body, "top_logprobs", 0, kMaxChatTopLogprobs));
+  s->logprobs = logprobs.value_or(false);
+  if (top_logprobs.value_or(0) > 0 && !s->logprobs) {
+    return ValueError("top_logprobs", "'logprobs' must be true when 'top_logprobs' is used.");
+  }
+  s->top_logprobs = s->logprobs ? top_logprobs.value_or(0) : 0;
+  return absl::OkStatus();
+}
+
 absl::Status ParseSampling(const Json& body, Endpoint endpoint, SamplingOptions* s) {
   TERN_ASSIGN_OR_RETURN(s->temperature, GetNumber(body, "temperature"));
   if (s->temperature)
@@ -184,7 +204,7 @@ absl::Status ParseSampling(const Json& body, Endpoint endpoint, SamplingOptions*
       s->logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(v));
     }
   }
-  return absl::OkStatus();
+  return ParseLogprobs(body, endpoint, s);
 }
 
 absl::Status ParseStop(const Json& body, std::vector<std::string>* stop) {
@@ -228,16 +248,7 @@ absl::Status RejectUnsupported(const Json& body, Endpoint endpoint) {
     if (best_of && *best_of > 1) return Unsupported("best_of", "'best_of' > 1 is not supported.");
     TERN_ASSIGN_OR_RETURN(const std::optional<std::string> suffix, GetString(body, "suffix"));
     if (suffix && !suffix->empty()) return Unsupported("suffix", "'suffix' is not supported.");
-    TERN_ASSIGN_OR_RETURN(const std::optional<int32_t> logprobs, GetInt32(body, "logprobs", 0, 20));
-    if (logprobs) return Unsupported("logprobs", "'logprobs' is not supported yet.");
     return absl::OkStatus();
-  }
-  TERN_ASSIGN_OR_RETURN(const std::optional<bool> logprobs, GetBool(body, "logprobs"));
-  if (logprobs.value_or(false)) return Unsupported("logprobs", "'logprobs' is not supported yet.");
-  TERN_ASSIGN_OR_RETURN(const std::optional<int32_t> top_logprobs,
-                        GetInt32(body, "top_logprobs", 0, 20));
-  if (top_logprobs.value_or(0) > 0) {
-    return Unsupported("top_logprobs", "'top_logprobs' is not supported yet.");
   }
   if (const Json* format = Find(body, "response_format")) {
     if (!format->is_object()) return TypeError("response_format", "an object");

@@ -3,7 +3,7 @@
 //
 // Everything that can be checked without the tokenizer or the router is
 // checked here: JSON syntax and nesting depth, field types, value ranges, and
-// the known fields the gateway cannot honour (n > 1, echo, logprobs, ...).
+// the known fields the gateway cannot honour (n > 1, echo, best_of, ...).
 // Errors are INVALID_ARGUMENT statuses built with InvalidRequestError, naming
 // the offending field as `param`. Unknown fields are ignored, as vLLM does,
 // and a JSON null counts as an absent field.
@@ -51,7 +51,17 @@ struct SamplingOptions {
   // Token id -> additive bias in [-100, 100]; ids are checked against the
   // vocabulary later, when the tokenizer is at hand.
   std::vector<std::pair<int32_t, float>> logit_bias;
+  // Report the sampled tokens' log-probabilities and the `top_logprobs` most
+  // likely alternatives at each position. Chat: `logprobs` (boolean) and
+  // `top_logprobs` (0..20, only with logprobs true). Completions: the legacy
+  // integer `logprobs` (0..5) sets both.
+  bool logprobs = false;
+  int32_t top_logprobs = 0;
 };
+
+// Most alternatives per token: OpenAI's limits for each endpoint.
+inline constexpr int32_t kMaxChatTopLogprobs = 20;
+inline constexpr int32_t kMaxCompletionLogprobs = 5;
 
 struct OpenAiRequest {
   Endpoint endpoint = Endpoint::kCompletions;

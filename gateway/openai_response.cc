@@ -20,11 +20,12 @@ OrderedJson ChunkEnvelope(const ResponseIdentity& identity, OrderedJson choices)
   return chunk;
 }
 
-OrderedJson ChatChoice(OrderedJson delta, std::string_view finish_reason) {
+OrderedJson ChatChoice(OrderedJson delta, std::string_view finish_reason,
+                       OrderedJson logprobs = nullptr) {
   OrderedJson choice;
   choice["index"] = 0;
   choice["delta"] = std::move(delta);
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = std::move(logprobs);
   if (finish_reason.empty()) {
     choice["finish_reason"] = nullptr;
   } else {
@@ -33,11 +34,12 @@ OrderedJson ChatChoice(OrderedJson delta, std::string_view finish_reason) {
   return OrderedJson::array({std::move(choice)});
 }
 
-OrderedJson TextChoice(std::string_view text, std::string_view finish_reason) {
+OrderedJson TextChoice(std::string_view text, std::string_view finish_reason,
+                       OrderedJson logprobs = nullptr) {
   OrderedJson choice;
   choice["index"] = 0;
   choice["text"] = text;
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = std::move(logprobs);
   if (finish_reason.empty()) {
     choice["finish_reason"] = nullptr;
   } else {
@@ -88,18 +90,20 @@ OrderedJson ChatRoleChunk(const ResponseIdentity& identity) {
   return ChunkEnvelope(identity, ChatChoice(std::move(delta), ""));
 }
 
-OrderedJson ChatContentChunk(const ResponseIdentity& identity, std::string_view text) {
+OrderedJson ChatContentChunk(const ResponseIdentity& identity, std::string_view text,
+                             OrderedJson logprobs) {
   OrderedJson delta;
   delta["content"] = text;
-  return ChunkEnvelope(identity, ChatChoice(std::move(delta), ""));
+  return ChunkEnvelope(identity, ChatChoice(std::move(delta), "", std::move(logprobs)));
 }
 
 OrderedJson ChatFinishChunk(const ResponseIdentity& identity, std::string_view finish_reason) {
   return ChunkEnvelope(identity, ChatChoice(OrderedJson::object(), finish_reason));
 }
 
-OrderedJson CompletionTextChunk(const ResponseIdentity& identity, std::string_view text) {
-  return ChunkEnvelope(identity, TextChoice(text, ""));
+OrderedJson CompletionTextChunk(const ResponseIdentity& identity, std::string_view text,
+                                OrderedJson logprobs) {
+  return ChunkEnvelope(identity, TextChoice(text, "", std::move(logprobs)));
 }
 
 OrderedJson CompletionFinishChunk(const ResponseIdentity& identity,
@@ -114,14 +118,15 @@ OrderedJson UsageChunk(const ResponseIdentity& identity, const TokenUsage& usage
 }
 
 OrderedJson ChatCompletionBody(const ResponseIdentity& identity, std::string_view text,
-                               std::string_view finish_reason, const TokenUsage& usage) {
+                               std::string_view finish_reason, const TokenUsage& usage,
+                               OrderedJson logprobs) {
   OrderedJson message;
   message["role"] = "assistant";
   message["content"] = text;
   OrderedJson choice;
   choice["index"] = 0;
   choice["message"] = std::move(message);
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = std::move(logprobs);
   choice["finish_reason"] = finish_reason;
   OrderedJson body;
   body["id"] = identity.id;
@@ -134,13 +139,14 @@ OrderedJson ChatCompletionBody(const ResponseIdentity& identity, std::string_vie
 }
 
 OrderedJson CompletionBody(const ResponseIdentity& identity, std::string_view text,
-                           std::string_view finish_reason, const TokenUsage& usage) {
+                           std::string_view finish_reason, const TokenUsage& usage,
+                           OrderedJson logprobs) {
   OrderedJson body;
   body["id"] = identity.id;
   body["object"] = "text_completion";
   body["created"] = identity.created;
   body["model"] = identity.model;
-  body["choices"] = TextChoice(text, finish_reason);
+  body["choices"] = TextChoice(text, finish_reason, std::move(logprobs));
   body["usage"] = UsageJson(usage);
   return body;
 }

@@ -49,18 +49,24 @@ std::string SseDone();
 OrderedJson UsageJson(const TokenUsage& usage);
 
 OrderedJson ChatRoleChunk(const ResponseIdentity& identity);
-OrderedJson ChatContentChunk(const ResponseIdentity& identity, std::string_view text);
+// `logprobs` (see gateway/logprobs.h) goes in choices[0].logprobs; null when
+// the client did not ask for them.
+OrderedJson ChatContentChunk(const ResponseIdentity& identity, std::string_view text,
+                             OrderedJson logprobs = nullptr);
 OrderedJson ChatFinishChunk(const ResponseIdentity& identity, std::string_view finish_reason);
-OrderedJson CompletionTextChunk(const ResponseIdentity& identity, std::string_view text);
+OrderedJson CompletionTextChunk(const ResponseIdentity& identity, std::string_view text,
+                                OrderedJson logprobs = nullptr);
 OrderedJson CompletionFinishChunk(const ResponseIdentity& identity, std::string_view finish_reason);
 // choices: [] and the full usage; object per endpoint.
 OrderedJson UsageChunk(const ResponseIdentity& identity, const TokenUsage& usage);
 
 // Non-streaming bodies.
 OrderedJson ChatCompletionBody(const ResponseIdentity& identity, std::string_view text,
-                               std::string_view finish_reason, const TokenUsage& usage);
+                               std::string_view finish_reason, const TokenUsage& usage,
+                               OrderedJson logprobs = nullptr);
 OrderedJson CompletionBody(const ResponseIdentity& identity, std::string_view text,
-                           std::string_view finish_reason, const TokenUsage& usage);
+                           std::string_view finish_reason, const TokenUsage& usage,
+                           OrderedJson logprobs = nullptr);
 
 // GET /v1/models with one model card.
 OrderedJson ModelListBody(std::string_view model, int64_t created, int32_t max_model_len);

@@ -130,6 +130,8 @@ tern::v1::SamplingParams ToSamplingParams(const SamplingOptions& options,
   for (const int32_t id : options.stop_token_ids) params.add_stop_token_ids(id);
   params.set_ignore_eos(options.ignore_eos);
   for (const auto& [id, bias] : options.logit_bias) (*params.mutable_logit_bias())[id] = bias;
+  params.set_logprobs(options.logprobs);
+  params.set_top_logprobs(options.top_logprobs);
   return params;
 }
 

@@ -2,10 +2,12 @@
 
 #include <cmath>
 #include <deque>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
+#include "common/log.h"
 
 namespace tern::worker {
 namespace {
@@ -67,6 +69,16 @@ class GenerateReactor : public grpc::ServerWriteReactor<tern::v1::GenerateRespon
   void OnEvent(StreamEvent event) {
     tern::v1::GenerateResponse response;
     for (int32_t id : event.tokens) response.add_token_ids(id);
+    for (const TokenLogprobs& lp : event.logprobs) {
+      tern::v1::TokenLogprob* out = response.add_logprobs();
+      out->set_token_id(lp.token_id);
+      out->set_logprob(lp.logprob);
+      for (const auto& [id, logprob] : lp.top) {
+        tern::v1::TopLogprob* top = out->add_top();
+        top->set_token_id(id);
+        top->set_logprob(logprob);
+      }
+    }
     if (event.has_seed) {
       response.set_seed(event.seed);
       response.set_has_seed(true);
@@ -80,6 +92,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<tern::v1::GenerateRespon
       }
       response.mutable_usage()->set_prompt_tokens(event.prompt_tokens);
       response.mutable_usage()->set_completion_tokens(event.completion_tokens);
+      response.mutable_usage()->set_cached_prompt_tokens(event.cached_prompt_tokens);
       finished_ = true;
       if (event.finish_reason == FinishReason::kError) {
         final_status_ = ToGrpcStatus(event.error);
@@ -116,6 +129,13 @@ class GenerateReactor : public grpc::ServerWriteReactor<tern::v1::GenerateRespon
   grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
 };
 
+// Answers a WatchState call that arrives while the service is stopping.
+class RejectedWatch : public grpc::ServerWriteReactor<tern::v1::WorkerState> {
+ public:
+  RejectedWatch() { Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker is stopping")); }
+  void OnDone() override { delete this; }
+};
+
 absl::Status CheckRange(const char* name, float value, float lo, float hi) {
   if (!std::isfinite(value) || value < lo || value > hi) {
     return absl::InvalidArgumentError(
@@ -136,8 +156,9 @@ absl::StatusOr<SequenceSpec> SpecFromRequest(const tern::v1::GenerateRequest& re
     if (!s.ok()) return s;
   }
   if (p.top_k() < 0) return absl::InvalidArgumentError("sampling.top_k must not be negative");
-  if (p.logprobs() || p.top_logprobs() > 0) {
-    return absl::InvalidArgumentError("logprobs are not supported by this worker's engine");
+  if (p.top_logprobs() < 0 || p.top_logprobs() > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.top_logprobs must be in [0, ",
+                                                   kMaxTopLogprobs, "], got ", p.top_logprobs()));
   }
   for (const auto& [id, bias] : p.logit_bias()) {
     if (!std::isfinite(bias) || bias < -100 || bias > 100) {
@@ -165,7 +186,190 @@ absl::StatusOr<SequenceSpec> SpecFromRequest(const tern::v1::GenerateRequest& re
   spec.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
   spec.ignore_eos = p.ignore_eos();
   for (const auto& [id, bias] : p.logit_bias()) spec.logit_bias.emplace_back(id, bias);
+  // Alternatives come with the sampled token's own log-probability.
+  spec.logprobs = p.logprobs() || p.top_logprobs() > 0;
+  spec.top_logprobs = p.top_logprobs();
   return spec;
+}
+
+tern::v1::KvEvent KvEventToProto(const KvEvent& event) {
+  tern::v1::KvEvent out;
+  out.set_sequence_number(event.sequence_number);
+  switch (event.kind) {
+    case KvEventKind::kBlockStored: {
+      tern::v1::BlockStored* stored = out.mutable_stored();
+      stored->mutable_block_hashes()->Assign(event.block_hashes.begin(), event.block_hashes.end());
+      if (event.parent_block_hash.has_value()) {
+        stored->set_parent_block_hash(*event.parent_block_hash);
+        stored->set_has_parent(true);
+      }
+      break;
+    }
+    case KvEventKind::kBlockRemoved:
+      out.mutable_removed()->mutable_block_hashes()->Assign(event.block_hashes.begin(),
+                                                            event.block_hashes.end());
+      break;
+    case KvEventKind::kAllBlocksCleared:
+      out.mutable_cleared();
+      break;
+  }
+  return out;
+}
+
+// Streams one engine subscription. A thread of its own waits on the
+// subscription whenever no write is in flight, so updates that arrive during a
+// write accumulate in the subscription (bounded there, with a resync on
+// overflow) and go out as one message. The thread ends the call: it alone
+// calls Finish, after the last write completed. OnDone joins it and deletes
+// the reactor.
+class WatchStateReactor : public grpc::ServerWriteReactor<tern::v1::WorkerState> {
+ public:
+  WatchStateReactor(WorkerService* service, std::shared_ptr<StateSubscription> subscription)
+      : service_(service), subscription_(std::move(subscription)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  // Ends the stream with UNAVAILABLE (the service is stopping).
+  void Stop() { EndWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker is stopping")); }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok && !ending_) EndLocked(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+  }
+
+  void OnCancel() override {
+    EndWith(grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled"));
+  }
+
+  void OnDone() override {
+    service_->Unregister(this);
+    // The thread's last act was Finish; it may still be returning from it.
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();
+    } else {
+      thread_.join();
+    }
+    delete this;
+  }
+
+ private:
+  // How long one wait on the subscription lasts; ending the call wakes it
+  // sooner (Cancel), so this only bounds a missed wake-up.
+  static constexpr absl::Duration kPollInterval = absl::Seconds(1);
+  // The most updates merged into one message, so a busy engine cannot keep
+  // the thread from writing.
+  static constexpr int kMaxMergedUpdates = 64;
+
+  void EndWith(grpc::Status status) {
+    absl::MutexLock lock(&mu_);
+    if (!ending_) EndLocked(std::move(status));
+  }
+
+  void EndLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ending_ = true;
+    final_status_ = std::move(status);
+    subscription_->Cancel();
+  }
+
+  bool MayWaitForUpdate() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !writing_ || ending_; }
+  bool NoWriteInFlight() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !writing_; }
+
+  static void Merge(const EngineStateUpdate& update, tern::v1::WorkerState* state) {
+    tern::v1::WorkerLoad* load = state->mutable_load();
+    load->set_running_seqs(update.load.running);
+    load->set_waiting_seqs(update.load.waiting);
+    load->set_free_kv_blocks(update.load.free_kv_blocks);
+    load->set_queued_prefill_tokens(update.load.queued_prefill_tokens);
+    load->set_step_counter(update.load.steps);
+    for (const KvEvent& event : update.events) *state->add_kv_events() = KvEventToProto(event);
+  }
+
+  void Run() {
+    EngineStateUpdate update;
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(this, &WatchStateReactor::MayWaitForUpdate));
+        if (ending_) break;
+      }
+      if (!subscription_->Next(kPollInterval, &update)) {
+        if (!subscription_->Closed()) continue;
+        EndWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the engine stopped"));
+        break;
+      }
+      tern::v1::WorkerState state;
+      Merge(update, &state);
+      for (int i = 1; i < kMaxMergedUpdates && subscription_->Next(absl::ZeroDuration(), &update);
+           ++i) {
+        Merge(update, &state);
+      }
+      absl::MutexLock lock(&mu_);
+      if (ending_) break;
+      current_ = std::move(state);
+      writing_ = true;
+      StartWrite(&current_);
+    }
+    // Finish only once the write in flight (if any) completed: it completes
+    // promptly, with ok=false, when the call is cancelled.
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(this, &WatchStateReactor::NoWriteInFlight));
+      status = final_status_;
+    }
+    Finish(status);
+  }
+
+  WorkerService* const service_;
+  const std::shared_ptr<StateSubscription> subscription_;
+  std::thread thread_;
+
+  mutable absl::Mutex mu_;
+  tern::v1::WorkerState current_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ending_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
+};
+
+WorkerService::~WorkerService() {
+  StopWatchers();
+  absl::MutexLock lock(&mu_);
+  if (!mu_.AwaitWithTimeout(
+          absl::Condition(
+              +[](absl::flat_hash_set<WatchStateReactor*>* watchers) { return watchers->empty(); },
+              &watchers_),
+          absl::Seconds(10))) {
+    TERN_LOG(Error) << watchers_.size()
+                    << " WatchState streams still open: the gRPC server was not shut down";
+  }
+}
+
+grpc::ServerWriteReactor<tern::v1::WorkerState>* WorkerService::WatchState(
+    grpc::CallbackServerContext* /*context*/, const tern::v1::WatchStateRequest* /*request*/) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) {
+    return new RejectedWatch();
+  }
+  auto* reactor = new WatchStateReactor(this, engine_->WatchState());
+  watchers_.insert(reactor);
+  return reactor;
+}
+
+void WorkerService::StopWatchers() {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+  for (WatchStateReactor* reactor : watchers_) reactor->Stop();
+}
+
+int WorkerService::watchers() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(watchers_.size());
+}
+
+void WorkerService::Unregister(WatchStateReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  watchers_.erase(reactor);
 }
 
 grpc::ServerWriteReactor<tern::v1::GenerateResponse>* WorkerService::Generate(
@@ -178,7 +382,8 @@ grpc::ServerUnaryReactor* WorkerService::Info(grpc::CallbackServerContext* conte
                                               tern::v1::WorkerInfo* response) {
   response->set_model_id(identity_.model_id);
   response->set_max_model_len(engine_->options().max_model_len);
-  response->set_kv_block_size(identity_.kv_block_size);
+  response->set_kv_block_size(engine_->kv_block_size());
+  response->set_kv_blocks_total(engine_->num_kv_blocks());
   response->set_max_num_seqs(engine_->options().max_num_seqs);
   response->set_engine_kind("native");
   response->set_version(identity_.version);

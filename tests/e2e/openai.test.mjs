@@ -1,7 +1,7 @@
 // End to end through gateway -> router -> worker, driven by the official
 // openai SDK: every endpoint, SSE chunk order, include_usage, stop strings,
-// length finish, seeded sampling, and each bad input mapped to the SDK's
-// error class. The cluster runs a tiny synthetic checkpoint on 127.0.0.1.
+// length finish, seeded sampling, logprobs, prefix-cache usage, and each bad
+// input mapped to the SDK's error class. The cluster runs a tiny synthetic checkpoint on 127.0.0.1.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
@@ -159,6 +159,149 @@ describe("chat completions", () => {
     }));
     assert.ok(chunks.every((c) => c.choices.length === 1));
     assert.equal(chunks.at(-1).choices[0].finish_reason, "length");
+  });
+});
+
+describe("logprobs", () => {
+  const greedy = { model: modelId, messages: chatMessages, max_tokens: 8, temperature: 0, ignore_eos: true };
+
+  const isSpecial = (token) => /^<\|.*\|>$/.test(token);
+  const textOf = (entries) => Buffer.from(entries.filter((e) => !isSpecial(e.token)).flatMap((e) => e.bytes)).toString("utf8");
+
+  // Checks one chat logprobs entry against the token text it stands for.
+  function checkChatEntry(entry, n) {
+    assert.equal(typeof entry.token, "string");
+    assert.ok(entry.logprob <= 0, `logprob ${entry.logprob} must be <= 0`);
+    assert.ok(Array.isArray(entry.bytes));
+    assert.equal(entry.top_logprobs.length, n);
+    for (let i = 1; i < n; i++) assert.ok(entry.top_logprobs[i - 1].logprob >= entry.top_logprobs[i].logprob, "top_logprobs sorted");
+    for (const top of entry.top_logprobs) {
+      assert.equal(typeof top.token, "string");
+      assert.ok(Array.isArray(top.bytes));
+    }
+  }
+
+  test("chat: top_logprobs=3, sorted, greedy token is top-1, same streaming and not", async () => {
+    const res = await client.chat.completions.create({ ...greedy, model: modelId, logprobs: true, top_logprobs: 3 });
+    const content = res.choices[0].logprobs.content;
+    assert.equal(content.length, res.usage.completion_tokens);
+    for (const entry of content) {
+      checkChatEntry(entry, 3);
+      // Greedy decoding picks the most likely token.
+      assert.equal(entry.token, entry.top_logprobs[0].token);
+      assert.ok(Math.abs(entry.logprob - entry.top_logprobs[0].logprob) < 1e-6);
+      assert.deepEqual(entry.bytes, entry.top_logprobs[0].bytes);
+    }
+    // The tokens' bytes make up the message's text (special tokens are skipped in it).
+    assert.equal(textOf(content), res.choices[0].message.content);
+
+    const chunks = await collect(await client.chat.completions.create({ ...greedy, model: modelId, logprobs: true, top_logprobs: 3, stream: true }));
+    const streamed = [];
+    for (const c of chunks) {
+      const choice = c.choices[0];
+      if (choice.delta.content && choice.delta.content.length > 0) {
+        assert.ok(choice.logprobs && choice.logprobs.content.length > 0, "a content chunk carries its tokens' logprobs");
+        // Each chunk's logprobs are the tokens behind its own text.
+        assert.equal(textOf(choice.logprobs.content), choice.delta.content);
+      }
+      if (choice.logprobs) streamed.push(...choice.logprobs.content);
+    }
+    assert.equal(streamed.length, content.length);
+    for (let i = 0; i < content.length; i++) {
+      assert.equal(streamed[i].token, content[i].token);
+      assert.ok(Math.abs(streamed[i].logprob - content[i].logprob) < 1e-5, `token ${i}: ${streamed[i].logprob} vs ${content[i].logprob}`);
+      assert.deepEqual(streamed[i].top_logprobs.map((t) => t.token), content[i].top_logprobs.map((t) => t.token));
+    }
+  });
+
+  test("chat: sampled tokens are reported even when not among the top alternatives", async () => {
+    const res = await client.chat.completions.create({
+      ...greedy, model: modelId, temperature: 1.5, seed: 99, max_tokens: 16, logprobs: true, top_logprobs: 1,
+    });
+    for (const entry of res.choices[0].logprobs.content) {
+      checkChatEntry(entry, 1);
+      assert.ok(entry.logprob <= entry.top_logprobs[0].logprob + 1e-6);
+    }
+    const plain = await client.chat.completions.create({ ...greedy, model: modelId, logprobs: true });
+    for (const entry of plain.choices[0].logprobs.content) assert.deepEqual(entry.top_logprobs, []);
+    const none = await client.chat.completions.create({ ...greedy, model: modelId });
+    assert.equal(none.choices[0].logprobs, null);
+  });
+
+  test("chat: out-of-range top_logprobs is a 400 naming the param", async () => {
+    for (const extra of [{ logprobs: true, top_logprobs: 21 }, { top_logprobs: 2 }]) {
+      await assert.rejects(client.chat.completions.create({ ...greedy, model: modelId, ...extra }), (err) => {
+        assert.ok(err instanceof OpenAI.BadRequestError);
+        assert.equal(err.param, "top_logprobs");
+        return true;
+      });
+    }
+  });
+
+  test("completions: legacy logprobs with tokens, top_logprobs dicts and text offsets", async () => {
+    const params = { model: modelId, prompt: "Once upon a time", max_tokens: 10, temperature: 0, ignore_eos: true, logprobs: 2 };
+    const res = await client.completions.create(params);
+    const lp = res.choices[0].logprobs;
+    const text = res.choices[0].text;
+    assert.equal(lp.tokens.length, res.usage.completion_tokens);
+    assert.equal(lp.token_logprobs.length, lp.tokens.length);
+    assert.equal(lp.text_offset.length, lp.tokens.length);
+    assert.equal(lp.text_offset[0], 0);
+    for (let i = 0; i < lp.tokens.length; i++) {
+      assert.ok(lp.token_logprobs[i] <= 0);
+      const top = lp.top_logprobs[i];
+      // The sampled token and the 2 most likely ones (greedy: the same first).
+      assert.ok(Object.keys(top).length >= 1 && Object.keys(top).length <= 3);
+      assert.equal(top[lp.tokens[i]], lp.token_logprobs[i]);
+      const best = Math.max(...Object.values(top));
+      assert.ok(Math.abs(best - lp.token_logprobs[i]) < 1e-6, "greedy takes the most likely token");
+      if (i > 0) assert.ok(lp.text_offset[i] >= lp.text_offset[i - 1]);
+    }
+    // Whole-character tokens sit at their offsets in the text.
+    for (let i = 0; i < lp.tokens.length; i++) {
+      if (!lp.tokens[i].includes("\uFFFD") && !isSpecial(lp.tokens[i])) assert.equal([...text].slice(lp.text_offset[i], lp.text_offset[i] + [...lp.tokens[i]].length).join(""), lp.tokens[i]);
+    }
+    const chunks = await collect(await client.completions.create({ ...params, stream: true }));
+    const streamedTokens = chunks.flatMap((c) => (c.choices[0] && c.choices[0].logprobs ? c.choices[0].logprobs.tokens : []));
+    const streamedLogprobs = chunks.flatMap((c) => (c.choices[0] && c.choices[0].logprobs ? c.choices[0].logprobs.token_logprobs : []));
+    assert.deepEqual(streamedTokens, lp.tokens);
+    streamedLogprobs.forEach((v, i) => assert.ok(Math.abs(v - lp.token_logprobs[i]) < 1e-5));
+    await assert.rejects(client.completions.create({ ...params, logprobs: 6 }), (err) => {
+      assert.ok(err instanceof OpenAI.BadRequestError);
+      assert.equal(err.param, "logprobs");
+      return true;
+    });
+  });
+
+  test("a stop string keeps only the logprobs of tokens whose text was sent", async () => {
+    const params = { model: modelId, prompt: "Hello there, general", max_tokens: 24, temperature: 0, ignore_eos: true, logprobs: 0 };
+    const free = await client.completions.create(params);
+    const text = free.choices[0].text;
+    assert.ok(text.length >= 6);
+    const stop = text.slice(Math.floor(text.length / 2), Math.floor(text.length / 2) + 3);
+    const res = await client.completions.create({ ...params, stop: [stop] });
+    const lp = res.choices[0].logprobs;
+    const kept = res.choices[0].text;
+    // Every reported token starts inside the text sent, and together they cover it.
+    for (const offset of lp.text_offset) assert.ok(offset < [...kept].length || kept.length === 0);
+    assert.deepEqual(lp.tokens, free.choices[0].logprobs.tokens.slice(0, lp.tokens.length));
+    assert.ok(lp.tokens.length < free.choices[0].logprobs.tokens.length);
+  });
+});
+
+describe("prefix caching", () => {
+  test("the same long prompt twice reports cached prompt tokens the second time", async () => {
+    const prompt = "Tell me a long story about a tern that flew across the sea. ".repeat(12);
+    const params = { model: modelId, prompt, max_tokens: 2, temperature: 0, ignore_eos: true };
+    const first = await client.completions.create(params);
+    assert.ok(first.usage.prompt_tokens > 64);
+    const second = await client.completions.create(params);
+    const cached = second.usage.prompt_tokens_details.cached_tokens;
+    assert.ok(cached > 0, `expected cached tokens, got ${cached}`);
+    assert.ok(cached < second.usage.prompt_tokens);
+    // Streaming usage chunks carry it too.
+    const chunks = await collect(await client.completions.create({ ...params, stream: true, stream_options: { include_usage: true } }));
+    assert.ok(chunks.at(-1).usage.prompt_tokens_details.cached_tokens > 0);
   });
 });
 

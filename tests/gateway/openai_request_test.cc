@@ -256,9 +256,9 @@ TEST(OpenAiRequestTest, KnownFieldsThatCannotBeHonouredAre400) {
   ExpectBadParam(R"("n":2)", "n");
   ExpectBadParam(R"("use_beam_search":true)", "use_beam_search");
   const std::pair<const char*, const char*> completion_cases[] = {
-      {R"("echo":true)", "echo"},      {R"("best_of":3)", "best_of"},
-      {R"("suffix":"x")", "suffix"},   {R"("logprobs":0)", "logprobs"},
-      {R"("logprobs":5)", "logprobs"},
+      {R"("echo":true)", "echo"},
+      {R"("best_of":3)", "best_of"},
+      {R"("suffix":"x")", "suffix"},
   };
   for (const auto& [extra, param] : completion_cases) {
     const Rejection r = Reject(Endpoint::kCompletions, Completion(extra));
@@ -266,8 +266,6 @@ TEST(OpenAiRequestTest, KnownFieldsThatCannotBeHonouredAre400) {
     EXPECT_EQ(r.param, param) << extra;
   }
   const std::pair<const char*, const char*> chat_cases[] = {
-      {R"("logprobs":true)", "logprobs"},
-      {R"("top_logprobs":3)", "top_logprobs"},
       {R"("response_format":{"type":"json_object"})", "response_format"},
       {R"("response_format":{"type":"json_schema","json_schema":{}})", "response_format"},
       {R"("response_format":"json")", "response_format"},
@@ -288,6 +286,58 @@ TEST(OpenAiRequestTest, KnownFieldsThatCannotBeHonouredAre400) {
   EXPECT_TRUE(ParseOpenAiRequest(Endpoint::kChatCompletions,
                                  Chat(R"("logprobs":false,"top_logprobs":0,"tool_choice":"none")"))
                   .ok());
+}
+
+TEST(OpenAiRequestTest, ChatLogprobsAreABooleanWithUpTo20Alternatives) {
+  const auto off = ParseOpenAiRequest(Endpoint::kChatCompletions, Chat(""));
+  ASSERT_TRUE(off.ok());
+  EXPECT_FALSE(off->sampling.logprobs);
+  EXPECT_EQ(off->sampling.top_logprobs, 0);
+
+  const auto sampled_only =
+      ParseOpenAiRequest(Endpoint::kChatCompletions, Chat(R"("logprobs":true)"));
+  ASSERT_TRUE(sampled_only.ok()) << sampled_only.status();
+  EXPECT_TRUE(sampled_only->sampling.logprobs);
+  EXPECT_EQ(sampled_only->sampling.top_logprobs, 0);
+
+  const auto top =
+      ParseOpenAiRequest(Endpoint::kChatCompletions, Chat(R"("logprobs":true,"top_logprobs":20)"));
+  ASSERT_TRUE(top.ok()) << top.status();
+  EXPECT_TRUE(top->sampling.logprobs);
+  EXPECT_EQ(top->sampling.top_logprobs, 20);
+
+  const std::pair<const char*, const char*> bad[] = {
+      {R"("logprobs":true,"top_logprobs":21)", "top_logprobs"},
+      {R"("logprobs":true,"top_logprobs":-1)", "top_logprobs"},
+      {R"("top_logprobs":3)", "top_logprobs"},  // needs logprobs: true
+      {R"("logprobs":false,"top_logprobs":3)", "top_logprobs"},
+      {R"("logprobs":1)", "logprobs"},
+      {R"("logprobs":true,"top_logprobs":2.5)", "top_logprobs"},
+  };
+  for (const auto& [extra, param] : bad) {
+    const Rejection r = Reject(Endpoint::kChatCompletions, Chat(extra));
+    EXPECT_EQ(r.http_status, 400) << extra;
+    EXPECT_EQ(r.param, param) << extra;
+  }
+}
+
+TEST(OpenAiRequestTest, CompletionLogprobsAreTheLegacyCountOfAlternatives) {
+  const auto zero = ParseOpenAiRequest(Endpoint::kCompletions, Completion(R"("logprobs":0)"));
+  ASSERT_TRUE(zero.ok()) << zero.status();
+  EXPECT_TRUE(zero->sampling.logprobs);  // 0: the sampled token's logprob only
+  EXPECT_EQ(zero->sampling.top_logprobs, 0);
+  const auto five = ParseOpenAiRequest(Endpoint::kCompletions, Completion(R"("logprobs":5)"));
+  ASSERT_TRUE(five.ok()) << five.status();
+  EXPECT_TRUE(five->sampling.logprobs);
+  EXPECT_EQ(five->sampling.top_logprobs, 5);
+  const auto absent = ParseOpenAiRequest(Endpoint::kCompletions, Completion(R"("logprobs":null)"));
+  ASSERT_TRUE(absent.ok());
+  EXPECT_FALSE(absent->sampling.logprobs);
+  for (const char* extra : {R"("logprobs":6)", R"("logprobs":-1)", R"("logprobs":true)"}) {
+    const Rejection r = Reject(Endpoint::kCompletions, Completion(extra));
+    EXPECT_EQ(r.http_status, 400) << extra;
+    EXPECT_EQ(r.param, "logprobs") << extra;
+  }
 }
 
 TEST(OpenAiRequestTest, MessagesContentIsFlattenedForTheTemplate) {

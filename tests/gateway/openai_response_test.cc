@@ -145,5 +145,20 @@ TEST(OpenAiResponseTest, ModelList) {
   EXPECT_TRUE(body["data"][0].contains("owned_by"));
 }
 
+TEST(OpenAiResponseTest, LogprobsGoInTheChoice) {
+  const OrderedJson logprobs = {{"content", OrderedJson::array()}};
+  const ResponseIdentity chat = Identity(Endpoint::kChatCompletions, false);
+  EXPECT_EQ(ChatContentChunk(chat, "x", logprobs)["choices"][0]["logprobs"], logprobs);
+  EXPECT_EQ(ChatCompletionBody(chat, "x", "stop", TokenUsage{}, logprobs)["choices"][0]["logprobs"],
+            logprobs);
+  const ResponseIdentity completion = Identity(Endpoint::kCompletions, false);
+  EXPECT_EQ(CompletionTextChunk(completion, "x", logprobs)["choices"][0]["logprobs"], logprobs);
+  EXPECT_EQ(
+      CompletionBody(completion, "x", "stop", TokenUsage{}, logprobs)["choices"][0]["logprobs"],
+      logprobs);
+  // The finish chunk never carries any.
+  EXPECT_TRUE(ChatFinishChunk(chat, "stop")["choices"][0]["logprobs"].is_null());
+}
+
 }  // namespace
 }  // namespace tern::gateway

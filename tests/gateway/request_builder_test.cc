@@ -177,6 +177,18 @@ TEST_F(RequestBuilderTest, GenerationConfigDefaultsApplyOnlyWhenTheClientIsSilen
   EXPECT_FALSE(params.has_seed());
 }
 
+TEST_F(RequestBuilderTest, LogprobsAreForwarded) {
+  SamplingOptions options;
+  auto params = ToSamplingParams(options, SamplingDefaults{}, 10);
+  EXPECT_FALSE(params.logprobs());
+  EXPECT_EQ(params.top_logprobs(), 0);
+  options.logprobs = true;
+  options.top_logprobs = 3;
+  params = ToSamplingParams(options, SamplingDefaults{}, 10);
+  EXPECT_TRUE(params.logprobs());
+  EXPECT_EQ(params.top_logprobs(), 3);
+}
+
 TEST_F(RequestBuilderTest, OutOfVocabularySamplingIdsAre400) {
   OpenAiRequest request =
       Parse(Endpoint::kCompletions, R"({"model":"llama","prompt":"x","stop_token_ids":[999999]})");
