@@ -71,6 +71,9 @@ struct Fleet::State {
   explicit State(CircuitBreakerOptions options) : breaker(options) {}
 
   bool health_ok = false;
+  // The worker answers its health check with NOT_SERVING: it is draining
+  // (SIGTERM), takes no new work but finishes what it has.
+  bool draining = false;
   bool has_info = false;
   tern::v1::WorkerInfo info;
   std::string detail = "not checked yet";
@@ -173,7 +176,7 @@ void Fleet::CheckOne(WorkerEndpoint& worker) {
   if (!status.ok()) {
     failure = absl::StrCat("health check failed: ", status.error_message());
   } else if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-    failure = "not serving";
+    failure = "not serving (draining)";
   } else {
     grpc::ClientContext info_ctx;
     info_ctx.set_deadline(deadline);
@@ -186,6 +189,7 @@ void Fleet::CheckOne(WorkerEndpoint& worker) {
     absl::MutexLock lock(&mu_);
     State& state = *states_[worker.id()];
     state.health_ok = failure.empty();
+    state.draining = status.ok() && !failure.empty();
     if (failure.empty()) {
       state.has_info = true;
       state.info = info;
@@ -228,6 +232,12 @@ std::vector<std::shared_ptr<WorkerCall>> Fleet::UpdateHealthLocked(WorkerId id, 
     return lost;
   }
   TERN_LOG(Warning) << "worker " << worker.address() << " is unhealthy: " << state.detail;
+  if (state.draining && !state.stalled && state.watch_synced) {
+    // A draining worker still streams its state and finishes its requests:
+    // route nothing new to it, but leave its calls running. Should it die
+    // before they end, their streams fail and the relay resumes them.
+    return lost;
+  }
   // What it held may be gone (a restart) and its requests must resume elsewhere.
   index_.RemoveWorker(id);
   for (auto& [registration, weak] : state.calls) {

@@ -11,6 +11,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/log.h"
@@ -182,7 +184,19 @@ int Run(int argc, char** argv) {
   engine.Drain();
   auto drain_timeout = flags->GetInt("drain-timeout-s");
   const int64_t drain_s = drain_timeout.ok() && *drain_timeout ? **drain_timeout : 30;
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(drain_s));
+  // The state streams stay open while the engine finishes its sequences, so
+  // routers see a draining worker (health NOT_SERVING) rather than a lost one
+  // and let its requests end here.
+  const absl::Time drain_until = absl::Now() + absl::Seconds(drain_s);
+  while (absl::Now() < drain_until) {
+    const tern::worker::EngineLoad load = engine.Load();
+    if (load.running + load.waiting == 0) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  service.StopWatchers();
+  // What is left are the final writes of finished calls (or, past the drain
+  // timeout, calls that are cancelled now).
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;
 }
 
