@@ -49,13 +49,24 @@ class Model {
   // A cache sized for this model.
   KvCache NewCache(int capacity_tokens) const { return KvCache(config_, capacity_tokens); }
 
- private:
+  // The weights, for executors that lay out their own shards. Matrices are
+  // the checkpoint's bf16 tensors in place (the Hugging Face [out, in]
+  // layout: one output feature per row); norms are widened to f32.
   struct Layer {
     std::vector<float> input_norm;
     std::vector<float> post_attention_norm;
     absl::Span<const uint16_t> q_proj, k_proj, v_proj, o_proj;
     absl::Span<const uint16_t> gate_proj, up_proj, down_proj;
   };
+  const Layer& layer(int i) const { return layers_[i]; }
+  absl::Span<const uint16_t> embed_tokens() const { return embed_tokens_; }
+  // lm_head.weight, or the embedding matrix when tied.
+  absl::Span<const uint16_t> lm_head() const { return lm_head_; }
+  absl::Span<const float> final_norm() const { return final_norm_; }
+  // The head_dim / 2 rotary frequencies (llama3 scaling applied).
+  absl::Span<const float> inv_freq() const { return inv_freq_; }
+
+ private:
   struct Scratch;
 
   Model() = default;

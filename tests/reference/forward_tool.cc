@@ -6,7 +6,7 @@
 //                      [--gguf-f32]
 //     Writes a synthetic checkpoint (and model.gguf, BF16 or F32 matrices).
 //
-//   forward-tool run MODEL_DIR
+//   forward-tool run MODEL_DIR [--tp N] [--batch B] [--kv-mib M]
 //     Reads JSON lines {"tokens": [...], "n_predict": N} on stdin and writes,
 //     per line, {"last_logits": [...], "greedy": [...], "margins": [...]}:
 //     the logits after the prompt's last token, N greedy tokens continuing the
@@ -15,16 +15,22 @@
 //     instead of its own picks (teacher forcing); "greedy" and "margins" then
 //     describe our argmax after each forced prefix.
 //     A bad request line gets {"error": "..."} and the tool goes on.
+//     The requests run through the worker's Executor with N tensor-parallel
+//     ranks, B sequences at a time (in input order): each step carries every
+//     unfinished sequence's next tokens (prompt chunks and decode tokens
+//     mixed, up to the executor's token budget), as the engine batches them.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "nlohmann/json.hpp"
+#include "worker/executor.h"
 #include "worker/model.h"
 #include "worker/model_config.h"
 #include "worker/sampler.h"
@@ -33,14 +39,16 @@
 namespace {
 
 using nlohmann::json;
+using tern::worker::Executor;
 using tern::worker::Model;
+using tern::worker::StepSequence;
 
 int Usage() {
   std::cerr
       << "usage: forward-tool synth --preset P --out DIR --tokenizer-dir D [--seed N]\n"
          "                          [--chat-template FILE] [--max-shard-bytes N] [--no-gguf]\n"
          "                          [--gguf-f32]\n"
-         "       forward-tool run MODEL_DIR < requests.jsonl\n";
+         "       forward-tool run MODEL_DIR [--tp N] [--batch B] [--kv-mib M] < requests.jsonl\n";
   return 2;
 }
 
@@ -89,7 +97,7 @@ int Synth(int argc, char** argv) {
 }
 
 // top1 - top2 of the logits.
-float Margin(const std::vector<float>& logits) {
+float Margin(absl::Span<const float> logits) {
   float first = -INFINITY, second = -INFINITY;
   for (float v : logits) {
     if (v > first) {
@@ -102,11 +110,28 @@ float Margin(const std::vector<float>& logits) {
   return first - second;
 }
 
-json RunRequest(const Model& model, const json& request) {
+// One request line and, once run, its response.
+struct Request {
+  std::vector<int32_t> tokens;  // the prompt, then each appended token
+  std::vector<int32_t> forced;
+  bool has_forced = false;
+  int64_t n_predict = 0;
+  json response;  // an error when parsing failed
+  // While running.
+  int32_t computed = 0;
+  int64_t steps = 0;
+  bool done = false;
+  std::vector<int32_t> blocks;
+  std::vector<int32_t> greedy;
+  std::vector<float> margins;
+};
+
+Request ParseRequest(const json& request) {
+  Request r;
   if (!request.is_object() || !request.contains("tokens") || !request["tokens"].is_array()) {
-    return {{"error", "request needs a \"tokens\" array"}};
+    r.response = {{"error", "request needs a \"tokens\" array"}};
+    return r;
   }
-  std::vector<int32_t> tokens;
   auto to_id = [](const json& t, int32_t* id) {
     if (!t.is_number_integer()) return false;
     const int64_t v = t.get<int64_t>();
@@ -116,63 +141,168 @@ json RunRequest(const Model& model, const json& request) {
   };
   for (const json& t : request["tokens"]) {
     int32_t id;
-    if (!to_id(t, &id)) return {{"error", "tokens must be 32-bit integers"}};
-    tokens.push_back(id);
+    if (!to_id(t, &id)) {
+      r.response = {{"error", "tokens must be 32-bit integers"}};
+      return r;
+    }
+    r.tokens.push_back(id);
   }
-  std::vector<int32_t> forced;
   if (request.contains("forced")) {
-    if (!request["forced"].is_array()) return {{"error", "\"forced\" must be an array"}};
+    r.has_forced = true;
+    if (!request["forced"].is_array()) {
+      r.response = {{"error", "\"forced\" must be an array"}};
+      return r;
+    }
     for (const json& t : request["forced"]) {
       int32_t id;
-      if (!to_id(t, &id)) return {{"error", "forced tokens must be 32-bit integers"}};
-      forced.push_back(id);
+      if (!to_id(t, &id)) {
+        r.response = {{"error", "forced tokens must be 32-bit integers"}};
+        return r;
+      }
+      r.forced.push_back(id);
     }
   }
-  const int64_t n_predict = request.contains("forced") ? static_cast<int64_t>(forced.size())
-                                                       : request.value("n_predict", 0);
-  if (n_predict < 0 || n_predict > 4096) return {{"error", "n_predict must be in [0, 4096]"}};
-  auto cache = model.NewCache(static_cast<int>(tokens.size() + n_predict + 1));
-  std::vector<float> logits;
-  absl::Status status = model.Forward(tokens, cache, &logits);
-  if (!status.ok()) return {{"error", status.ToString()}};
-  json out;
-  out["last_logits"] = logits;
-  std::vector<int32_t> greedy;
-  std::vector<float> margins;
-  tern::worker::SamplingOptions greedy_options;
-  greedy_options.temperature = 0.0f;
-  for (int64_t step = 0; step < n_predict; ++step) {
-    margins.push_back(Margin(logits));
-    std::vector<float> copy = logits;
-    const int32_t next = tern::worker::SampleToken(copy, greedy_options, tokens,
-                                                   static_cast<int64_t>(tokens.size()));
-    greedy.push_back(next);
-    const int32_t appended = forced.empty() ? next : forced[step];
-    tokens.push_back(appended);
-    if (step + 1 < n_predict) {
-      status = model.Forward(absl::MakeConstSpan(&appended, 1), cache, &logits);
-      if (!status.ok()) return {{"error", status.ToString()}};
-    }
+  const json& n = request.contains("n_predict") ? request["n_predict"] : json(0);
+  r.n_predict = r.has_forced ? static_cast<int64_t>(r.forced.size())
+                             : (n.is_number_integer() ? n.get<int64_t>() : -1);
+  if (r.n_predict < 0 || r.n_predict > 4096) {
+    r.response = {{"error", "n_predict must be in [0, 4096]"}};
+  } else if (r.tokens.empty()) {
+    r.response = {{"error", "no tokens to run"}};
   }
-  out["greedy"] = greedy;
-  out["margins"] = margins;
-  return out;
+  return r;
 }
 
-int Run(const std::string& dir) {
+// Runs `group` together, as an engine would: every step carries each
+// unfinished sequence's next tokens (a prompt chunk, or the one token
+// appended after its last logits) within the executor's token budget.
+void RunGroup(Executor& executor, std::vector<Request*> group) {
+  const int32_t vocab = executor.config().vocab_size;
+  const int32_t block_size = executor.block_size();
+  // Blocks are handed out from the top of the pool down, so tables are not
+  // the identity.
+  std::vector<int32_t> free_blocks(executor.num_blocks());
+  std::iota(free_blocks.begin(), free_blocks.end(), 0);
+  auto fail = [](Request* r, const std::string& message) {
+    r->response = {{"error", message}};
+    r->done = true;
+  };
+  std::vector<StepSequence> batch;
+  std::vector<Request*> in_batch;
+  std::vector<float> logits;
+  while (true) {
+    batch.clear();
+    in_batch.clear();
+    int64_t budget = executor.max_batch_tokens();
+    for (Request* r : group) {
+      if (r->done || budget == 0) continue;
+      const int64_t pending = static_cast<int64_t>(r->tokens.size()) - r->computed;
+      const int32_t n = static_cast<int32_t>(std::min(pending, budget));
+      const size_t end = static_cast<size_t>(r->computed) + n;
+      while (r->blocks.size() * block_size < end) {
+        if (free_blocks.empty()) break;
+        r->blocks.push_back(free_blocks.back());
+        free_blocks.pop_back();
+      }
+      if (r->blocks.size() * block_size < end) {
+        fail(r, "the KV pool is too small for the batch (raise --kv-mib)");
+        continue;
+      }
+      budget -= n;
+      batch.push_back({absl::MakeConstSpan(r->tokens).subspan(r->computed, n), r->computed,
+                       r->blocks, end == r->tokens.size()});
+      in_batch.push_back(r);
+    }
+    if (batch.empty()) break;
+    int64_t rows = 0;
+    for (const StepSequence& s : batch) rows += s.want_logits ? 1 : 0;
+    logits.resize(static_cast<size_t>(rows) * vocab);
+    const absl::Status status = executor.Step(batch, absl::MakeSpan(logits));
+    int64_t row = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Request* r = in_batch[i];
+      if (!status.ok()) {
+        fail(r, status.ToString());
+        continue;
+      }
+      r->computed += static_cast<int32_t>(batch[i].tokens.size());
+      if (!batch[i].want_logits) continue;
+      absl::Span<const float> l(logits.data() + row++ * vocab, vocab);
+      if (r->steps == 0) r->response["last_logits"] = std::vector<float>(l.begin(), l.end());
+      if (r->steps == r->n_predict) {
+        r->done = true;
+        continue;
+      }
+      r->margins.push_back(Margin(l));
+      std::vector<float> copy(l.begin(), l.end());
+      tern::worker::SamplingOptions greedy_options;
+      greedy_options.temperature = 0.0f;
+      const int32_t next = tern::worker::SampleToken(copy, greedy_options, r->tokens,
+                                                     static_cast<int64_t>(r->tokens.size()));
+      r->greedy.push_back(next);
+      r->tokens.push_back(r->has_forced ? r->forced[r->steps] : next);
+      if (++r->steps == r->n_predict) r->done = true;
+    }
+  }
+  for (Request* r : group) {
+    if (r->response.contains("error")) continue;
+    r->response["greedy"] = r->greedy;
+    r->response["margins"] = r->margins;
+  }
+}
+
+int Run(int argc, char** argv) {
+  const std::string dir = argv[2];
+  tern::worker::ExecutorOptions options;
+  int64_t batch = 1, kv_mib = 64;
+  for (int i = 3; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const char* value = i + 1 < argc ? argv[++i] : "";
+    bool ok = false;
+    if (arg == "--tp") {
+      ok = absl::SimpleAtoi(value, &options.tp);
+    } else if (arg == "--batch") {
+      ok = absl::SimpleAtoi(value, &batch) && batch >= 1;
+    } else if (arg == "--kv-mib") {
+      ok = absl::SimpleAtoi(value, &kv_mib) && kv_mib >= 1;
+    }
+    if (!ok) return Usage();
+  }
+  options.kv_cache_bytes = kv_mib << 20;
   auto model = Model::Load(dir);
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
     return 1;
   }
+  auto executor = Executor::Create(model->get(), options);
+  if (!executor.ok()) {
+    std::cerr << executor.status() << "\n";
+    return 1;
+  }
+  // All lines first: requests run `batch` at a time, answers keep their order.
+  std::vector<Request> requests;
   std::string line;
   while (std::getline(std::cin, line)) {
     if (line.empty()) continue;
     const json request = json::parse(line, nullptr, false);
-    const json response =
-        request.is_discarded() ? json{{"error", "line is not JSON"}} : RunRequest(**model, request);
-    std::cout << response.dump() << "\n" << std::flush;
+    if (request.is_discarded()) {
+      requests.emplace_back().response = {{"error", "line is not JSON"}};
+    } else {
+      requests.push_back(ParseRequest(request));
+    }
   }
+  std::vector<Request*> group;
+  for (size_t i = 0; i <= requests.size(); ++i) {
+    if (i == requests.size() || static_cast<int64_t>(group.size()) == batch) {
+      RunGroup(**executor, group);
+      group.clear();
+    }
+    if (i < requests.size() && !requests[i].response.contains("error")) {
+      group.push_back(&requests[i]);
+    }
+  }
+  for (const Request& r : requests) std::cout << r.response.dump() << "\n";
+  std::cout << std::flush;
   return 0;
 }
 
@@ -182,6 +312,6 @@ int main(int argc, char** argv) {
   if (argc < 2) return Usage();
   const std::string command = argv[1];
   if (command == "synth") return Synth(argc, argv);
-  if (command == "run" && argc == 3) return Run(argv[2]);
+  if (command == "run" && argc >= 3) return Run(argc, argv);
   return Usage();
 }
