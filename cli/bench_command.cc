@@ -14,6 +14,8 @@
 #include "cli/bench_engine.h"
 #include "cli/bench_llama_cpp.h"
 #include "cli/bench_report.h"
+#include "cli/bench_serve.h"
+#include "cli/bench_simulate.h"
 #include "cli/cpu_set.h"
 #include "cli/machine_probe.h"
 #include "common/config.h"
@@ -25,7 +27,8 @@ namespace tern::cli {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: tern bench engine --model DIR [--threads N] [--quick] [--gguf PATH]\n"
+    "usage: tern bench engine|serve|simulate ...   (`tern bench serve --help`, ...)\n"
+    "       tern bench engine --model DIR [--threads N] [--quick] [--gguf PATH]\n"
     "                         [--no-llama-cpp] [--tests-dir DIR] [--node PATH]\n"
     "                         [--max-num-batched-tokens N] [--kv-cache-mib N]\n"
     "  --threads N   CPUs to use (default: all the process may run on); tern runs tp = N\n"
@@ -144,6 +147,12 @@ absl::StatusOr<TernRun> RunTern(const std::string& dir, const std::vector<int32_
 }  // namespace
 
 int RunBenchCommand(int argc, char** argv, int first) {
+  if (first < argc && std::string(argv[first]) == "serve") {
+    return RunBenchServe(argc - first, argv + first);
+  }
+  if (first < argc && std::string(argv[first]) == "simulate") {
+    return RunBenchSimulate(argc - first, argv + first);
+  }
   if (first >= argc || std::string(argv[first]) != "engine") {
     std::cerr << kUsage;
     return 2;

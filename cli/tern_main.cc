@@ -5,6 +5,7 @@
 
 #include "cli/bench_command.h"
 #include "cli/model_command.h"
+#include "cli/status_command.h"
 #include "cli/up_command.h"
 
 namespace {
@@ -13,7 +14,10 @@ constexpr char kUsage[] =
     "usage: tern <command> [flags]\n"
     "  up      start a local cluster (workers, router, gateway) in the foreground\n"
     "  model   synth: write a synthetic checkpoint; inspect: check a checkpoint\n"
-    "  bench   engine: the worker's engine against llama.cpp on this machine\n"
+    "  bench   engine: the worker's engine against llama.cpp on this machine;\n"
+    "          serve: an OpenAI HTTP load generator; simulate: the router against\n"
+    "          simulated fleets\n"
+    "  status  the router's view of the cluster: workers, health, load, cache\n"
     "Run `tern <command> --help` for its flags.\n";
 
 }  // namespace
@@ -27,6 +31,7 @@ int main(int argc, char** argv) {
   if (command == "up") return tern::cli::RunUpCommand(argc, argv, 2);
   if (command == "model") return tern::cli::RunModelCommand(argc, argv, 2);
   if (command == "bench") return tern::cli::RunBenchCommand(argc, argv, 2);
+  if (command == "status") return tern::cli::RunStatus(argc - 1, argv + 1);
   std::cerr << "tern: unknown command '" << command << "'\n" << kUsage;
   return 2;
 }

@@ -106,6 +106,7 @@ absl::Status ApiService::StartGeneration(Endpoint endpoint, const HttpRequest& r
   TERN_ASSIGN_OR_RETURN(
       PreparedRequest prepared,
       PrepareGenerateRequest(parsed, registry_->model(), view.max_model_len, identity.id));
+  prepared.rpc.set_routing_policy(request.routing_policy);
   CompletionHandler::Dependencies deps;
   deps.model = &registry_->model();
   deps.router = router_;

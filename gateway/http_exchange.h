@@ -22,6 +22,8 @@ struct HttpRequest {
   std::string query;   // after '?', possibly empty
   std::string body;
   std::string authorization;  // the Authorization header, possibly empty
+  // The x-tern-routing-policy header, possibly empty (router.proto routing_policy).
+  std::string routing_policy;
   bool keep_alive = true;
 };
 

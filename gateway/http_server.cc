@@ -176,6 +176,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (query_at != boost::string_view::npos)
       request.query = std::string(target.substr(query_at + 1));
     request.authorization = std::string(message[http::field::authorization]);
+    request.routing_policy = std::string(message["x-tern-routing-policy"]);
     request.keep_alive = message.keep_alive();
     request.body = std::move(message.body());
     head_request_ = message.method() == http::verb::head;

@@ -31,6 +31,7 @@ bool Dispatcher::HasRoom(const Candidate& c) const {
 
 std::optional<Admission> Dispatcher::ChooseLocked(absl::Span<const Candidate> candidates,
                                                   PromptBlocks& blocks, uint64_t ticket,
+                                                  std::optional<PolicyKind> policy_kind,
                                                   absl::Time now) {
   std::vector<const Candidate*> roomy;
   std::vector<WorkerLoadView> views;
@@ -41,6 +42,7 @@ std::optional<Admission> Dispatcher::ChooseLocked(absl::Span<const Candidate> ca
   }
   if (roomy.empty()) return std::nullopt;
   PolicyOptions policy = options_.policy;
+  if (policy_kind) policy.kind = *policy_kind;
   policy.block_size = roomy.front()->block_size;
   const auto prompt_blocks = static_cast<int32_t>(blocks.For(policy.block_size).size());
   const Decision decision =
@@ -71,7 +73,7 @@ absl::StatusOr<Admission> Dispatcher::Admit(DispatchRequest request) {
     if (queue == nullptr) queue = std::make_unique<ModelQueue>(options_.queue);
     // Requests already waiting go first; a new one bypasses the queue only when it is empty.
     if (queue->queue.empty()) {
-      if (auto admission = ChooseLocked(*candidates, waiting->blocks, r.ticket, now)) {
+      if (auto admission = ChooseLocked(*candidates, waiting->blocks, r.ticket, r.policy, now)) {
         return *admission;
       }
     }
@@ -170,7 +172,7 @@ void Dispatcher::PumpModelLocked(const std::string& model, ModelQueue& queue, ab
     auto cost = [&](AdmissionQueue::RequestId id) {
       Waiting& w = *waiting_.at(id);
       if (Excludes(w.request, worker)) return std::numeric_limits<double>::infinity();
-      if (policy.kind != PolicyKind::kPrefix) return 0.0;
+      if (w.request.policy.value_or(policy.kind) != PolicyKind::kPrefix) return 0.0;
       WorkerLoadView view = best->view;
       view.matched_blocks = fleet_->MatchedBlocks(*worker, w.blocks, now);
       return PrefixCost(policy, view, static_cast<int32_t>(w.blocks.For(policy.block_size).size()));

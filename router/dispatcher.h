@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,8 @@ struct DispatchRequest {
   std::vector<WorkerEndpoint*> exclude;  // workers not to use (they failed it)
   // Already streaming to its client (a resume): the queue's length limit does not apply.
   bool resumed = false;
+  // This request's policy instead of the configured one (router.proto routing_policy).
+  std::optional<PolicyKind> policy;
   DispatchWaiter* waiter = nullptr;
 };
 
@@ -117,7 +120,8 @@ class Dispatcher {
 
   // Binds to the best of `candidates` with room, if any.
   std::optional<Admission> ChooseLocked(absl::Span<const Candidate> candidates,
-                                        PromptBlocks& blocks, uint64_t ticket, absl::Time now)
+                                        PromptBlocks& blocks, uint64_t ticket,
+                                        std::optional<PolicyKind> policy_kind, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PumpModelLocked(const std::string& model, ModelQueue& queue, absl::Time now,
                        std::vector<Outcome>* outcomes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -109,6 +109,14 @@ void GenerateRelay::Admit() {
   const auto& prompt = request_->request().prompt_token_ids();
   dispatch.prompt = absl::MakeConstSpan(prompt.data(), prompt.size());
   dispatch.waiter = this;
+  if (!request_->routing_policy().empty()) {
+    absl::StatusOr<PolicyKind> kind = ParsePolicyKind(request_->routing_policy());
+    if (!kind.ok()) {
+      FinishWithError(kind.status());
+      return;
+    }
+    dispatch.policy = *kind;
+  }
   {
     absl::MutexLock lock(&mu_);
     phase_ = Phase::kWaiting;

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <thread>
@@ -281,6 +282,40 @@ TEST_F(RouterServiceTest, PrefixPolicySendsARepeatedPromptToTheWorkerThatCachedI
   EXPECT_EQ(state.policy(), "prefix");
   EXPECT_GE(state.workers(holder).predicted_cached_tokens(), 4 * 80);
   EXPECT_GE(state.workers(holder).reported_cached_tokens(), 4 * 80);
+}
+
+TEST_F(RouterServiceTest, APerRequestPolicyOverridesTheConfiguredOne) {
+  std::vector<std::unique_ptr<InProcessWorker>> workers;
+  std::vector<std::string> addresses;
+  for (int i = 0; i < 2; ++i) {
+    workers.push_back(std::make_unique<InProcessWorker>(model_.get(), "tiny"));
+    addresses.push_back(workers.back()->address());
+  }
+  StartRouter(addresses);
+  const std::vector<int32_t> prompt = LongPrompt(6, 1);
+  ASSERT_TRUE(Generate(Request("tiny", 2, prompt), std::chrono::seconds(30)).status.ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const auto state = State();
+        for (int i = 0; i < state.workers_size(); ++i) {
+          if (state.workers(i).cached_blocks() >= 6) return true;
+        }
+        return false;
+      },
+      std::chrono::seconds(5)));
+  // Round-robin ignores the cache: the repeats land on both workers, so
+  // both end up holding the prompt.
+  for (int round = 0; round < 4; ++round) {
+    tern::v1::RouterGenerateRequest request = Request("tiny", 2, prompt);
+    request.set_routing_policy("round-robin");
+    ASSERT_TRUE(Generate(request, std::chrono::seconds(30)).status.ok());
+  }
+  for (const auto& worker : workers) EXPECT_GT(worker->engine->Load().prompt_tokens, 0u);
+  tern::v1::RouterGenerateRequest bad = Request("tiny", 2, prompt);
+  bad.set_routing_policy("fastest");
+  const Result result = Generate(bad, std::chrono::seconds(30));
+  EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(result.status.error_message(), ::testing::HasSubstr("fastest"));
 }
 
 TEST_F(RouterServiceTest, HotSpotGuardSpreadsAPopularPrefix) {

@@ -1,0 +1,137 @@
+#include "cli/status_command.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <optional>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/flags.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
+#include "tern/v1/router.grpc.pb.h"
+
+namespace tern::cli {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: tern status [--router 127.0.0.1:50051] [--timeout-ms 2000]\n"
+    "  The workers the router knows, their health, load and prefix cache.\n";
+
+// A numeric field by name, when this build's proto has it: routers add
+// figures over time and the table shows whatever the answer carries.
+std::optional<double> NumberField(const google::protobuf::Message& message,
+                                  const std::string& name) {
+  const google::protobuf::FieldDescriptor* field = message.GetDescriptor()->FindFieldByName(name);
+  if (field == nullptr || field->is_repeated()) return std::nullopt;
+  const google::protobuf::Reflection* reflection = message.GetReflection();
+  using Type = google::protobuf::FieldDescriptor::CppType;
+  switch (field->cpp_type()) {
+    case Type::CPPTYPE_INT32:
+      return reflection->GetInt32(message, field);
+    case Type::CPPTYPE_INT64:
+      return static_cast<double>(reflection->GetInt64(message, field));
+    case Type::CPPTYPE_UINT32:
+      return reflection->GetUInt32(message, field);
+    case Type::CPPTYPE_UINT64:
+      return static_cast<double>(reflection->GetUInt64(message, field));
+    case Type::CPPTYPE_DOUBLE:
+      return reflection->GetDouble(message, field);
+    case Type::CPPTYPE_FLOAT:
+      return reflection->GetFloat(message, field);
+    default:
+      return std::nullopt;
+  }
+}
+
+std::optional<double> FirstNumberField(const google::protobuf::Message& message,
+                                       std::initializer_list<const char*> names) {
+  for (const char* name : names) {
+    if (std::optional<double> v = NumberField(message, name)) return v;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string FormatClusterState(const tern::v1::ClusterStateResponse& state) {
+  const std::vector<std::string> header = {"WORKER",   "HEALTH",   "MODEL",
+                                           "RUN/WAIT", "INFLIGHT", "KV FREE/TOTAL",
+                                           "CACHED",   "HIT RATE", "DETAIL"};
+  std::vector<std::vector<std::string>> rows = {header};
+  for (const tern::v1::WorkerStatus& w : state.workers()) {
+    const std::optional<double> total =
+        FirstNumberField(w, {"kv_blocks_total"}).has_value()
+            ? FirstNumberField(w, {"kv_blocks_total"})
+            : FirstNumberField(w.load(), {"kv_blocks_total", "total_kv_blocks"});
+    std::optional<double> hit = FirstNumberField(w, {"prefix_hit_rate", "hit_rate"});
+    if (!hit) hit = FirstNumberField(w.load(), {"prefix_hit_rate", "hit_rate"});
+    rows.push_back({
+        w.address(),
+        w.healthy() ? "healthy" : "UNHEALTHY",
+        w.model_id().empty() ? "-" : w.model_id(),
+        absl::StrCat(w.load().running_seqs(), "/", w.load().waiting_seqs()),
+        absl::StrCat(w.inflight()),
+        absl::StrCat(w.load().free_kv_blocks(), "/",
+                     total ? absl::StrCat(static_cast<int64_t>(*total)) : "-"),
+        absl::StrCat(w.cached_blocks()),
+        hit ? absl::StrFormat("%.1f%%", 100 * *hit) : "-",
+        w.detail().empty() ? "-" : w.detail(),
+    });
+  }
+  std::vector<size_t> widths(header.size(), 0);
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size(); ++c) {
+      // The last column is free text: no padding after it.
+      absl::StrAppend(&out,
+                      c + 1 < row.size() ? absl::StrFormat("%-*s  ", widths[c], row[c]) : row[c]);
+    }
+    out += "\n";
+  }
+  const int healthy = static_cast<int>(std::count_if(state.workers().begin(), state.workers().end(),
+                                                     [](const auto& w) { return w.healthy(); }));
+  absl::StrAppend(&out, state.workers_size(), " workers (", healthy, " healthy), ",
+                  state.queued_requests(), " requests queued in the router\n");
+  return out;
+}
+
+int RunStatus(int argc, char** argv) {
+  absl::StatusOr<Flags> flags = Flags::Parse(argc, argv, 1, {"router", "timeout-ms"}, {"help"});
+  if (!flags.ok()) {
+    std::cerr << "tern status: " << flags.status().message() << "\n" << kUsage;
+    return 2;
+  }
+  if (flags->Has("help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  absl::StatusOr<std::optional<int64_t>> timeout_ms = flags->GetInt("timeout-ms");
+  if (!timeout_ms.ok() || timeout_ms->value_or(2000) <= 0) {
+    std::cerr << "tern status: --timeout-ms must be a positive integer\n";
+    return 2;
+  }
+  const std::string address = flags->GetOr("router", "127.0.0.1:50051");
+  auto stub =
+      tern::v1::Router::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(timeout_ms->value_or(2000)));
+  tern::v1::ClusterStateResponse state;
+  const grpc::Status status = stub->ClusterState(&context, tern::v1::ClusterStateRequest(), &state);
+  if (!status.ok()) {
+    std::cerr << "tern status: router " << address << ": " << status.error_message() << "\n";
+    return 1;
+  }
+  std::cout << "router " << address << "\n" << FormatClusterState(state);
+  return 0;
+}
+
+}  // namespace tern::cli
