@@ -26,7 +26,8 @@ namespace tern::cli {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: tern up --model DIR [--port 8000] [--workers N] [--policy round-robin]\n"
+    "usage: tern up --model DIR [--port 8000] [--workers N]\n"
+    "               [--policy prefix|least-loaded|round-robin|random]\n"
     "               [--config tern.yaml] [--host 127.0.0.1] [--max-num-seqs N]\n"
     "               [--max-model-len N] [--served-model-name NAME] [--log-level info]\n"
     "               [--tp N]\n"

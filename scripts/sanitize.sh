@@ -8,7 +8,9 @@ targets=(
   gateway_openai_request_test gateway_http_server_test gateway_api_service_test
   gateway_tokenizer_test gateway_jinja_test gateway_chat_template_test
   worker_safetensors_test worker_engine_test worker_kv_block_manager_test
-  router_router_service_test
+  worker_scheduler_test worker_executor_test worker_tp_pool_test worker_worker_service_test
+  gateway_logprobs_test router_router_service_test router_prefix_index_test
+  router_admission_queue_test
 )
 echo "[sanitize] configuring (build/asan)"
 cmake --preset asan >/dev/null
