@@ -1,8 +1,8 @@
 #include "router/router_service.h"
 
+#include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <thread>
@@ -231,6 +231,9 @@ TEST_F(RouterServiceTest, CallerCancellationStopsTheWorker) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_TRUE(WaitIdle(*worker.engine));
+  // Its KV blocks are free again (cached ones stay, unreferenced and evictable).
+  const worker::EngineLoad load = worker.engine->Load();
+  EXPECT_EQ(load.free_kv_blocks, load.total_kv_blocks);
 }
 
 TEST_F(RouterServiceTest, DeadlinePropagatesToTheWorker) {
