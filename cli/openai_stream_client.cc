@@ -115,7 +115,9 @@ asio::awaitable<RequestRecord> StreamConnection::Send(const StreamRequest& reque
   while (!parser.is_done()) {
     parser.get().body().data = chunk.data();
     parser.get().body().size = chunk.size();
-    co_await http::async_read(*stream_, buffer, parser, token);
+    // read_some returns as soon as a piece of the body arrives, so each event
+    // is timestamped when it reaches us (async_read would wait for the whole body).
+    co_await http::async_read_some(*stream_, buffer, parser, token);
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
       fail("read");

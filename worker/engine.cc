@@ -487,9 +487,10 @@ void Engine::Finish(Sequence& seq, FinishReason reason, int32_t stop_token, absl
 void Engine::PublishState(bool force) {
   const EngineLoad load = CurrentLoad();
   bool new_subscribers;
+  uint64_t steps;
   {
     absl::MutexLock lock(&mu_);
-    const uint64_t steps = load_.steps;
+    steps = load_.steps;
     load_ = load;
     load_.steps = steps;
     new_subscribers = new_subscribers_;
@@ -508,10 +509,13 @@ void Engine::PublishState(bool force) {
                        load.cached_kv_blocks != last.cached_kv_blocks ||
                        load.queued_prefill_tokens != last.queued_prefill_tokens ||
                        load.preemptions != last.preemptions;
+  // Steps alone count too: routers judge a busy worker stuck when its step
+  // counter stops moving, and a long decode changes nothing else for many steps.
+  const bool progressed = steps != last.steps;
   const absl::Duration since = absl::Now() - last_publish_;
   const bool due = new_subscribers || (force && changed) ||
                    (structural && since >= kStructuralPublishInterval) ||
-                   (changed && since >= kLoadPublishInterval);
+                   ((changed || progressed) && since >= kLoadPublishInterval);
   if (!due) return;
 
   EngineLoad published = Load();
@@ -531,6 +535,7 @@ void Engine::PublishState(bool force) {
   }
   unpublished_events_.clear();
   last_published_load_ = load;
+  last_published_load_.steps = steps;
   last_publish_ = absl::Now();
 }
 
