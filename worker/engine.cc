@@ -147,7 +147,9 @@ Engine::Engine(const Model* model, EngineOptions options, std::unique_ptr<Execut
       executor_(std::move(executor)),
       kv_(std::move(kv)),
       scheduler_(std::make_unique<Scheduler>(
-          SchedulerOptions{options_.max_num_seqs, options_.max_num_batched_tokens}, kv_.get())) {
+          SchedulerOptions{options_.max_num_seqs, options_.max_num_batched_tokens,
+                           options_.enable_prefix_caching},
+          kv_.get())) {
   load_ = CurrentLoad();
   last_published_load_ = load_;
   loop_ = std::thread([this] { Loop(); });

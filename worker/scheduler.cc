@@ -47,6 +47,24 @@ absl::Status Scheduler::Remove(KvSequenceId id) {
   return absl::OkStatus();
 }
 
+bool Scheduler::SharesInflightPrefix(const ScheduledSequence& seq) const {
+  const int32_t block = kv_->block_size();
+  for (const ScheduledSequence* other : running_) {
+    if (IsDecoding(*other)) continue;
+    const size_t limit = std::min(seq.tokens.size(), other->tokens.size());
+    const auto [mine, theirs] =
+        std::mismatch(seq.tokens.begin(), seq.tokens.begin() + static_cast<std::ptrdiff_t>(limit),
+                      other->tokens.begin());
+    const auto shared = static_cast<int32_t>(mine - seq.tokens.begin());
+    // A full block in common that the other sequence has not computed yet
+    // (the last prompt token is always computed anew, so it does not count).
+    const int32_t shared_blocks =
+        std::min<int32_t>(shared, static_cast<int32_t>(seq.tokens.size()) - 1) / block;
+    if (shared_blocks > 0 && shared_blocks * block > other->num_computed) return true;
+  }
+  return false;
+}
+
 bool Scheduler::IsDecoding(const ScheduledSequence& seq) const {
   return seq.num_computed + 1 >= static_cast<int32_t>(seq.tokens.size());
 }
@@ -111,10 +129,15 @@ StepPlan Scheduler::Schedule() {
     add_chunk(seq, std::min(remaining, budget));
   }
 
-  // 3. Admission, first come first served.
-  while (budget > 0 && !waiting_.empty() &&
-         static_cast<int32_t>(running_.size()) < options_.max_num_seqs) {
-    ScheduledSequence* seq = waiting_.front();
+  // 3. Admission, first come first served (except sequences waiting for a
+  // prefix another one is computing).
+  for (auto it = waiting_.begin(); it != waiting_.end() && budget > 0 &&
+                                   static_cast<int32_t>(running_.size()) < options_.max_num_seqs;) {
+    ScheduledSequence* seq = *it;
+    if (options_.wait_for_inflight_prefix && SharesInflightPrefix(*seq)) {
+      ++it;
+      continue;
+    }
     if (!running_.empty()) {
       // Conservative: counts cached prefix blocks as needed too.
       const int64_t need =
@@ -123,7 +146,7 @@ StepPlan Scheduler::Schedule() {
     }
     absl::StatusOr<KvAllocation> allocation = kv_->Allocate(seq->id, seq->tokens);
     if (absl::IsResourceExhausted(allocation.status())) break;
-    waiting_.pop_front();
+    it = waiting_.erase(it);
     if (!allocation.ok()) {
       plan.failed.emplace_back(seq->id, allocation.status());
       continue;

@@ -45,6 +45,12 @@ namespace tern::worker {
 struct SchedulerOptions {
   int32_t max_num_seqs = 8;
   int32_t max_num_batched_tokens = 256;
+  // Hold back a waiting sequence whose prompt shares full blocks with one
+  // still prefilling until those blocks are computed and cached, so a prefix
+  // that arrives several times at once is computed once. Sequences behind it
+  // may be admitted meanwhile (it waits on a prefill that is progressing, so
+  // it cannot starve). Only useful with prefix caching.
+  bool wait_for_inflight_prefix = true;
 };
 
 // One sequence's share of a step: tokens [start, start + count) of its token
@@ -121,6 +127,9 @@ class Scheduler {
  private:
   // Sequences of running_ that decode (all but the last token computed).
   bool IsDecoding(const ScheduledSequence& seq) const;
+  // Whether `seq` shares a full prompt block with a running sequence that has
+  // not computed it yet.
+  bool SharesInflightPrefix(const ScheduledSequence& seq) const;
   // Frees the victim's blocks and puts it at the front of the waiting queue.
   void Preempt(ScheduledSequence* victim);
   void EraseRunning(ScheduledSequence* seq);

@@ -221,3 +221,46 @@ TEST(SchedulerTest, MaxNumSeqsBoundsTheRunningBatch) {
 
 }  // namespace
 }  // namespace tern::worker
+
+namespace tern::worker {
+namespace {
+
+TEST(SchedulerTest, APrefixArrivingTwiceAtOnceIsComputedOnce) {
+  auto kv = MakeKv(4, 200);
+  Scheduler scheduler({.max_num_seqs = 8, .max_num_batched_tokens = 16}, kv.get());
+  // Two prompts share 40 tokens (10 blocks); a third shares nothing.
+  std::vector<int32_t> a = Tokens(40, 1000);
+  std::vector<int32_t> b = a;
+  a.push_back(1);
+  b.push_back(2);
+  ASSERT_TRUE(scheduler.Add(1, a).ok());
+  ASSERT_TRUE(scheduler.Add(2, b).ok());
+  ASSERT_TRUE(scheduler.Add(3, Tokens(8, 5000)).ok());
+  StepPlan plan = RunStep(scheduler);
+  EXPECT_NE(ChunkOf(plan, 1), nullptr);
+  EXPECT_EQ(ChunkOf(plan, 2), nullptr) << "waits for sequence 1's blocks";
+  int steps = 1;
+  while (scheduler.Find(2) == nullptr || !scheduler.Find(2)->running) {
+    RunStep(scheduler);
+    ASSERT_LT(++steps, 20);
+  }
+  // Admitted once the shared blocks were cached: it computes only its last block.
+  EXPECT_EQ(scheduler.Find(2)->first_cached_tokens, 40);
+  EXPECT_TRUE(scheduler.Find(3)->running) << "sequence 3 was not held up";
+}
+
+TEST(SchedulerTest, WithoutTheWaitBothComputeTheSharedPrefix) {
+  auto kv = MakeKv(4, 200);
+  Scheduler scheduler(
+      {.max_num_seqs = 8, .max_num_batched_tokens = 100, .wait_for_inflight_prefix = false},
+      kv.get());
+  std::vector<int32_t> a = Tokens(40, 1000);
+  ASSERT_TRUE(scheduler.Add(1, a).ok());
+  ASSERT_TRUE(scheduler.Add(2, a).ok());
+  StepPlan plan = RunStep(scheduler);
+  ASSERT_NE(ChunkOf(plan, 2), nullptr);
+  EXPECT_EQ(scheduler.Find(2)->first_cached_tokens, 0);
+}
+
+}  // namespace
+}  // namespace tern::worker
