@@ -5,14 +5,11 @@
 #include <algorithm>
 #include <chrono>
 #include <iostream>
-#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/flags.h"
-#include "google/protobuf/descriptor.h"
-#include "google/protobuf/message.h"
 #include "tern/v1/router.grpc.pb.h"
 
 namespace tern::cli {
@@ -22,64 +19,34 @@ constexpr char kUsage[] =
     "usage: tern status [--router 127.0.0.1:50051] [--timeout-ms 2000]\n"
     "  The workers the router knows, their health, load and prefix cache.\n";
 
-// A numeric field by name, when this build's proto has it: routers add
-// figures over time and the table shows whatever the answer carries.
-std::optional<double> NumberField(const google::protobuf::Message& message,
-                                  const std::string& name) {
-  const google::protobuf::FieldDescriptor* field = message.GetDescriptor()->FindFieldByName(name);
-  if (field == nullptr || field->is_repeated()) return std::nullopt;
-  const google::protobuf::Reflection* reflection = message.GetReflection();
-  using Type = google::protobuf::FieldDescriptor::CppType;
-  switch (field->cpp_type()) {
-    case Type::CPPTYPE_INT32:
-      return reflection->GetInt32(message, field);
-    case Type::CPPTYPE_INT64:
-      return static_cast<double>(reflection->GetInt64(message, field));
-    case Type::CPPTYPE_UINT32:
-      return reflection->GetUInt32(message, field);
-    case Type::CPPTYPE_UINT64:
-      return static_cast<double>(reflection->GetUInt64(message, field));
-    case Type::CPPTYPE_DOUBLE:
-      return reflection->GetDouble(message, field);
-    case Type::CPPTYPE_FLOAT:
-      return reflection->GetFloat(message, field);
-    default:
-      return std::nullopt;
-  }
-}
-
-std::optional<double> FirstNumberField(const google::protobuf::Message& message,
-                                       std::initializer_list<const char*> names) {
-  for (const char* name : names) {
-    if (std::optional<double> v = NumberField(message, name)) return v;
-  }
-  return std::nullopt;
+std::string Percent(int64_t part, int64_t whole) {
+  return whole > 0 ? absl::StrFormat("%.1f%%",
+                                     100.0 * static_cast<double>(part) / static_cast<double>(whole))
+                   : std::string("-");
 }
 
 }  // namespace
 
 std::string FormatClusterState(const tern::v1::ClusterStateResponse& state) {
-  const std::vector<std::string> header = {"WORKER",   "HEALTH",   "MODEL",
-                                           "RUN/WAIT", "INFLIGHT", "KV FREE/TOTAL",
-                                           "CACHED",   "HIT RATE", "DETAIL"};
+  // HIT RATE: prompt tokens the worker found cached over those routed to it;
+  // PREDICTED: what the router's prefix index expected.
+  const std::vector<std::string> header = {"WORKER",   "HEALTH",   "MODEL",     "RUN/WAIT",
+                                           "INFLIGHT", "KV FREE",  "CACHED",    "CIRCUIT",
+                                           "STREAM",   "HIT RATE", "PREDICTED", "DETAIL"};
   std::vector<std::vector<std::string>> rows = {header};
   for (const tern::v1::WorkerStatus& w : state.workers()) {
-    const std::optional<double> total =
-        FirstNumberField(w, {"kv_blocks_total"}).has_value()
-            ? FirstNumberField(w, {"kv_blocks_total"})
-            : FirstNumberField(w.load(), {"kv_blocks_total", "total_kv_blocks"});
-    std::optional<double> hit = FirstNumberField(w, {"prefix_hit_rate", "hit_rate"});
-    if (!hit) hit = FirstNumberField(w.load(), {"prefix_hit_rate", "hit_rate"});
     rows.push_back({
         w.address(),
         w.healthy() ? "healthy" : "UNHEALTHY",
         w.model_id().empty() ? "-" : w.model_id(),
         absl::StrCat(w.load().running_seqs(), "/", w.load().waiting_seqs()),
         absl::StrCat(w.inflight()),
-        absl::StrCat(w.load().free_kv_blocks(), "/",
-                     total ? absl::StrCat(static_cast<int64_t>(*total)) : "-"),
+        absl::StrCat(w.load().free_kv_blocks()),
         absl::StrCat(w.cached_blocks()),
-        hit ? absl::StrFormat("%.1f%%", 100 * *hit) : "-",
+        w.circuit().empty() ? "-" : w.circuit(),
+        w.state_stream() ? "in sync" : "-",
+        Percent(w.reported_cached_tokens(), w.routed_prompt_tokens()),
+        Percent(w.predicted_cached_tokens(), w.routed_prompt_tokens()),
         w.detail().empty() ? "-" : w.detail(),
     });
   }
@@ -99,7 +66,9 @@ std::string FormatClusterState(const tern::v1::ClusterStateResponse& state) {
   const int healthy = static_cast<int>(std::count_if(state.workers().begin(), state.workers().end(),
                                                      [](const auto& w) { return w.healthy(); }));
   absl::StrAppend(&out, state.workers_size(), " workers (", healthy, " healthy), ",
-                  state.queued_requests(), " requests queued in the router\n");
+                  state.queued_requests(), " requests queued in the router, policy ",
+                  state.policy().empty() ? "-" : state.policy(), ", ", state.index_resyncs(),
+                  " index resyncs\n");
   return out;
 }
 
