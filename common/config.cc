@@ -59,14 +59,25 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(w, "metrics_listen", &config.worker.metrics_listen);
   }
   if (const YAML::Node r = root["router"]) {
-    TERN_RETURN_IF_ERROR(CheckKeys(r, "router",
-                                   {"listen", "policy", "workers", "health_interval_ms",
-                                    "health_timeout_ms", "metrics_listen", "slack", "max_queue",
-                                    "max_queue_wait_ms", "stall_timeout_ms", "max_retries",
-                                    "circuit_failures", "circuit_cooldown_ms"}));
+    TERN_RETURN_IF_ERROR(
+        CheckKeys(r, "router",
+                  {"listen", "policy", "model_policies", "session_affinity", "workers",
+                   "dns_refresh_ms", "registration_lease_ms", "health_interval_ms",
+                   "health_timeout_ms", "metrics_listen", "slack", "max_queue", "max_queue_wait_ms",
+                   "stall_timeout_ms", "max_retries", "circuit_failures", "circuit_cooldown_ms"}));
     Read(r, "listen", &config.router.listen);
     Read(r, "policy", &config.router.policy);
+    if (const YAML::Node p = r["model_policies"]) {
+      if (!p.IsMap()) {
+        return absl::InvalidArgumentError(
+            "router.model_policies: expected a mapping of model name to policy");
+      }
+      config.router.model_policies = p.as<std::map<std::string, std::string>>();
+    }
+    Read(r, "session_affinity", &config.router.session_affinity);
     Read(r, "workers", &config.router.workers);
+    Read(r, "dns_refresh_ms", &config.router.dns_refresh_ms);
+    Read(r, "registration_lease_ms", &config.router.registration_lease_ms);
     Read(r, "health_interval_ms", &config.router.health_interval_ms);
     Read(r, "health_timeout_ms", &config.router.health_timeout_ms);
     Read(r, "metrics_listen", &config.router.metrics_listen);
@@ -102,6 +113,12 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     return absl::InvalidArgumentError("worker.max_num_batched_tokens must be positive");
   }
   if (config.worker.tp < 0) return absl::InvalidArgumentError("worker.tp must not be negative");
+  if (config.router.dns_refresh_ms <= 0) {
+    return absl::InvalidArgumentError("router.dns_refresh_ms must be positive");
+  }
+  if (config.router.registration_lease_ms <= 0) {
+    return absl::InvalidArgumentError("router.registration_lease_ms must be positive");
+  }
   if (config.gateway.max_body_bytes <= 0) {
     return absl::InvalidArgumentError("gateway.max_body_bytes must be positive");
   }

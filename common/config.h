@@ -5,6 +5,7 @@
 #define TERN_COMMON_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -47,7 +48,19 @@ struct RouterSection {
   std::string listen = "127.0.0.1:50051";
   // prefix | least-loaded | round-robin | random
   std::string policy = "prefix";
+  // Model name -> policy for that model instead of `policy`. Names are
+  // checked by the router when it starts (router::ParseModelPolicies).
+  std::map<std::string, std::string> model_policies;
+  // Requests with a session key (OpenAI `user`) stay on one worker while it
+  // is not overloaded (rendezvous hashing; router/policy.h).
+  bool session_affinity = true;
+  // "HOST:PORT", or "dns:NAME:PORT": every address NAME resolves to (e.g. a
+  // Kubernetes headless Service), resolved again every dns_refresh_ms.
   std::vector<std::string> workers;
+  int32_t dns_refresh_ms = 5000;
+  // Workers may also join with Router.RegisterWorker (tern-worker
+  // --register-with); one stays a member while it renews within this lease.
+  int32_t registration_lease_ms = 10000;
   int32_t health_interval_ms = 1000;
   // Time a worker may take to answer a health check.
   int32_t health_timeout_ms = 1000;

@@ -29,10 +29,14 @@ bool Dispatcher::HasRoom(const Candidate& c) const {
   return c.view.inflight < c.max_num_seqs + options_.slack;
 }
 
+PolicyKind Dispatcher::PolicyFor(const std::string& model) const {
+  auto it = options_.model_policies.find(model);
+  return it != options_.model_policies.end() ? it->second : options_.policy.kind;
+}
+
 std::optional<Admission> Dispatcher::ChooseLocked(absl::Span<const Candidate> candidates,
-                                                  PromptBlocks& blocks, uint64_t ticket,
-                                                  std::optional<PolicyKind> policy_kind,
-                                                  absl::Time now) {
+                                                  PromptBlocks& blocks,
+                                                  const DispatchRequest& request, absl::Time now) {
   std::vector<const Candidate*> roomy;
   std::vector<WorkerLoadView> views;
   for (const Candidate& c : candidates) {
@@ -42,15 +46,22 @@ std::optional<Admission> Dispatcher::ChooseLocked(absl::Span<const Candidate> ca
   }
   if (roomy.empty()) return std::nullopt;
   PolicyOptions policy = options_.policy;
-  if (policy_kind) policy.kind = *policy_kind;
+  policy.kind = request.policy.value_or(PolicyFor(request.model));
   policy.block_size = roomy.front()->block_size;
+  std::vector<uint64_t> session_weights;
+  if (options_.session_affinity && !request.session_key.empty()) {
+    for (const Candidate* c : roomy) {
+      session_weights.push_back(RendezvousWeight(request.session_key, c->worker->address()));
+    }
+  }
   const auto prompt_blocks = static_cast<int32_t>(blocks.For(policy.block_size).size());
-  const Decision decision =
-      ChooseWorker(policy, views, prompt_blocks, Draw(ticket), round_robin_++);
+  const Decision decision = ChooseWorker(policy, views, prompt_blocks, Draw(request.ticket),
+                                         round_robin_++, session_weights);
   const Candidate& chosen = *roomy[decision.index];
   chosen.worker->AddInflight(1);
   fleet_->OnRouted(*chosen.worker, blocks, now);
   ++stats_.dispatched;
+  if (decision.reason == DecisionReason::kSticky) ++stats_.sticky;
   if (chosen.view.matched_blocks > 0) ++stats_.cache_hits;
   const int64_t predicted = int64_t{chosen.view.matched_blocks} * chosen.block_size;
   return Admission{chosen.worker, static_cast<int32_t>(std::min<int64_t>(
@@ -73,7 +84,7 @@ absl::StatusOr<Admission> Dispatcher::Admit(DispatchRequest request) {
     if (queue == nullptr) queue = std::make_unique<ModelQueue>(options_.queue);
     // Requests already waiting go first; a new one bypasses the queue only when it is empty.
     if (queue->queue.empty()) {
-      if (auto admission = ChooseLocked(*candidates, waiting->blocks, r.ticket, r.policy, now)) {
+      if (auto admission = ChooseLocked(*candidates, waiting->blocks, r, now)) {
         return *admission;
       }
     }
@@ -168,6 +179,7 @@ void Dispatcher::PumpModelLocked(const std::string& model, ModelQueue& queue, ab
     if (best == nullptr) return;
     WorkerEndpoint* const worker = best->worker;
     PolicyOptions policy = options_.policy;
+    policy.kind = PolicyFor(model);
     policy.block_size = best->block_size;
     auto cost = [&](AdmissionQueue::RequestId id) {
       Waiting& w = *waiting_.at(id);

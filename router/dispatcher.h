@@ -9,7 +9,10 @@
 // AdmissionQueue; whenever a worker may have room (a call on it ended, its
 // load report or health changed, the fleet's periodic tick) Pump hands each
 // worker with room the queued request that costs it least (the policy's cost
-// on that worker, within the queue's fairness bounds).
+// on that worker, within the queue's fairness bounds). Session affinity and
+// per-model policies (DispatcherOptions) apply when a request is bound at
+// admission; a request that had to queue goes to the first worker with room,
+// since waiting on for its session's worker would trade latency for affinity.
 //
 // Errors: NOT_FOUND (no worker serves the model), UNAVAILABLE (none is
 // routable; also for queued requests once none is), RESOURCE_EXHAUSTED (the
@@ -51,7 +54,12 @@ class DispatchWaiter {
 };
 
 struct DispatcherOptions {
+  // The policy of models without an entry in `model_policies`.
   PolicyOptions policy;
+  // Per-model policy kinds (router.model_policies); the other options are `policy`'s.
+  absl::flat_hash_map<std::string, PolicyKind> model_policies;
+  // Requests with a session key stick to the session's worker (policy.h).
+  bool session_affinity = true;
   // Requests a worker may have in flight beyond its max_num_seqs.
   int32_t slack = 2;
   AdmissionQueueOptions queue;
@@ -67,6 +75,8 @@ struct DispatchRequest {
   bool resumed = false;
   // This request's policy instead of the configured one (router.proto routing_policy).
   std::optional<PolicyKind> policy;
+  // Client session hint (router.proto session_key); empty: none.
+  std::string session_key;
   DispatchWaiter* waiter = nullptr;
 };
 
@@ -82,6 +92,7 @@ struct DispatcherStats {
   uint64_t rejected_full = 0;
   uint64_t expired = 0;
   uint64_t cache_hits = 0;  // dispatches to a worker holding part of the prompt
+  uint64_t sticky = 0;      // dispatches decided by session affinity
 };
 
 class Dispatcher {
@@ -101,6 +112,8 @@ class Dispatcher {
   size_t queued() const;
   DispatcherStats stats() const;
   const DispatcherOptions& options() const { return options_; }
+  // The policy kind for `model` by configuration (no per-request override).
+  PolicyKind PolicyFor(const std::string& model) const;
 
  private:
   struct Waiting {
@@ -120,9 +133,8 @@ class Dispatcher {
 
   // Binds to the best of `candidates` with room, if any.
   std::optional<Admission> ChooseLocked(absl::Span<const Candidate> candidates,
-                                        PromptBlocks& blocks, uint64_t ticket,
-                                        std::optional<PolicyKind> policy_kind, absl::Time now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                        PromptBlocks& blocks, const DispatchRequest& request,
+                                        absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PumpModelLocked(const std::string& model, ModelQueue& queue, absl::Time now,
                        std::vector<Outcome>* outcomes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool HasRoom(const Candidate& c) const;

@@ -1,8 +1,16 @@
 #include "router/fleet.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <ctime>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/block_hash.h"
 #include "common/log.h"
@@ -19,6 +27,82 @@ WorkerEndpoint::WorkerEndpoint(WorkerId id, std::string address)
   channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
   stub_ = tern::v1::Worker::NewStub(channel_);
   health_stub_ = grpc::health::v1::Health::NewStub(channel_);
+}
+
+namespace {
+
+constexpr absl::string_view kDnsPrefix = "dns:";
+
+// Splits "HOST:PORT" at its last colon; false unless both parts are there and
+// the port is a number.
+bool SplitHostPort(absl::string_view address, absl::string_view* host, absl::string_view* port) {
+  const size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos || colon == 0) return false;
+  *host = address.substr(0, colon);
+  *port = address.substr(colon + 1);
+  int port_number = 0;
+  return absl::SimpleAtoi(*port, &port_number) && port_number > 0 && port_number < 65536;
+}
+
+}  // namespace
+
+MembershipDiff DiffMembership(absl::Span<const std::string> current,
+                              absl::Span<const std::string> desired) {
+  const absl::flat_hash_set<std::string> have(current.begin(), current.end());
+  const absl::flat_hash_set<std::string> want(desired.begin(), desired.end());
+  MembershipDiff diff;
+  absl::flat_hash_set<std::string> seen;
+  for (const std::string& address : desired) {
+    if (!have.contains(address) && seen.insert(address).second) diff.added.push_back(address);
+  }
+  seen.clear();
+  for (const std::string& address : current) {
+    if (!want.contains(address) && seen.insert(address).second) diff.removed.push_back(address);
+  }
+  return diff;
+}
+
+absl::StatusOr<std::vector<std::string>> ResolveWorkerAddresses(absl::string_view name_and_port) {
+  absl::string_view name;
+  absl::string_view port;
+  if (!SplitHostPort(name_and_port, &name, &port)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker address \"dns:", name_and_port, "\" is not dns:NAME:PORT"));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;  // AF_INET and AF_INET6
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const std::string host(name);
+  const std::string service(port);
+  if (const int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve ", name_and_port, ": ", gai_strerror(rc)));
+  }
+  std::vector<std::string> addresses;
+  for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {};
+    std::string address;
+    if (ai->ai_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(ai->ai_addr);
+      if (inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) == nullptr) continue;
+      address = absl::StrCat(text, ":", port);
+    } else if (ai->ai_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(ai->ai_addr);
+      if (inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text)) == nullptr) continue;
+      address = absl::StrCat("[", text, "]:", port);
+    } else {
+      continue;
+    }
+    if (std::find(addresses.begin(), addresses.end(), address) == addresses.end()) {
+      addresses.push_back(std::move(address));
+    }
+  }
+  freeaddrinfo(found);
+  if (addresses.empty()) {
+    return absl::UnavailableError(absl::StrCat(name_and_port, " has no IPv4 or IPv6 address"));
+  }
+  return addresses;
 }
 
 const std::vector<uint64_t>& PromptBlocks::For(int32_t block_size) {
@@ -86,6 +170,7 @@ struct Fleet::State {
   absl::Time progress_at = absl::InfinitePast();
   bool stalled = false;
   bool healthy = false;  // as last computed
+  bool removed = false;  // no longer a member (see Membership in fleet.h)
   CircuitBreaker breaker;
   absl::flat_hash_map<uint64_t, std::weak_ptr<WorkerCall>> calls;
   int64_t routed_prompt_tokens = 0;
@@ -96,10 +181,126 @@ struct Fleet::State {
 Fleet::Fleet(FleetOptions options) : options_(std::move(options)), index_(options_.index) {
   absl::MutexLock lock(&mu_);
   for (const std::string& address : options_.worker_addresses) {
-    const auto id = static_cast<WorkerId>(workers_.size());
-    workers_.push_back(std::make_unique<WorkerEndpoint>(id, address));
-    states_.push_back(std::make_unique<State>(options_.breaker));
+    if (absl::StartsWith(address, kDnsPrefix)) {
+      dns_names_.push_back(address.substr(kDnsPrefix.size()));
+    } else if (std::find(static_addresses_.begin(), static_addresses_.end(), address) ==
+               static_addresses_.end()) {
+      static_addresses_.push_back(address);
+      AddWorkerLocked(address);
+    }
   }
+}
+
+WorkerEndpoint* Fleet::AddWorkerLocked(const std::string& address) {
+  for (auto& worker : workers_) {
+    if (worker->address() != address) continue;
+    // The same address again: its old entry (and id) serves.
+    State& state = *states_[worker->id()];
+    if (state.removed) {
+      state.removed = false;
+      state.health_ok = false;
+      state.stalled = false;
+      state.watch_unimplemented = false;
+      state.detail = "not checked yet";
+      TERN_LOG(Info) << "worker " << address << " joins the fleet again";
+    }
+    return worker.get();
+  }
+  const auto id = static_cast<WorkerId>(workers_.size());
+  workers_.push_back(std::make_unique<WorkerEndpoint>(id, address));
+  states_.push_back(std::make_unique<State>(options_.breaker));
+  return workers_.back().get();
+}
+
+std::shared_ptr<Fleet::WatchStream> Fleet::RemoveWorkerLocked(WorkerId id) {
+  State& state = *states_[id];
+  if (state.removed) return nullptr;
+  TERN_LOG(Info) << "worker " << workers_[id]->address() << " leaves the fleet";
+  state.removed = true;
+  state.health_ok = false;
+  state.healthy = false;
+  state.detail = "removed from the fleet";
+  state.watch_synced = false;
+  state.resync_pending = false;
+  // Its calls in flight run on: they end, or fail over, as on any worker.
+  index_.RemoveWorker(id);
+  return std::move(state.watch);
+}
+
+absl::StatusOr<absl::Duration> Fleet::Register(const std::string& address, absl::Time now) {
+  absl::string_view host;
+  absl::string_view port;
+  if (!SplitHostPort(address, &host, &port)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker address \"", address, "\" is not HOST:PORT"));
+  }
+  absl::MutexLock lock(&mu_);
+  auto [it, inserted] = leases_.try_emplace(address, now);
+  if (inserted) TERN_LOG(Info) << "worker " << address << " registers";
+  it->second = now + options_.registration_lease;
+  return options_.registration_lease;
+}
+
+std::vector<WorkerEndpoint*> Fleet::UpdateMembership(absl::Time now, bool resolve_dns) {
+  // Resolution may block: it runs without the lock.
+  std::vector<std::pair<std::string, std::vector<std::string>>> resolved;
+  if (resolve_dns) {
+    for (const std::string& name : dns_names_) {
+      absl::StatusOr<std::vector<std::string>> addresses = ResolveWorkerAddresses(name);
+      if (addresses.ok()) {
+        resolved.emplace_back(name, *std::move(addresses));
+      } else {
+        // A resolver hiccup must not empty the fleet: the last answer stands.
+        TERN_LOG(Warning) << addresses.status().message();
+      }
+    }
+  }
+  std::vector<WorkerEndpoint*> added;
+  std::vector<std::shared_ptr<WatchStream>> to_cancel;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [name, addresses] : resolved) resolved_[name] = std::move(addresses);
+    for (auto it = leases_.begin(); it != leases_.end();) {
+      if (it->second > now) {
+        ++it;
+        continue;
+      }
+      TERN_LOG(Warning) << "worker " << it->first << " did not renew its registration";
+      leases_.erase(it++);
+    }
+    std::vector<std::string> desired = static_addresses_;
+    for (const auto& [name, addresses] : resolved_) {
+      desired.insert(desired.end(), addresses.begin(), addresses.end());
+    }
+    for (const auto& [address, until] : leases_) desired.push_back(address);
+    std::vector<std::string> current;
+    for (const auto& worker : workers_) {
+      if (!states_[worker->id()]->removed) current.push_back(worker->address());
+    }
+    const MembershipDiff diff = DiffMembership(current, desired);
+    for (const std::string& address : diff.added) added.push_back(AddWorkerLocked(address));
+    for (const std::string& address : diff.removed) {
+      for (const auto& worker : workers_) {
+        if (worker->address() != address) continue;
+        if (auto stream = RemoveWorkerLocked(worker->id())) to_cancel.push_back(std::move(stream));
+      }
+    }
+  }
+  for (auto& stream : to_cancel) stream->Cancel();
+  return added;
+}
+
+void Fleet::RefreshMembership(absl::Time now, bool resolve_dns) {
+  for (WorkerEndpoint* worker : UpdateMembership(now, resolve_dns)) CheckOne(*worker);
+}
+
+std::vector<WorkerEndpoint*> Fleet::workers() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<WorkerEndpoint*> members;
+  for (const auto& worker : workers_) {
+    if (!states_[worker->id()]->removed) members.push_back(worker.get());
+  }
+  return members;
 }
 
 Fleet::~Fleet() { Stop(); }
@@ -122,6 +323,8 @@ void Fleet::Stop() {
 }
 
 void Fleet::Start() {
+  UpdateMembership(absl::Now(), /*resolve_dns=*/true);
+  next_dns_refresh_ = absl::Now() + options_.dns_refresh;
   CheckAll();
   WaitForStreams(absl::Milliseconds(options_.health_timeout.count()));
   loop_thread_ = std::thread([this] { Loop(); });
@@ -129,15 +332,15 @@ void Fleet::Start() {
 
 bool Fleet::WaitForStreams(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(absl::Condition(
-                                  +[](std::vector<std::unique_ptr<State>>* states) {
-                                    return std::all_of(
-                                        states->begin(), states->end(), [](const auto& s) {
-                                          return !s->health_ok || s->healthy || s->stalled;
-                                        });
-                                  },
-                                  &states_),
-                              timeout);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](std::vector<std::unique_ptr<State>>* states) {
+            return std::all_of(states->begin(), states->end(), [](const auto& s) {
+              return s->removed || !s->health_ok || s->healthy || s->stalled;
+            });
+          },
+          &states_),
+      timeout);
 }
 
 void Fleet::Notify() const {
@@ -149,6 +352,9 @@ void Fleet::Loop() {
   absl::Time next_round = absl::Now() + interval;
   while (!stopping_.WaitForNotificationWithTimeout(options_.tick_interval)) {
     const absl::Time now = absl::Now();
+    const bool resolve_dns = !dns_names_.empty() && now >= next_dns_refresh_;
+    if (resolve_dns) next_dns_refresh_ = now + options_.dns_refresh;
+    RefreshMembership(now, resolve_dns);
     CheckProgress(now);
     if (now >= next_round) {
       CheckAll();
@@ -161,7 +367,7 @@ void Fleet::Loop() {
 void Fleet::CheckAll() {
   // Workers are checked one after another with a short deadline each, so a
   // stuck worker delays the round by at most health_timeout.
-  for (auto& worker : workers_) CheckOne(*worker);
+  for (WorkerEndpoint* worker : workers()) CheckOne(*worker);
 }
 
 void Fleet::CheckOne(WorkerEndpoint& worker) {
@@ -214,7 +420,7 @@ void Fleet::CheckOne(WorkerEndpoint& worker) {
 
 bool Fleet::HealthyLocked(const State& state) const {
   const bool stream_ok = state.watch_synced || state.watch_unimplemented || state.resync_pending;
-  return state.health_ok && state.has_info && stream_ok && !state.stalled;
+  return !state.removed && state.health_ok && state.has_info && stream_ok && !state.stalled;
 }
 
 std::vector<std::shared_ptr<WorkerCall>> Fleet::UpdateHealthLocked(WorkerId id, absl::Time now) {
@@ -252,8 +458,8 @@ void Fleet::MaybeWatch(WorkerEndpoint& worker) {
   {
     absl::MutexLock lock(&mu_);
     State& state = *states_[worker.id()];
-    if (stopping_.HasBeenNotified() || !state.health_ok || state.watch != nullptr ||
-        state.watch_unimplemented) {
+    if (stopping_.HasBeenNotified() || state.removed || !state.health_ok ||
+        state.watch != nullptr || state.watch_unimplemented) {
       return;
     }
     stream = std::make_shared<WatchStream>(this, &worker);
@@ -337,12 +543,12 @@ void Fleet::OnWatchDone(WatchStream* stream, const grpc::Status& status) {
 }
 
 void Fleet::CheckProgress(absl::Time now) {
-  for (auto& worker : workers_) {
+  for (WorkerEndpoint* worker : workers()) {
     std::vector<std::shared_ptr<WorkerCall>> lost;
     {
       absl::MutexLock lock(&mu_);
       State& state = *states_[worker->id()];
-      if (!state.watch_synced) continue;
+      if (state.removed || !state.watch_synced) continue;
       const bool has_work =
           state.load.running_seqs() + state.load.waiting_seqs() > 0 || worker->inflight() > 0;
       if (!has_work) {
@@ -369,7 +575,7 @@ absl::StatusOr<std::vector<Candidate>> Fleet::Candidates(const std::string& mode
   std::vector<std::pair<int32_t, std::vector<int32_t>>> matched_by_size;
   for (auto& worker : workers_) {
     const State& state = *states_[worker->id()];
-    if (!state.has_info || state.info.model_id() != model) continue;
+    if (state.removed || !state.has_info || state.info.model_id() != model) continue;
     known = true;
     if (!state.healthy || !state.breaker.WouldAllow(now)) continue;
     if (std::find(exclude.begin(), exclude.end(), worker.get()) != exclude.end()) continue;
@@ -475,7 +681,7 @@ tern::v1::ListModelsResponse Fleet::ListModels() const {
     card.set_id(model);
     card.set_created(when);
     for (const auto& state : states_) {
-      if (!state->healthy || state->info.model_id() != model) continue;
+      if (state->removed || !state->healthy || state->info.model_id() != model) continue;
       const tern::v1::WorkerInfo& info = state->info;
       card.set_ready_workers(card.ready_workers() + 1);
       // The smallest context among replicas bounds what the model accepts.
@@ -495,6 +701,7 @@ tern::v1::ClusterStateResponse Fleet::ClusterState() const {
   absl::MutexLock lock(&mu_);
   for (const auto& worker : workers_) {
     const State& state = *states_[worker->id()];
+    if (state.removed) continue;
     tern::v1::WorkerStatus* status = response.add_workers();
     status->set_address(worker->address());
     status->set_healthy(state.healthy);

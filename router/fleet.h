@@ -42,6 +42,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -65,7 +66,8 @@ class WorkerCall {
 };
 
 // One worker endpoint: its address, dense id and stubs (constant after
-// construction) and the router's count of calls in flight on it.
+// construction) and the router's count of calls in flight on it. Owned by
+// the fleet and never freed before it, so pointers to it stay valid.
 class WorkerEndpoint {
  public:
   WorkerEndpoint(WorkerId id, std::string address);
@@ -106,8 +108,29 @@ struct Candidate {
   WorkerLoadView view;  // matched_blocks filled for the prompt asked about
 };
 
+// The set difference a membership change makes: addresses in `desired` not
+// in `current` are added, those in `current` not in `desired` removed, each
+// in the order of its input, duplicates once.
+struct MembershipDiff {
+  std::vector<std::string> added;
+  std::vector<std::string> removed;
+};
+MembershipDiff DiffMembership(absl::Span<const std::string> current,
+                              absl::Span<const std::string> desired);
+
+// "HOST:PORT" for each address `name` resolves to (AF_INET and AF_INET6,
+// IPv6 in brackets), deduplicated, in resolver order. `name_and_port` is
+// "NAME:PORT". Blocks on the system resolver. UNAVAILABLE when the name does
+// not resolve, INVALID_ARGUMENT when it is malformed.
+absl::StatusOr<std::vector<std::string>> ResolveWorkerAddresses(absl::string_view name_and_port);
+
 struct FleetOptions {
+  // "HOST:PORT" or "dns:NAME:PORT" (see Membership above).
   std::vector<std::string> worker_addresses;
+  // How often "dns:" entries are resolved again.
+  absl::Duration dns_refresh = absl::Seconds(5);
+  // How long a self-registered worker stays a member without re-registering.
+  absl::Duration registration_lease = absl::Seconds(10);
   std::chrono::milliseconds health_interval{1000};
   std::chrono::milliseconds health_timeout{1000};
   // A worker with work whose engine step counter stalls this long is unhealthy.
@@ -138,7 +161,7 @@ class Fleet {
 
   // The routable workers serving `model`, minus `exclude`, with their load
   // and the leading blocks of `prompt` each holds. NOT_FOUND when no
-  // configured worker ever served the model, UNAVAILABLE when none is
+  // current member ever served the model, UNAVAILABLE when none is
   // routable now.
   absl::StatusOr<std::vector<Candidate>> Candidates(const std::string& model, PromptBlocks& prompt,
                                                     absl::Span<WorkerEndpoint* const> exclude,
@@ -161,8 +184,18 @@ class Fleet {
   uint64_t RegisterCall(const WorkerEndpoint& worker, std::weak_ptr<WorkerCall> call);
   void UnregisterCall(const WorkerEndpoint& worker, uint64_t registration);
 
+  // A worker asks to be a member (Router.RegisterWorker) or renews its
+  // lease; it joins at the loop's next tick. Returns the lease.
+  // INVALID_ARGUMENT when `address` is not HOST:PORT.
+  absl::StatusOr<absl::Duration> Register(const std::string& address, absl::Time now);
+  // Brings the membership up to date at `now` (the loop runs it every tick;
+  // DNS names are resolved only every dns_refresh, or when `resolve_dns`).
+  // New workers are health-checked before it returns.
+  void RefreshMembership(absl::Time now, bool resolve_dns);
+
   bool healthy(const WorkerEndpoint& worker) const;
-  const std::vector<std::unique_ptr<WorkerEndpoint>>& workers() const { return workers_; }
+  // The current members, in id order.
+  std::vector<WorkerEndpoint*> workers() const;
 
   // Models served by healthy workers.
   tern::v1::ListModelsResponse ListModels() const;
@@ -183,6 +216,12 @@ class Fleet {
 
   void CheckOne(WorkerEndpoint& worker);
   void Loop();
+  // RefreshMembership's work; returns the workers it added, unchecked.
+  std::vector<WorkerEndpoint*> UpdateMembership(absl::Time now, bool resolve_dns);
+  // Adds or revives the worker at `address`.
+  WorkerEndpoint* AddWorkerLocked(const std::string& address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the worker removed; returns its stream to cancel after unlocking.
+  std::shared_ptr<WatchStream> RemoveWorkerLocked(WorkerId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts a WatchState stream on the worker when it has none and is up.
   void MaybeWatch(WorkerEndpoint& worker);
   void OnWatchMessage(WatchStream* stream, const tern::v1::WorkerState& message);
@@ -195,12 +234,20 @@ class Fleet {
   void Notify() const;
 
   const FleetOptions options_;
-  std::vector<std::unique_ptr<WorkerEndpoint>> workers_;  // constant after construction
-  std::function<void()> listener_;                        // set before Start
+  std::vector<std::string> static_addresses_;           // constant after construction
+  std::vector<std::string> dns_names_;                  // "NAME:PORT", constant after construction
+  std::function<void()> listener_;                      // set before Start
+  absl::Time next_dns_refresh_ = absl::InfinitePast();  // loop thread only
 
   absl::Notification stopping_;
   mutable absl::Mutex mu_;
-  std::vector<std::unique_ptr<State>> states_ ABSL_GUARDED_BY(mu_);  // by WorkerId
+  // By WorkerId; they only grow (see Membership).
+  std::vector<std::unique_ptr<WorkerEndpoint>> workers_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<State>> states_ ABSL_GUARDED_BY(mu_);
+  // The last successful resolution of each DNS name.
+  absl::flat_hash_map<std::string, std::vector<std::string>> resolved_ ABSL_GUARDED_BY(mu_);
+  // Self-registered addresses and the end of their leases.
+  absl::flat_hash_map<std::string, absl::Time> leases_ ABSL_GUARDED_BY(mu_);
   PrefixIndex index_ ABSL_GUARDED_BY(mu_);
   // First time each model was seen (ModelCard.created).
   std::vector<std::pair<std::string, int64_t>> model_created_ ABSL_GUARDED_BY(mu_);

@@ -109,6 +109,7 @@ void GenerateRelay::Admit() {
   const auto& prompt = request_->request().prompt_token_ids();
   dispatch.prompt = absl::MakeConstSpan(prompt.data(), prompt.size());
   dispatch.waiter = this;
+  dispatch.session_key = request_->session_key();
   if (!request_->routing_policy().empty()) {
     absl::StatusOr<PolicyKind> kind = ParsePolicyKind(request_->routing_policy());
     if (!kind.ok()) {

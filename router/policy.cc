@@ -33,7 +33,36 @@ size_t LeastLoaded(absl::Span<const WorkerLoadView> candidates, uint64_t draw) {
   return best;
 }
 
+// splitmix64's finalizer.
+uint64_t Mix(uint64_t x) {
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// The guard's test: `load` exceeds the least loaded candidate's by both thresholds.
+bool Overloaded(const PolicyOptions& options, int64_t load, int64_t min_load) {
+  return load - min_load > options.imbalance_abs &&
+         static_cast<double>(load) > options.imbalance_rel * static_cast<double>(min_load);
+}
+
 }  // namespace
+
+uint64_t RendezvousWeight(absl::string_view session_key, absl::string_view worker_address) {
+  // FNV-1a over key, a separator no address contains, and address; then a
+  // finalizer so that nearby inputs give independent weights.
+  uint64_t h = 0xcbf29ce484222325ULL;
+  auto feed = [&h](absl::string_view bytes) {
+    for (const char c : bytes) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 0x100000001b3ULL;
+    }
+  };
+  feed(session_key);
+  feed(absl::string_view("\0", 1));
+  feed(worker_address);
+  return Mix(h);
+}
 
 absl::StatusOr<PolicyKind> ParsePolicyKind(absl::string_view name) {
   if (name == "prefix") return PolicyKind::kPrefix;
@@ -42,6 +71,20 @@ absl::StatusOr<PolicyKind> ParsePolicyKind(absl::string_view name) {
   if (name == "random") return PolicyKind::kRandom;
   return absl::InvalidArgumentError(absl::StrCat("unknown routing policy \"", name,
                                                  "\" (prefix, least-loaded, round-robin, random)"));
+}
+
+absl::StatusOr<absl::flat_hash_map<std::string, PolicyKind>> ParseModelPolicies(
+    const std::map<std::string, std::string>& model_policies) {
+  absl::flat_hash_map<std::string, PolicyKind> kinds;
+  for (const auto& [model, name] : model_policies) {
+    absl::StatusOr<PolicyKind> kind = ParsePolicyKind(name);
+    if (!kind.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("router.model_policies.", model, ": ", kind.status().message()));
+    }
+    kinds.emplace(model, *kind);
+  }
+  return kinds;
 }
 
 const char* PolicyKindName(PolicyKind kind) {
@@ -72,6 +115,8 @@ const char* DecisionReasonName(DecisionReason reason) {
       return "round_robin";
     case DecisionReason::kRandom:
       return "random";
+    case DecisionReason::kSticky:
+      return "sticky";
   }
   return "unknown";
 }
@@ -86,8 +131,25 @@ double PrefixCost(const PolicyOptions& options, const WorkerLoadView& worker,
 }
 
 Decision ChooseWorker(const PolicyOptions& options, absl::Span<const WorkerLoadView> candidates,
-                      int32_t prompt_blocks, uint64_t draw, uint64_t round_robin) {
+                      int32_t prompt_blocks, uint64_t draw, uint64_t round_robin,
+                      absl::Span<const uint64_t> session_weights) {
   Decision decision;
+  int64_t max_load = 0;
+  int64_t min_load = std::numeric_limits<int64_t>::max();
+  for (const WorkerLoadView& w : candidates) {
+    max_load = std::max(max_load, Load(w));
+    min_load = std::min(min_load, Load(w));
+  }
+  if (!session_weights.empty() && session_weights.size() == candidates.size()) {
+    const size_t sticky = static_cast<size_t>(
+        std::max_element(session_weights.begin(), session_weights.end()) - session_weights.begin());
+    if (!Overloaded(options, Load(candidates[sticky]), min_load)) {
+      decision.index = sticky;
+      decision.reason = DecisionReason::kSticky;
+      decision.cost = PrefixCost(options, candidates[sticky], prompt_blocks);
+      return decision;
+    }
+  }
   switch (options.kind) {
     case PolicyKind::kRoundRobin:
       decision.index = round_robin % candidates.size();
@@ -105,14 +167,7 @@ Decision ChooseWorker(const PolicyOptions& options, absl::Span<const WorkerLoadV
       break;
   }
   // Hot-spot guard.
-  int64_t max_load = 0;
-  int64_t min_load = std::numeric_limits<int64_t>::max();
-  for (const WorkerLoadView& w : candidates) {
-    max_load = std::max(max_load, Load(w));
-    min_load = std::min(min_load, Load(w));
-  }
-  if (max_load - min_load > options.imbalance_abs &&
-      static_cast<double>(max_load) > options.imbalance_rel * static_cast<double>(min_load)) {
+  if (Overloaded(options, max_load, min_load)) {
     decision.index = LeastLoaded(candidates, draw);
     decision.reason = DecisionReason::kImbalance;
     decision.cost = PrefixCost(options, candidates[decision.index], prompt_blocks);

@@ -17,14 +17,24 @@
 // `least-loaded` picks the fewest running + waiting sequences, `round-robin`
 // rotates, `random` draws uniformly.
 //
+// Session affinity runs before any policy: a request carrying a session key
+// goes to the candidate with the highest rendezvous weight of (session key,
+// worker address), so a session stays on one worker while that worker is a
+// candidate, and when workers join or leave only the sessions whose worker
+// left move (and ~1/n of the others, to a newcomer). The hot-spot guard's
+// thresholds still apply: when the session's worker is overloaded against the
+// least loaded candidate, the configured policy decides instead.
+//
 // Pure and deterministic given the inputs; thread-compatible (round-robin's
 // counter is the caller's).
 #ifndef TERN_ROUTER_POLICY_H_
 #define TERN_ROUTER_POLICY_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -36,6 +46,10 @@ enum class PolicyKind { kPrefix, kLeastLoaded, kRoundRobin, kRandom };
 // "prefix", "least-loaded", "round-robin", "random"; INVALID_ARGUMENT otherwise.
 absl::StatusOr<PolicyKind> ParsePolicyKind(absl::string_view name);
 const char* PolicyKindName(PolicyKind kind);
+// router.model_policies (model name -> policy name) parsed; INVALID_ARGUMENT
+// naming the first entry whose policy is unknown.
+absl::StatusOr<absl::flat_hash_map<std::string, PolicyKind>> ParseModelPolicies(
+    const std::map<std::string, std::string>& model_policies);
 
 struct PolicyOptions {
   PolicyKind kind = PolicyKind::kPrefix;
@@ -58,7 +72,15 @@ struct WorkerLoadView {
   int32_t matched_blocks = 0;  // leading prompt blocks it holds (prefix index)
 };
 
-enum class DecisionReason { kCacheHit, kMinCost, kImbalance, kLeastLoaded, kRoundRobin, kRandom };
+enum class DecisionReason {
+  kCacheHit,
+  kMinCost,
+  kImbalance,
+  kLeastLoaded,
+  kRoundRobin,
+  kRandom,
+  kSticky,  // session affinity
+};
 const char* DecisionReasonName(DecisionReason reason);
 
 struct Decision {
@@ -70,8 +92,15 @@ struct Decision {
 // Chooses among `candidates` (non-empty). `prompt_blocks` is the number of
 // full blocks of the prompt; `draw` a per-request pseudo-random value (tie
 // breaks and `random`); `round_robin` the caller's counter for `round-robin`.
+// `session_weights`: empty, or one RendezvousWeight per candidate for a
+// request with a session key (session affinity, above).
 Decision ChooseWorker(const PolicyOptions& options, absl::Span<const WorkerLoadView> candidates,
-                      int32_t prompt_blocks, uint64_t draw, uint64_t round_robin);
+                      int32_t prompt_blocks, uint64_t draw, uint64_t round_robin,
+                      absl::Span<const uint64_t> session_weights = {});
+
+// The rendezvous (highest-random-weight) weight of a session on a worker. A
+// fixed hash, not absl::Hash, so every router process agrees on it.
+uint64_t RendezvousWeight(absl::string_view session_key, absl::string_view worker_address);
 
 // The cost the `prefix` policy gives one candidate.
 double PrefixCost(const PolicyOptions& options, const WorkerLoadView& worker,

@@ -21,7 +21,8 @@
 namespace {
 
 constexpr char kUsage[] =
-    "usage: tern-router [--config tern.yaml] [--listen HOST:PORT] [--workers A,B,...]\n"
+    "usage: tern-router [--config tern.yaml] [--listen HOST:PORT]\n"
+    "                   [--workers HOST:PORT,dns:NAME:PORT,...]\n"
     "                   [--policy prefix|least-loaded|round-robin|random]\n"
     "                   [--health-interval-ms N] [--stall-timeout-ms N] [--max-queue N]\n"
     "                   [--metrics-listen HOST:PORT] [--log-level info]\n";
@@ -70,14 +71,21 @@ int Run(int argc, char** argv) {
     std::cerr << "tern-router: " << policy.status().message() << "\n";
     return 2;
   }
-  if (section.workers.empty()) {
-    std::cerr << "tern-router: no workers configured (--workers or router.workers)\n";
+  absl::StatusOr<absl::flat_hash_map<std::string, tern::router::PolicyKind>> model_policies =
+      tern::router::ParseModelPolicies(section.model_policies);
+  if (!model_policies.ok()) {
+    std::cerr << "tern-router: " << model_policies.status().message() << "\n";
     return 2;
+  }
+  if (section.workers.empty()) {
+    TERN_LOG(Info) << "no workers configured: serving those that register (RegisterWorker)";
   }
 
   tern::BlockTerminationSignals();
   tern::router::FleetOptions fleet_options;
   fleet_options.worker_addresses = section.workers;
+  fleet_options.dns_refresh = absl::Milliseconds(section.dns_refresh_ms);
+  fleet_options.registration_lease = absl::Milliseconds(section.registration_lease_ms);
   fleet_options.health_interval = std::chrono::milliseconds(section.health_interval_ms);
   fleet_options.health_timeout = std::chrono::milliseconds(section.health_timeout_ms);
   fleet_options.stall_timeout = absl::Milliseconds(section.stall_timeout_ms);
@@ -86,6 +94,8 @@ int Run(int argc, char** argv) {
   tern::router::Fleet fleet(fleet_options);
   tern::router::DispatcherOptions dispatcher_options;
   dispatcher_options.policy.kind = *policy;
+  dispatcher_options.model_policies = *std::move(model_policies);
+  dispatcher_options.session_affinity = section.session_affinity;
   dispatcher_options.slack = section.slack;
   dispatcher_options.queue.max_length = section.max_queue;
   dispatcher_options.queue.max_wait = absl::Milliseconds(section.max_queue_wait_ms);

@@ -28,4 +28,19 @@ grpc::ServerUnaryReactor* RouterService::ClusterState(
   return reactor;
 }
 
+grpc::ServerUnaryReactor* RouterService::RegisterWorker(
+    grpc::CallbackServerContext* context, const tern::v1::RegisterWorkerRequest* request,
+    tern::v1::RegisterWorkerResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<absl::Duration> lease = fleet_->Register(request->address(), absl::Now());
+  if (!lease.ok()) {
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(lease.status().message())));
+    return reactor;
+  }
+  response->set_lease_ms(absl::ToInt64Milliseconds(*lease));
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 }  // namespace tern::router

@@ -34,6 +34,9 @@ class RouterService final : public tern::v1::Router::CallbackService {
   grpc::ServerUnaryReactor* ClusterState(grpc::CallbackServerContext* context,
                                          const tern::v1::ClusterStateRequest* request,
                                          tern::v1::ClusterStateResponse* response) override;
+  grpc::ServerUnaryReactor* RegisterWorker(grpc::CallbackServerContext* context,
+                                           const tern::v1::RegisterWorkerRequest* request,
+                                           tern::v1::RegisterWorkerResponse* response) override;
 
  private:
   Fleet* const fleet_;

@@ -8,9 +8,12 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/config.h"
@@ -18,6 +21,7 @@
 #include "common/log.h"
 #include "common/metrics_server.h"
 #include "common/signals.h"
+#include "tern/v1/router.grpc.pb.h"
 #include "worker/engine.h"
 #include "worker/model.h"
 #include "worker/worker_metrics.h"
@@ -30,7 +34,8 @@ constexpr char kUsage[] =
     "                   [--served-model-name NAME] [--max-num-seqs N] [--max-model-len N]\n"
     "                   [--tp N] [--cpus 0,1,2] [--kv-cache-gib G] [--block-size N]\n"
     "                   [--max-num-batched-tokens N] [--no-prefix-caching]\n"
-    "                   [--metrics-listen HOST:PORT] [--log-level info]\n";
+    "                   [--metrics-listen HOST:PORT] [--log-level info]\n"
+    "                   [--register-with ROUTER_HOST:PORT [--advertise HOST:PORT]]\n";
 
 int Fail(const std::string& message) {
   std::cerr << "tern-worker: " << message << "\n";
@@ -51,13 +56,68 @@ absl::StatusOr<std::vector<int32_t>> ParseCpuList(const std::string& text) {
   return cpus;
 }
 
+// Keeps this worker a member of a router's fleet (Router.RegisterWorker):
+// registers at once, then every lease/3, and every second while the router
+// cannot be reached. Once stopped it renews no more and the router drops the
+// worker when its lease ends.
+class RouterRegistration {
+ public:
+  RouterRegistration(std::string router, std::string advertise)
+      : router_(std::move(router)), advertise_(std::move(advertise)) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~RouterRegistration() { Stop(); }
+
+  // Idempotent; one thread only.
+  void Stop() {
+    if (!stop_.HasBeenNotified()) stop_.Notify();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Loop() {
+    auto stub =
+        tern::v1::Router::NewStub(grpc::CreateChannel(router_, grpc::InsecureChannelCredentials()));
+    tern::v1::RegisterWorkerRequest request;
+    request.set_address(advertise_);
+    bool registered = false;
+    absl::Duration wait = absl::ZeroDuration();
+    while (!stop_.WaitForNotificationWithTimeout(wait)) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      tern::v1::RegisterWorkerResponse response;
+      const grpc::Status status = stub->RegisterWorker(&ctx, request, &response);
+      if (status.ok()) {
+        if (!registered) {
+          TERN_LOG(Info) << "registered with router " << router_ << " as " << advertise_
+                         << " (lease " << response.lease_ms() << " ms)";
+        }
+        registered = true;
+        wait = std::max(absl::Milliseconds(100), absl::Milliseconds(response.lease_ms()) / 3);
+      } else {
+        if (registered || wait == absl::ZeroDuration()) {
+          TERN_LOG(Warning) << "cannot register with router " << router_ << ": "
+                            << status.error_message() << " (retrying every second)";
+        }
+        registered = false;
+        wait = absl::Seconds(1);
+      }
+    }
+  }
+
+  const std::string router_;
+  const std::string advertise_;
+  absl::Notification stop_;
+  std::thread thread_;
+};
+
 int Run(int argc, char** argv) {
-  auto flags =
-      tern::Flags::Parse(argc, argv, 1,
-                         {"config", "model", "listen", "served-model-name", "max-num-seqs",
-                          "max-model-len", "log-level", "drain-timeout-s", "metrics-listen", "tp",
-                          "cpus", "kv-cache-gib", "max-num-batched-tokens", "block-size"},
-                         {"help", "no-prefix-caching"});
+  auto flags = tern::Flags::Parse(
+      argc, argv, 1,
+      {"config", "model", "listen", "served-model-name", "max-num-seqs", "max-model-len",
+       "log-level", "drain-timeout-s", "metrics-listen", "tp", "cpus", "kv-cache-gib",
+       "max-num-batched-tokens", "block-size", "register-with", "advertise"},
+      {"help", "no-prefix-caching"});
   if (!flags.ok()) return Fail(std::string(flags.status().message()) + "\n" + kUsage);
   if (flags->Has("help")) {
     std::cout << kUsage;
@@ -177,6 +237,17 @@ int Run(int argc, char** argv) {
   TERN_LOG(Info) << "worker serving " << config.model.served_name << " on " << host << ":" << port
                  << " (max_model_len " << engine_options.max_model_len << ", max_num_seqs "
                  << engine_options.max_num_seqs << ")";
+  std::unique_ptr<RouterRegistration> registration;
+  if (auto router = flags->Get("register-with")) {
+    const std::string advertise = flags->GetOr("advertise", absl::StrCat(host, ":", port));
+    if (host.empty() || host == "0.0.0.0" || host == "[::]") {
+      if (!flags->Get("advertise")) {
+        return Fail("--register-with needs --advertise HOST:PORT when listening on " +
+                    config.worker.listen);
+      }
+    }
+    registration = std::make_unique<RouterRegistration>(*router, advertise);
+  }
 
   const int signal_number = tern::WaitForTerminationSignal();
   TERN_LOG(Info) << "signal " << signal_number << ": draining";
@@ -193,6 +264,8 @@ int Run(int argc, char** argv) {
     if (load.running + load.waiting == 0) break;
     absl::SleepFor(absl::Milliseconds(20));
   }
+  // Renew no more: the router drops this worker when the lease ends.
+  if (registration != nullptr) registration->Stop();
   service.StopWatchers();
   // What is left are the final writes of finished calls (or, past the drain
   // timeout, calls that are cancelled now).

@@ -36,6 +36,36 @@ TEST(ConfigTest, MalformedYamlIsAnErrorNotACrash) {
   EXPECT_FALSE(ParseClusterConfig("worker:\n  max_num_seqs: 0\n").ok());
 }
 
+TEST(ConfigTest, RouterModelPoliciesAndSessionAffinity) {
+  auto config = ParseClusterConfig(R"(
+router:
+  policy: prefix
+  session_affinity: false
+  workers: ["dns:tern-workers.default.svc:50061"]
+  model_policies:
+    llama-8b: round-robin
+    llama-1b: least-loaded
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->router.session_affinity);
+  EXPECT_EQ(config->router.dns_refresh_ms, 5000);
+  EXPECT_EQ(config->router.registration_lease_ms, 10000);
+  ASSERT_EQ(config->router.model_policies.size(), 2u);
+  EXPECT_EQ(config->router.model_policies.at("llama-8b"), "round-robin");
+  EXPECT_EQ(config->router.model_policies.at("llama-1b"), "least-loaded");
+  auto defaults = ParseClusterConfig("router:\n  policy: prefix\n");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_TRUE(defaults->router.session_affinity);
+  EXPECT_TRUE(defaults->router.model_policies.empty());
+  EXPECT_FALSE(ParseClusterConfig("router:\n  dns_refresh_ms: 0\n").ok());
+  auto lease = ParseClusterConfig("router:\n  registration_lease_ms: 3000\n");
+  ASSERT_TRUE(lease.ok());
+  EXPECT_EQ(lease->router.registration_lease_ms, 3000);
+  auto not_a_map = ParseClusterConfig("router:\n  model_policies: [prefix]\n");
+  ASSERT_FALSE(not_a_map.ok());
+  EXPECT_NE(not_a_map.status().message().find("model_policies"), std::string::npos);
+}
+
 TEST(ConfigTest, MissingFileIsNotFound) {
   EXPECT_EQ(LoadClusterConfig("/nonexistent/tern.yaml").status().code(),
             absl::StatusCode::kNotFound);

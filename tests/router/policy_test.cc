@@ -115,5 +115,111 @@ TEST(PolicyTest, SimplePolicies) {
   EXPECT_EQ(picks.size(), 3u);
 }
 
+// The worker the session's request goes to among `addresses`, all idle.
+std::string StickyWorker(const std::string& key, const std::vector<std::string>& addresses) {
+  std::vector<WorkerLoadView> views(addresses.size());
+  std::vector<uint64_t> weights;
+  for (const std::string& address : addresses) weights.push_back(RendezvousWeight(key, address));
+  const Decision d = ChooseWorker(PolicyOptions(), views, 4, 7, 0, weights);
+  EXPECT_EQ(d.reason, DecisionReason::kSticky);
+  return addresses[d.index];
+}
+
+std::vector<std::string> Addresses(int first, int count) {
+  std::vector<std::string> addresses;
+  for (int i = first; i < first + count; ++i) {
+    addresses.push_back("10.0.0." + std::to_string(i) + ":50061");
+  }
+  return addresses;
+}
+
+TEST(PolicyTest, SessionStaysOnItsWorkerWhenOthersComeAndGo) {
+  const std::vector<std::string> all = Addresses(1, 5);
+  std::vector<std::string> without_third = all;
+  without_third.erase(without_third.begin() + 2);
+  std::vector<std::string> with_newcomer = all;
+  with_newcomer.push_back("10.0.0.99:50061");
+  int moved_to_newcomer = 0;
+  const int kSessions = 2000;
+  for (int s = 0; s < kSessions; ++s) {
+    const std::string key = "user-" + std::to_string(s);
+    const std::string home = StickyWorker(key, all);
+    // Same inputs, same worker: a session sticks.
+    EXPECT_EQ(StickyWorker(key, all), home);
+    // The candidate order does not matter.
+    std::vector<std::string> reversed(all.rbegin(), all.rend());
+    EXPECT_EQ(StickyWorker(key, reversed), home);
+    // A worker leaving moves only its own sessions.
+    if (home != all[2]) EXPECT_EQ(StickyWorker(key, without_third), home) << key;
+    // A worker joining takes sessions only for itself.
+    const std::string after = StickyWorker(key, with_newcomer);
+    if (after != home) {
+      EXPECT_EQ(after, with_newcomer.back());
+      ++moved_to_newcomer;
+    }
+  }
+  // About 1/6 of the sessions move to the newcomer.
+  EXPECT_GT(moved_to_newcomer, kSessions / 6 * 0.7);
+  EXPECT_LT(moved_to_newcomer, kSessions / 6 * 1.3);
+}
+
+TEST(PolicyTest, SessionsSpreadAboutUniformly) {
+  const std::vector<std::string> addresses = Addresses(1, 4);
+  std::map<std::string, int> count;
+  const int kSessions = 8000;
+  for (int s = 0; s < kSessions; ++s) ++count[StickyWorker("s" + std::to_string(s), addresses)];
+  ASSERT_EQ(count.size(), 4u);
+  // Binomial(8000, 1/4): sd ~39; 10% of the mean is 5 sd.
+  for (const auto& [address, n] : count) {
+    EXPECT_NEAR(n, kSessions / 4, kSessions / 40) << address;
+  }
+}
+
+TEST(PolicyTest, HotSpotGuardOverridesSessionAffinity) {
+  const std::vector<std::string> addresses = Addresses(1, 3);
+  std::vector<uint64_t> weights;
+  for (const std::string& address : addresses) {
+    weights.push_back(RendezvousWeight("alice", address));
+  }
+  const size_t home = std::max_element(weights.begin(), weights.end()) - weights.begin();
+  PolicyOptions options;  // imbalance_abs 8, imbalance_rel 1.5
+  std::vector<WorkerLoadView> views = {View(2, 0), View(2, 0), View(2, 0)};
+  views[home].running = 10;  // 8 more than the others: not beyond the guard
+  Decision d = ChooseWorker(options, views, 4, 3, 0, weights);
+  EXPECT_EQ(d.index, home);
+  EXPECT_EQ(d.reason, DecisionReason::kSticky);
+  EXPECT_STREQ(DecisionReasonName(d.reason), "sticky");
+
+  views[home].running = 11;  // overloaded: the policy decides
+  d = ChooseWorker(options, views, 4, 3, 0, weights);
+  EXPECT_NE(d.index, home);
+  EXPECT_EQ(d.reason, DecisionReason::kImbalance);
+  options.kind = PolicyKind::kLeastLoaded;
+  d = ChooseWorker(options, views, 4, 3, 0, weights);
+  EXPECT_NE(d.index, home);
+  EXPECT_EQ(d.reason, DecisionReason::kLeastLoaded);
+
+  // Without a session the prefix policy's own choice stands.
+  options.kind = PolicyKind::kPrefix;
+  views = {View(2, 0), View(2, 0), View(2, 0)};
+  views[(home + 1) % 3].matched_blocks = 4;
+  d = ChooseWorker(options, views, 4, 3, 0);
+  EXPECT_EQ(d.index, (home + 1) % 3);
+  EXPECT_EQ(d.reason, DecisionReason::kCacheHit);
+}
+
+TEST(PolicyTest, ModelPoliciesAreParsedAndUnknownOnesNamed) {
+  auto kinds = ParseModelPolicies({{"llama-8b", "round-robin"}, {"llama-1b", "least-loaded"}});
+  ASSERT_TRUE(kinds.ok()) << kinds.status();
+  EXPECT_EQ(kinds->at("llama-8b"), PolicyKind::kRoundRobin);
+  EXPECT_EQ(kinds->at("llama-1b"), PolicyKind::kLeastLoaded);
+  kinds = ParseModelPolicies({{"llama-8b", "prefix"}, {"llama-1b", "fastest"}});
+  ASSERT_FALSE(kinds.ok());
+  EXPECT_EQ(kinds.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(kinds.status().message().find("router.model_policies.llama-1b"), std::string::npos)
+      << kinds.status();
+  EXPECT_NE(kinds.status().message().find("fastest"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tern::router

@@ -5,6 +5,8 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "router/dispatcher.h"
@@ -71,11 +73,13 @@ class RouterServiceTest : public ::testing::Test {
     if (fleet_) fleet_->Stop();
   }
 
-  void StartRouter(const std::vector<std::string>& workers, DispatcherOptions dispatcher = {}) {
+  void StartRouter(const std::vector<std::string>& workers, DispatcherOptions dispatcher = {},
+                   const std::function<void(FleetOptions&)>& adjust = nullptr) {
     FleetOptions options;
     options.worker_addresses = workers;
     options.health_interval = std::chrono::milliseconds(200);
     options.health_timeout = std::chrono::milliseconds(500);
+    if (adjust) adjust(options);
     fleet_ = std::make_unique<Fleet>(options);
     dispatcher_ = std::make_unique<Dispatcher>(fleet_.get(), dispatcher);
     fleet_->SetListener([this] { dispatcher_->Pump(); });
@@ -155,6 +159,26 @@ class RouterServiceTest : public ::testing::Test {
     tern::v1::ClusterStateResponse state;
     EXPECT_TRUE(stub_->ClusterState(&ctx, tern::v1::ClusterStateRequest(), &state).ok());
     return state;
+  }
+
+  grpc::Status Register(const std::string& address, int64_t* lease_ms) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    tern::v1::RegisterWorkerRequest request;
+    request.set_address(address);
+    tern::v1::RegisterWorkerResponse response;
+    grpc::Status status = stub_->RegisterWorker(&ctx, request, &response);
+    *lease_ms = response.lease_ms();
+    return status;
+  }
+
+  // The state of the member at `address`, if it is one.
+  std::optional<tern::v1::WorkerStatus> Member(const std::string& address) {
+    const auto state = State();
+    for (const auto& worker : state.workers()) {
+      if (worker.address() == address) return worker;
+    }
+    return std::nullopt;
   }
 
   std::unique_ptr<worker::Model> model_;
@@ -319,6 +343,156 @@ TEST_F(RouterServiceTest, APerRequestPolicyOverridesTheConfiguredOne) {
   const Result result = Generate(bad, std::chrono::seconds(30));
   EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(result.status.error_message(), ::testing::HasSubstr("fastest"));
+}
+
+TEST_F(RouterServiceTest, AModelPolicyOverridesTheDefaultOne) {
+  std::vector<std::unique_ptr<InProcessWorker>> workers;
+  std::vector<std::string> addresses;
+  for (int i = 0; i < 2; ++i) {
+    workers.push_back(std::make_unique<InProcessWorker>(model_.get(), "tiny"));
+    addresses.push_back(workers.back()->address());
+  }
+  DispatcherOptions options;  // prefix by default
+  options.model_policies["tiny"] = PolicyKind::kRoundRobin;
+  StartRouter(addresses, options);
+  // Under prefix a repeated prompt would follow its cache to one worker;
+  // tiny's round-robin alternates, so both workers see it.
+  const std::vector<int32_t> prompt = LongPrompt(6, 2);
+  for (int round = 0; round < 4; ++round) {
+    ASSERT_TRUE(Generate(Request("tiny", 2, prompt), std::chrono::seconds(30)).status.ok());
+  }
+  for (const auto& worker : workers) EXPECT_GT(worker->engine->Load().prompt_tokens, 0u);
+  EXPECT_EQ(dispatcher_->PolicyFor("tiny"), PolicyKind::kRoundRobin);
+  EXPECT_EQ(dispatcher_->PolicyFor("other"), PolicyKind::kPrefix);
+}
+
+TEST_F(RouterServiceTest, ASessionStaysOnItsWorkerAndSessionsSpread) {
+  std::vector<std::unique_ptr<InProcessWorker>> workers;
+  std::vector<std::string> addresses;
+  for (int i = 0; i < 3; ++i) {
+    workers.push_back(std::make_unique<InProcessWorker>(model_.get(), "tiny"));
+    addresses.push_back(workers.back()->address());
+  }
+  StartRouter(addresses);
+  // The worker rendezvous hashing gives a session, computed here.
+  auto home = [&](const std::string& key) {
+    size_t best = 0;
+    for (size_t i = 1; i < addresses.size(); ++i) {
+      if (RendezvousWeight(key, addresses[i]) > RendezvousWeight(key, addresses[best])) best = i;
+    }
+    return best;
+  };
+  auto prompt_tokens = [&] {
+    std::vector<uint64_t> tokens;
+    for (const auto& worker : workers) tokens.push_back(worker->engine->Load().prompt_tokens);
+    return tokens;
+  };
+  // Distinct prompts: without the session the prefix policy would spread them.
+  const size_t alice = home("alice");
+  for (int i = 0; i < 4; ++i) {
+    tern::v1::RouterGenerateRequest request = Request("tiny", 2, LongPrompt(2, 10 + i));
+    request.set_session_key("alice");
+    ASSERT_TRUE(Generate(request, std::chrono::seconds(30)).status.ok());
+  }
+  const std::vector<uint64_t> after_alice = prompt_tokens();
+  for (size_t i = 0; i < workers.size(); ++i) {
+    if (i == alice) {
+      EXPECT_EQ(after_alice[i], 4u * 32) << "worker " << i;
+    } else {
+      EXPECT_EQ(after_alice[i], 0u) << "worker " << i;
+    }
+  }
+  EXPECT_EQ(dispatcher_->stats().sticky, 4u);
+  // Many sessions land where the hash says, so on more than one worker.
+  std::set<size_t> homes;
+  for (int s = 0; s < 9; ++s) {
+    const std::string key = "user-" + std::to_string(s);
+    const std::vector<uint64_t> before = prompt_tokens();
+    tern::v1::RouterGenerateRequest request = Request("tiny", 2, LongPrompt(2, 20 + s));
+    request.set_session_key(key);
+    ASSERT_TRUE(Generate(request, std::chrono::seconds(30)).status.ok());
+    const std::vector<uint64_t> after = prompt_tokens();
+    EXPECT_GT(after[home(key)], before[home(key)]) << key;
+    homes.insert(home(key));
+  }
+  EXPECT_GE(homes.size(), 2u);
+}
+
+TEST_F(RouterServiceTest, ARegisteredWorkerServesWhileItRenewsAndLeavesAfterItsLease) {
+  InProcessWorker worker(model_.get(), "tiny");
+  StartRouter({}, {},
+              [](FleetOptions& options) { options.registration_lease = absl::Milliseconds(600); });
+  // No members yet.
+  EXPECT_EQ(Generate(Request("tiny", 2), std::chrono::seconds(5)).status.error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  int64_t lease_ms = 0;
+  EXPECT_EQ(Register("no-port", &lease_ms).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(Register(worker.address(), &lease_ms).ok());
+  EXPECT_EQ(lease_ms, 600);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto member = Member(worker.address());
+        return member && member->healthy() && member->state_stream();
+      },
+      std::chrono::seconds(5)));
+  ASSERT_TRUE(Generate(Request("tiny", 2, LongPrompt(3, 5)), std::chrono::seconds(30)).status.ok());
+  EXPECT_EQ(worker.engine->Load().prompt_tokens, 48u);
+  // Renewing every lease/3 keeps it a member for several leases.
+  for (int i = 0; i < 8; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    ASSERT_TRUE(Register(worker.address(), &lease_ms).ok());
+    ASSERT_TRUE(Member(worker.address()).has_value()) << "renewal " << i;
+  }
+  // It stops renewing: gone after the lease, from routing, the models and the state.
+  const auto stopped = std::chrono::steady_clock::now();
+  ASSERT_TRUE(
+      WaitFor([&] { return !Member(worker.address()).has_value(); }, std::chrono::seconds(5)));
+  EXPECT_GE(std::chrono::steady_clock::now() - stopped, std::chrono::milliseconds(350));
+  EXPECT_TRUE(fleet_->workers().empty());
+  EXPECT_EQ(Generate(Request("tiny", 2), std::chrono::seconds(5)).status.error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext ctx;
+  tern::v1::ListModelsResponse models;
+  ASSERT_TRUE(stub_->ListModels(&ctx, tern::v1::ListModelsRequest(), &models).ok());
+  EXPECT_EQ(models.models_size(), 0);
+  EXPECT_EQ(fleet_->index_stats().exact_pairs, 0);
+  EXPECT_EQ(fleet_->index_stats().approx_pairs, 0);
+  // Registering again brings it back under its old id.
+  ASSERT_TRUE(Register(worker.address(), &lease_ms).ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto member = Member(worker.address());
+        return member && member->healthy();
+      },
+      std::chrono::seconds(5)));
+  ASSERT_EQ(fleet_->workers().size(), 1u);
+  EXPECT_EQ(fleet_->workers()[0]->id(), 0);
+  EXPECT_TRUE(Generate(Request("tiny", 2), std::chrono::seconds(30)).status.ok());
+}
+
+TEST_F(RouterServiceTest, ADnsNameBecomesAWorkerPerAddress) {
+  InProcessWorker worker(model_.get(), "tiny");
+  StartRouter({"dns:localhost:" + std::to_string(worker.port)}, {},
+              [](FleetOptions& options) { options.dns_refresh = absl::Milliseconds(200); });
+  // localhost is 127.0.0.1 and perhaps ::1; the worker listens on the first
+  // only, so a ::1 member stays unhealthy and takes nothing.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto member = Member(worker.address());
+        return member && member->healthy();
+      },
+      std::chrono::seconds(5)));
+  const tern::v1::ClusterStateResponse state = State();
+  for (const auto& status : state.workers()) {
+    EXPECT_TRUE(status.address() == worker.address() ||
+                status.address() == "[::1]:" + std::to_string(worker.port))
+        << status.address();
+  }
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(
+        Generate(Request("tiny", 2, LongPrompt(2, 40 + i)), std::chrono::seconds(30)).status.ok());
+  }
+  EXPECT_EQ(worker.engine->Load().prompt_tokens, 3u * 32);
 }
 
 TEST_F(RouterServiceTest, HotSpotGuardSpreadsAPopularPrefix) {
