@@ -107,6 +107,7 @@ absl::Status ApiService::StartGeneration(Endpoint endpoint, const HttpRequest& r
       PreparedRequest prepared,
       PrepareGenerateRequest(parsed, registry_->model(), view.max_model_len, identity.id));
   prepared.rpc.set_routing_policy(request.routing_policy);
+  if (!request.session_id.empty()) prepared.rpc.set_session_key(request.session_id);
   CompletionHandler::Dependencies deps;
   deps.model = &registry_->model();
   deps.router = router_;

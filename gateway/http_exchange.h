@@ -24,6 +24,9 @@ struct HttpRequest {
   std::string authorization;  // the Authorization header, possibly empty
   // The x-tern-routing-policy header, possibly empty (router.proto routing_policy).
   std::string routing_policy;
+  // The x-session-id header, possibly empty: a session-affinity hint that
+  // takes precedence over the body's `user` (router.proto session_key).
+  std::string session_id;
   bool keep_alive = true;
 };
 

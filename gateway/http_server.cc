@@ -177,6 +177,7 @@ class Session : public std::enable_shared_from_this<Session> {
       request.query = std::string(target.substr(query_at + 1));
     request.authorization = std::string(message[http::field::authorization]);
     request.routing_policy = std::string(message["x-tern-routing-policy"]);
+    request.session_id = std::string(message["x-session-id"]);
     request.keep_alive = message.keep_alive();
     request.body = std::move(message.body());
     head_request_ = message.method() == http::verb::head;

@@ -73,6 +73,11 @@ class HttpServerTest : public ::testing::Test {
                       " auth=" + request.authorization + " body=" + request.body;
       response.headers.emplace_back("X-Test", "1");
       exchange->Respond(std::move(response));
+    } else if (request.path == "/hints") {
+      HttpResponse response;
+      response.content_type = "text/plain";
+      response.body = "policy=" + request.routing_policy + " session=" + request.session_id;
+      exchange->Respond(std::move(response));
     } else if (request.path == "/stream") {
       exchange->StartEventStream();
       exchange->SetOnClientGone([this] { client_gone_.Notify(); });
@@ -118,6 +123,17 @@ TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   auto second = client.Request(Get("/echo"));
   ASSERT_TRUE(second.ok);
   EXPECT_EQ(second.body, "GET /echo ? auth= body=");
+}
+
+TEST_F(HttpServerTest, RoutingHintsComeFromTheirHeaders) {
+  TestHttpClient client(server_->port());
+  auto hinted = client.Request(
+      PostJson("/hints", "{}", "X-Tern-Routing-Policy: round-robin\r\nX-Session-Id: chat-42\r\n"));
+  ASSERT_TRUE(hinted.ok);
+  EXPECT_EQ(hinted.body, "policy=round-robin session=chat-42");
+  auto plain = client.Request(Get("/hints"));
+  ASSERT_TRUE(plain.ok);
+  EXPECT_EQ(plain.body, "policy= session=");
 }
 
 TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
