@@ -37,20 +37,20 @@ absl::StatusOr<ChildProcess> ProcessSupervisor::Start(const std::string& name,
     std::fprintf(stderr, "cannot start %s: %s\n", args[0], std::strerror(errno));
     _exit(127);
   }
-  ChildProcess child{name, pid};
+  ChildProcess child{name, pid, argv};
   children_.push_back(child);
   return child;
 }
 
-std::optional<std::string> ProcessSupervisor::ReapExited() {
+std::optional<ExitedChild> ProcessSupervisor::ReapExited() {
   for (auto it = children_.begin(); it != children_.end(); ++it) {
     int status = 0;
     if (waitpid(it->pid, &status, WNOHANG) == it->pid) {
       std::string how = WIFEXITED(status) ? absl::StrCat("exited with status ", WEXITSTATUS(status))
                                           : absl::StrCat("was killed by signal ", WTERMSIG(status));
-      std::string line = absl::StrCat(it->name, " (pid ", it->pid, ") ", how);
+      ExitedChild exited{*it, absl::StrCat(it->name, " (pid ", it->pid, ") ", how)};
       children_.erase(it);
-      return line;
+      return exited;
     }
   }
   return std::nullopt;

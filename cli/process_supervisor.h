@@ -19,6 +19,12 @@ namespace tern::cli {
 struct ChildProcess {
   std::string name;
   pid_t pid = -1;
+  std::vector<std::string> argv;  // as started, so it can be started again
+};
+
+struct ExitedChild {
+  ChildProcess child;
+  std::string description;  // "worker 1 (pid 42) was killed by signal 9"
 };
 
 class ProcessSupervisor {
@@ -29,7 +35,7 @@ class ProcessSupervisor {
   absl::StatusOr<ChildProcess> Start(const std::string& name, const std::vector<std::string>& argv);
 
   // A child that has exited since the last call, with a description of how.
-  std::optional<std::string> ReapExited();
+  std::optional<ExitedChild> ReapExited();
 
   // SIGTERM to every child, then SIGKILL to those still alive after `grace`.
   void StopAll(std::chrono::milliseconds grace);

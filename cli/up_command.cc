@@ -7,11 +7,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/cpu_set.h"
@@ -36,6 +39,9 @@ constexpr char kUsage[] =
     "tensor-parallel rank per CPU of its group.\n";
 
 using Clock = std::chrono::steady_clock;
+
+// Restarts of one worker before `tern up` gives up and stops the cluster.
+constexpr int kMaxWorkerRestarts = 10;
 
 void Say(const std::string& line) { std::cout << "[tern up] " << line << std::endl; }
 
@@ -100,7 +106,7 @@ bool WaitUntil(ProcessSupervisor& supervisor, const std::string& what, std::chro
   while (!g_stop_signal) {
     if (ready()) return true;
     if (auto exited = supervisor.ReapExited()) {
-      Say(absl::StrCat("error: ", *exited, " while waiting for ", what));
+      Say(absl::StrCat("error: ", exited->description, " while waiting for ", what));
       return false;
     }
     if (Clock::now() - start > limit) {
@@ -302,12 +308,47 @@ int RunUpCommand(int argc, char** argv, int first) {
             << "[tern up] press Ctrl-C to stop\n"
             << std::endl;
 
+  // A worker that dies is started again (same address and flags; the router
+  // resumes its requests elsewhere meanwhile and takes it back once healthy),
+  // after a delay that doubles with each restart. The router or the gateway
+  // dying stops the cluster.
+  struct PendingRestart {
+    ChildProcess child;
+    Clock::time_point at;
+  };
+  std::vector<PendingRestart> pending;
+  std::map<std::string, int> restarts;
   int exit_code = 0;
   while (!g_stop_signal) {
     if (auto exited = supervisor.ReapExited()) {
-      Say(absl::StrCat("error: ", *exited, "; stopping the cluster"));
-      exit_code = 1;
-      break;
+      const bool worker = absl::StartsWith(exited->child.name, "worker");
+      int& count = restarts[exited->child.name];
+      if (!worker || count >= kMaxWorkerRestarts) {
+        Say(absl::StrCat("error: ", exited->description, worker ? " too often" : "",
+                         "; stopping the cluster"));
+        exit_code = 1;
+        break;
+      }
+      const auto delay = std::chrono::milliseconds(500) * (1 << std::min(count, 6));
+      ++count;
+      Say(absl::StrCat(exited->description, "; restarting it in ",
+                       std::chrono::duration_cast<std::chrono::milliseconds>(delay).count(),
+                       " ms (restart ", count, " of ", kMaxWorkerRestarts, ")"));
+      pending.push_back({exited->child, Clock::now() + delay});
+    }
+    for (auto it = pending.begin(); it != pending.end();) {
+      if (Clock::now() < it->at) {
+        ++it;
+        continue;
+      }
+      auto started = supervisor.Start(it->child.name, it->child.argv);
+      if (!started.ok()) {
+        Say(absl::StrCat("error: cannot restart ", it->child.name, ": ",
+                         started.status().message()));
+      } else {
+        Say(absl::StrCat("restarted ", it->child.name, " (pid ", started->pid, ")"));
+      }
+      it = pending.erase(it);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
