@@ -69,17 +69,12 @@ constexpr KernelSet kAvx512Set = {.isa = Isa::kAvx512,
                                   .log_softmax_stats = avx512::LogSoftmaxStatsOf,
                                   .top_n = avx512::TopN};
 // As kAvx512Set but for the matmul.
-constexpr KernelSet kAvx512Bf16Set = {.isa = Isa::kAvx512Bf16,
-                                      .matmul_bf16 = avx512::MatmulBf16Dot,
-                                      .rms_norm = avx512::RmsNorm,
-                                      .silu_mul = avx512::SiluMul,
-                                      .softmax = avx512::Softmax,
-                                      .dot_f32 = avx512::DotF32,
-                                      .axpy = avx512::Axpy,
-                                      .add = avx512::Add,
-                                      .paged_attention = avx512::PagedAttention,
-                                      .log_softmax_stats = avx512::LogSoftmaxStatsOf,
-                                      .top_n = avx512::TopN};
+constexpr KernelSet WithBf16DotMatmul(KernelSet set) {
+  set.isa = Isa::kAvx512Bf16;
+  set.matmul_bf16 = avx512::MatmulBf16Dot;
+  return set;
+}
+constexpr KernelSet kAvx512Bf16Set = WithBf16DotMatmul(kAvx512Set);
 
 struct CpuFeatures {
   bool avx2 = false;

@@ -145,6 +145,38 @@ class RouterServiceTest : public ::testing::Test {
     return done();
   }
 
+  // `n` in-process workers serving the tiny model.
+  std::vector<std::unique_ptr<InProcessWorker>> StartWorkers(int n) {
+    std::vector<std::unique_ptr<InProcessWorker>> workers;
+    for (int i = 0; i < n; ++i) {
+      workers.push_back(std::make_unique<InProcessWorker>(model_.get(), "tiny"));
+    }
+    return workers;
+  }
+
+  static std::vector<std::string> Addresses(
+      const std::vector<std::unique_ptr<InProcessWorker>>& workers) {
+    std::vector<std::string> addresses;
+    for (const auto& worker : workers) addresses.push_back(worker->address());
+    return addresses;
+  }
+
+  // Waits until the router's index shows a worker holding `blocks` blocks;
+  // its index in ClusterState, or -1 after 5 s.
+  int WaitForHolder(int64_t blocks) {
+    int holder = -1;
+    WaitFor(
+        [&] {
+          const auto state = State();
+          for (int i = 0; i < state.workers_size(); ++i) {
+            if (state.workers(i).cached_blocks() >= blocks) holder = i;
+          }
+          return holder >= 0;
+        },
+        std::chrono::seconds(5));
+    return holder;
+  }
+
   static bool WaitIdle(worker::Engine& engine) {
     return WaitFor(
         [&] {
@@ -270,26 +302,14 @@ TEST_F(RouterServiceTest, DeadlinePropagatesToTheWorker) {
 }
 
 TEST_F(RouterServiceTest, PrefixPolicySendsARepeatedPromptToTheWorkerThatCachedIt) {
-  std::vector<std::unique_ptr<InProcessWorker>> workers;
-  std::vector<std::string> addresses;
-  for (int i = 0; i < 3; ++i) {
-    workers.push_back(std::make_unique<InProcessWorker>(model_.get(), "tiny"));
-    addresses.push_back(workers.back()->address());
-  }
+  std::vector<std::unique_ptr<InProcessWorker>> workers = StartWorkers(3);
+  const std::vector<std::string> addresses = Addresses(workers);
   StartRouter(addresses);
   const std::vector<int32_t> prompt = LongPrompt(6, 1);
   ASSERT_TRUE(Generate(Request("tiny", 2, prompt), std::chrono::seconds(30)).status.ok());
   // The worker that computed it publishes its blocks; wait for the index.
-  int holder = -1;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        const auto state = State();
-        for (int i = 0; i < state.workers_size(); ++i) {
-          if (state.workers(i).cached_blocks() >= 6) holder = i;
-        }
-        return holder >= 0;
-      },
-      std::chrono::seconds(5)));
+  const int holder = WaitForHolder(6);
+  ASSERT_GE(holder, 0);
   // Sequential repeats, with distinct other prompts between them.
   for (int round = 0; round < 4; ++round) {
     Result result = Generate(Request("tiny", 2, prompt), std::chrono::seconds(30));
@@ -312,24 +332,12 @@ TEST_F(RouterServiceTest, PrefixPolicySendsARepeatedPromptToTheWorkerThatCachedI
 }
 
 TEST_F(RouterServiceTest, APerRequestPolicyOverridesTheConfiguredOne) {
-  std::vector<std::unique_ptr<InProcessWorker>> workers;
-  std::vector<std::string> addresses;
-  for (int i = 0; i < 2; ++i) {
-    workers.push_back(std::make_unique<InProcessWorker>(model_.get(), "tiny"));
-    addresses.push_back(workers.back()->address());
-  }
+  std::vector<std::unique_ptr<InProcessWorker>> workers = StartWorkers(2);
+  const std::vector<std::string> addresses = Addresses(workers);
   StartRouter(addresses);
   const std::vector<int32_t> prompt = LongPrompt(6, 1);
   ASSERT_TRUE(Generate(Request("tiny", 2, prompt), std::chrono::seconds(30)).status.ok());
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        const auto state = State();
-        for (int i = 0; i < state.workers_size(); ++i) {
-          if (state.workers(i).cached_blocks() >= 6) return true;
-        }
-        return false;
-      },
-      std::chrono::seconds(5)));
+  ASSERT_GE(WaitForHolder(6), 0);
   // Round-robin ignores the cache: the repeats land on both workers, so
   // both end up holding the prompt.
   for (int round = 0; round < 4; ++round) {
@@ -346,12 +354,8 @@ TEST_F(RouterServiceTest, APerRequestPolicyOverridesTheConfiguredOne) {
 }
 
 TEST_F(RouterServiceTest, AModelPolicyOverridesTheDefaultOne) {
-  std::vector<std::unique_ptr<InProcessWorker>> workers;
-  std::vector<std::string> addresses;
-  for (int i = 0; i < 2; ++i) {
-    workers.push_back(std::make_unique<InProcessWorker>(model_.get(), "tiny"));
-    addresses.push_back(workers.back()->address());
-  }
+  std::vector<std::unique_ptr<InProcessWorker>> workers = StartWorkers(2);
+  const std::vector<std::string> addresses = Addresses(workers);
   DispatcherOptions options;  // prefix by default
   options.model_policies["tiny"] = PolicyKind::kRoundRobin;
   StartRouter(addresses, options);
@@ -367,12 +371,8 @@ TEST_F(RouterServiceTest, AModelPolicyOverridesTheDefaultOne) {
 }
 
 TEST_F(RouterServiceTest, ASessionStaysOnItsWorkerAndSessionsSpread) {
-  std::vector<std::unique_ptr<InProcessWorker>> workers;
-  std::vector<std::string> addresses;
-  for (int i = 0; i < 3; ++i) {
-    workers.push_back(std::make_unique<InProcessWorker>(model_.get(), "tiny"));
-    addresses.push_back(workers.back()->address());
-  }
+  std::vector<std::unique_ptr<InProcessWorker>> workers = StartWorkers(3);
+  const std::vector<std::string> addresses = Addresses(workers);
   StartRouter(addresses);
   // The worker rendezvous hashing gives a session, computed here.
   auto home = [&](const std::string& key) {
@@ -496,12 +496,8 @@ TEST_F(RouterServiceTest, ADnsNameBecomesAWorkerPerAddress) {
 }
 
 TEST_F(RouterServiceTest, HotSpotGuardSpreadsAPopularPrefix) {
-  std::vector<std::unique_ptr<InProcessWorker>> workers;
-  std::vector<std::string> addresses;
-  for (int i = 0; i < 3; ++i) {
-    workers.push_back(std::make_unique<InProcessWorker>(model_.get(), "tiny"));
-    addresses.push_back(workers.back()->address());
-  }
+  std::vector<std::unique_ptr<InProcessWorker>> workers = StartWorkers(3);
+  const std::vector<std::string> addresses = Addresses(workers);
   DispatcherOptions options;
   options.policy.imbalance_abs = 1;
   options.policy.imbalance_rel = 1.0;
