@@ -180,10 +180,10 @@ PrefixIndexStats PrefixIndex::stats() const {
     stats.exact_pairs += static_cast<int64_t>(state.blocks.size());
   }
   stats.approx_pairs = static_cast<int64_t>(approx_lru_.size());
-  absl::flat_hash_set<uint64_t> distinct;
-  for (const auto& [hash, holders] : exact_) distinct.insert(hash);
-  for (const auto& [hash, holders] : approx_) distinct.insert(hash);
-  stats.distinct_blocks = static_cast<int64_t>(distinct.size());
+  stats.distinct_blocks = static_cast<int64_t>(exact_.size());
+  for (const auto& [hash, holders] : approx_) {
+    if (!exact_.contains(hash)) ++stats.distinct_blocks;
+  }
   stats.resyncs = resyncs_;
   return stats;
 }
