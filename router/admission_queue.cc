@@ -85,12 +85,4 @@ std::vector<AdmissionQueue::RequestId> AdmissionQueue::Snapshot() const {
   return ids;
 }
 
-std::optional<absl::Time> AdmissionQueue::oldest_arrival() const {
-  std::optional<absl::Time> oldest;
-  for (const auto& [key, entry] : queue_) {
-    if (!oldest || key.arrival < *oldest) oldest = key.arrival;
-  }
-  return oldest;
-}
-
 }  // namespace tern::router

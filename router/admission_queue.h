@@ -68,8 +68,6 @@ class AdmissionQueue {
   std::vector<RequestId> Snapshot() const;
   size_t size() const { return by_id_.size(); }
   bool empty() const { return by_id_.empty(); }
-  // Arrival of the oldest waiting request, if any.
-  std::optional<absl::Time> oldest_arrival() const;
 
  private:
   // Queue order: priority descending, then arrival, then push order.

@@ -39,8 +39,7 @@ TEST(AdmissionQueueTest, LimitsAndCancellation) {
   ASSERT_TRUE(queue.Push(3, 0, kT0 + absl::Seconds(4)).ok());
   EXPECT_EQ(queue.Expire(kT0 + absl::Seconds(6)), (std::vector<AdmissionQueue::RequestId>{1}));
   EXPECT_EQ(queue.Expire(kT0 + absl::Seconds(6)).size(), 0u);
-  EXPECT_EQ(queue.size(), 1u);
-  EXPECT_EQ(queue.oldest_arrival(), kT0 + absl::Seconds(4));
+  EXPECT_EQ(queue.Snapshot(), (std::vector<AdmissionQueue::RequestId>{3}));
 }
 
 TEST(AdmissionQueueTest, AWorkerTakesTheRequestThatSuitsItBest) {
