@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/model_config.h"
+#include "worker/model/model_config.h"
 
 namespace tern::cli {
 

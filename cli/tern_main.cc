@@ -3,8 +3,8 @@
 #include <cstring>
 #include <iostream>
 
-#include "cli/bench_command.h"
-#include "cli/model_command.h"
+#include "cli/bench/bench_command.h"
+#include "cli/model/model_command.h"
 #include "cli/status_command.h"
 #include "cli/up_command.h"
 

@@ -17,13 +17,15 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "cli/cpu_set.h"
 #include "cli/process_supervisor.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "nlohmann/json.hpp"
 #include "tern/v1/router.grpc.pb.h"
-#include "worker/model_config.h"
+#include "worker/model/model_config.h"
 
 namespace tern::cli {
 namespace {
@@ -69,6 +71,11 @@ int RouterReadyWorkers(const std::string& address) {
   int ready = 0;
   for (const auto& card : response.models()) ready += card.ready_workers();
   return ready;
+}
+
+// `text` as one word for a POSIX shell: in single quotes, each ' written '\''.
+std::string ShellQuoted(const std::string& text) {
+  return absl::StrCat("'", absl::StrReplaceAll(text, {{"'", "'\\''"}}), "'");
 }
 
 // GET /health on the gateway; true on a 200.
@@ -298,11 +305,20 @@ int RunUpCommand(int argc, char** argv, int first) {
 
   const std::string base =
       absl::StrCat("http://", host == "0.0.0.0" ? "127.0.0.1" : host, ":", gateway_port, "/v1");
-  std::cout << "\n[tern up] ready: " << num_workers << " worker(s), OpenAI API at " << base
-            << "\n[tern up] try:\n  curl " << base << "/models\n  curl " << base
+  // The id the gateway serves the model under, as it derives it.
+  const std::string model_id = flags->GetOr(
+      "served-model-name", config.model.served_name.empty()
+                               ? DefaultServedModelName(config.model.path)
+                               : config.model.served_name);
+  const nlohmann::ordered_json example = {
+      {"model", model_id},
+      {"messages", {{{"role", "user"}, {"content", "Hello!"}}}},
+      {"max_tokens", 32}};
+  std::cout << "\n[tern up] ready: " << num_workers << " worker(s), model " << model_id
+            << ", OpenAI API at " << base << "\n[tern up] try:\n  curl " << base
+            << "/models\n  curl " << base
             << "/chat/completions -H 'Content-Type: application/json' \\\n"
-            << "    -d '{\"model\": \"<id from /v1/models>\", \"messages\": [{\"role\": \"user\", "
-               "\"content\": \"Hello!\"}], \"max_tokens\": 32}'\n"
+            << "    -d " << ShellQuoted(example.dump()) << "\n"
             << "[tern up] metrics: " << base.substr(0, base.size() - 3) << "/metrics (gateway), "
             << absl::StrJoin(metrics_urls, ", ") << "\n"
             << "[tern up] press Ctrl-C to stop\n"

@@ -2,13 +2,17 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 
 namespace tern {
@@ -148,6 +152,64 @@ absl::StatusOr<ClusterConfig> LoadClusterConfig(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   return ParseClusterConfig(text.str());
+}
+
+FlagOverride::FlagOverride(std::string flag, std::string* field)
+    : flag_(std::move(flag)), field_(field) {}
+FlagOverride::FlagOverride(std::string flag, int32_t* field)
+    : flag_(std::move(flag)), field_(field) {}
+FlagOverride::FlagOverride(std::string flag, double* field)
+    : flag_(std::move(flag)), field_(field) {}
+FlagOverride::FlagOverride(std::string flag, std::vector<std::string>* field)
+    : flag_(std::move(flag)), field_(field) {}
+FlagOverride::FlagOverride(std::string flag, std::vector<int32_t>* field)
+    : flag_(std::move(flag)), field_(field) {}
+FlagOverride::FlagOverride(std::string flag, bool* field, bool value_when_given)
+    : flag_(std::move(flag)), field_(field), value_when_given_(value_when_given) {}
+
+absl::Status FlagOverride::Apply(const Flags& flags) const {
+  const std::optional<std::string> value = flags.Get(flag_);
+  if (!value) return absl::OkStatus();
+  auto bad = [&](const char* what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag_, " takes ", what, ", got '", *value, "'"));
+  };
+  if (auto* field = std::get_if<std::string*>(&field_)) {
+    **field = *value;
+  } else if (auto* field = std::get_if<int32_t*>(&field_)) {
+    int32_t parsed = 0;
+    if (!absl::SimpleAtoi(*value, &parsed)) return bad("an integer");
+    **field = parsed;
+  } else if (auto* field = std::get_if<double*>(&field_)) {
+    double parsed = 0;
+    if (!absl::SimpleAtod(*value, &parsed) || !std::isfinite(parsed)) return bad("a number");
+    **field = parsed;
+  } else if (auto* field = std::get_if<std::vector<std::string>*>(&field_)) {
+    **field = absl::StrSplit(*value, ',', absl::SkipEmpty());
+  } else if (auto* field = std::get_if<std::vector<int32_t>*>(&field_)) {
+    std::vector<int32_t> parsed;
+    for (absl::string_view item : absl::StrSplit(*value, ',', absl::SkipEmpty())) {
+      int32_t number = 0;
+      if (!absl::SimpleAtoi(item, &number) || number < 0) {
+        return bad("a comma-separated list of non-negative integers");
+      }
+      parsed.push_back(number);
+    }
+    **field = std::move(parsed);
+  } else if (auto* field = std::get_if<bool*>(&field_)) {
+    // A boolean flag holds "true", or "false" when written --flag=false.
+    if (*value == "true") **field = value_when_given_;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadConfigWithFlags(const Flags& flags, ClusterConfig* config,
+                                 std::initializer_list<FlagOverride> overrides) {
+  if (const std::optional<std::string> path = flags.Get("config")) {
+    TERN_ASSIGN_OR_RETURN(*config, LoadClusterConfig(*path));
+  }
+  for (const FlagOverride& override_ : overrides) TERN_RETURN_IF_ERROR(override_.Apply(flags));
+  return absl::OkStatus();
 }
 
 }  // namespace tern

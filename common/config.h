@@ -5,11 +5,14 @@
 #define TERN_COMMON_CONFIG_H_
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/flags.h"
 
 namespace tern {
 
@@ -105,6 +108,46 @@ std::string DefaultServedModelName(const std::string& model_path);
 
 // Reads and parses a file; NotFound when it does not exist.
 absl::StatusOr<ClusterConfig> LoadClusterConfig(const std::string& path);
+
+// A config field that a command-line flag replaces when it is given: a
+// string as given; an int32 or a double parsed; a list split at commas
+// (empty items dropped); a bool set to `value_when_given` by a flag that
+// takes no value (`--no-prefix-caching` -> enable_prefix_caching = false;
+// `--no-prefix-caching=false` leaves it).
+class FlagOverride {
+ public:
+  FlagOverride(std::string flag, std::string* field);
+  FlagOverride(std::string flag, int32_t* field);
+  FlagOverride(std::string flag, double* field);
+  FlagOverride(std::string flag, std::vector<std::string>* field);
+  FlagOverride(std::string flag, std::vector<int32_t>* field);
+  FlagOverride(std::string flag, bool* field, bool value_when_given);
+
+  // Sets the field when `flags` has the flag. INVALID_ARGUMENT naming the
+  // flag when its value does not parse; the field is then unchanged.
+  absl::Status Apply(const Flags& flags) const;
+
+ private:
+  std::string flag_;
+  std::variant<std::string*, int32_t*, double*, std::vector<std::string>*,
+               std::vector<int32_t>*, bool*>
+      field_;
+  bool value_when_given_ = true;
+};
+
+// What every binary's main does with its flags and tern.yaml: fills
+// `*config` from the file named by --config (the defaults when the flag is
+// absent), then applies each override whose flag was given, in order. The
+// overrides point into `*config`. NOT_FOUND / INVALID_ARGUMENT from
+// LoadClusterConfig; INVALID_ARGUMENT from FlagOverride::Apply.
+//
+//   tern::ClusterConfig config;
+//   absl::Status status = tern::LoadConfigWithFlags(*flags, &config, {
+//       {"listen", &config.router.listen},
+//       {"max-queue", &config.router.max_queue},
+//       {"workers", &config.router.workers}});
+absl::Status LoadConfigWithFlags(const Flags& flags, ClusterConfig* config,
+                                 std::initializer_list<FlagOverride> overrides);
 
 }  // namespace tern
 

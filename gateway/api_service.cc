@@ -5,11 +5,11 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
-#include "gateway/api_error.h"
+#include "gateway/http/api_error.h"
 #include "gateway/completion_handler.h"
-#include "gateway/openai_request.h"
-#include "gateway/openai_response.h"
-#include "gateway/request_builder.h"
+#include "gateway/openai/openai_request.h"
+#include "gateway/openai/openai_response.h"
+#include "gateway/openai/request_builder.h"
 
 namespace tern::gateway {
 namespace {

@@ -22,10 +22,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "gateway/http_exchange.h"
+#include "gateway/http/http_exchange.h"
 #include "gateway/metrics.h"
 #include "gateway/model_registry.h"
-#include "gateway/openai_request.h"
+#include "gateway/openai/openai_request.h"
 #include "gateway/router_client.h"
 
 namespace tern::gateway {

@@ -4,7 +4,7 @@
 #include <utility>
 
 #include "common/log.h"
-#include "gateway/api_error.h"
+#include "gateway/http/api_error.h"
 
 namespace tern::gateway {
 

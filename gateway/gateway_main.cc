@@ -8,12 +8,12 @@
 #include "common/log.h"
 #include "common/signals.h"
 #include "gateway/api_service.h"
-#include "gateway/host_port.h"
-#include "gateway/http_server.h"
+#include "gateway/http/host_port.h"
+#include "gateway/http/http_server.h"
 #include "gateway/metrics.h"
 #include "gateway/model_registry.h"
 #include "gateway/router_client.h"
-#include "gateway/served_model.h"
+#include "gateway/openai/served_model.h"
 
 namespace {
 
@@ -41,19 +41,15 @@ int Run(int argc, char** argv) {
   tern::InitLogging("gateway", tern::ParseLogLevel(flags->GetOr("log-level", "info")));
 
   tern::ClusterConfig config;
-  if (auto path = flags->Get("config")) {
-    auto loaded = tern::LoadClusterConfig(*path);
-    if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
-    config = *loaded;
-  }
   tern::GatewaySection& section = config.gateway;
-  if (auto v = flags->Get("model")) config.model.path = *v;
-  if (auto v = flags->Get("served-model-name")) config.model.served_name = *v;
-  if (auto v = flags->Get("listen")) section.listen = *v;
-  if (auto v = flags->Get("router")) section.router = *v;
-  auto io_threads = flags->GetInt("io-threads");
-  if (!io_threads.ok()) return Fail(std::string(io_threads.status().message()));
-  if (*io_threads) section.io_threads = static_cast<int32_t>(**io_threads);
+  const absl::Status configured =
+      tern::LoadConfigWithFlags(*flags, &config,
+                                {{"model", &config.model.path},
+                                 {"served-model-name", &config.model.served_name},
+                                 {"listen", &section.listen},
+                                 {"router", &section.router},
+                                 {"io-threads", &section.io_threads}});
+  if (!configured.ok()) return Fail(std::string(configured.message()));
   if (config.model.path.empty()) return Fail("no model directory (--model DIR or model.path)");
   auto listen = ParseHostPort(section.listen);
   if (!listen.ok()) return Fail(std::string(listen.status().message()));

@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
-#include "gateway/api_error.h"
+#include "gateway/http/api_error.h"
 
 namespace tern::gateway {
 

@@ -19,7 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "gateway/router_client.h"
-#include "gateway/served_model.h"
+#include "gateway/openai/served_model.h"
 
 namespace tern::gateway {
 

@@ -15,9 +15,21 @@ namespace {
 // the queue: they were admitted once, and their client may be streaming.
 constexpr int32_t kResumePriority = std::numeric_limits<int32_t>::max();
 
-bool IsWorkerFailure(grpc::StatusCode code) {
-  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::INTERNAL ||
-         code == grpc::StatusCode::UNKNOWN;
+AttemptOutcome::End EndOf(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return AttemptOutcome::End::kOk;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::INTERNAL:
+    case grpc::StatusCode::UNKNOWN:
+      return AttemptOutcome::End::kWorkerFailure;
+    case grpc::StatusCode::CANCELLED:
+      return AttemptOutcome::End::kCancelled;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return AttemptOutcome::End::kResourceExhausted;
+    default:
+      return AttemptOutcome::End::kOther;
+  }
 }
 
 }  // namespace
@@ -30,7 +42,7 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
                                public WorkerCall,
                                public std::enable_shared_from_this<GenerateRelay::Attempt> {
  public:
-  Attempt(GenerateRelay* relay, WorkerEndpoint* worker, tern::v1::GenerateRequest request,
+  Attempt(GenerateRelay* relay, FleetMember* worker, tern::v1::GenerateRequest request,
           int32_t predicted_cached_tokens)
       : relay_(relay),
         worker_(worker),
@@ -42,8 +54,8 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
 
   void Start() {
     self_ = shared_from_this();
-    registration_ = relay_->fleet_->RegisterCall(*worker_, weak_from_this());
-    worker_->stub()->async()->Generate(&context_, &request_, this);
+    registration_ = relay_->fleet_->state().RegisterCall(*worker_, weak_from_this());
+    relay_->fleet_->stub(*worker_)->async()->Generate(&context_, &request_, this);
     AddHold();
     StartRead(&response_);
     StartCall();
@@ -53,7 +65,7 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
   void Cancel() { context_.TryCancel(); }
   // After Release the relay must not touch this attempt again.
   void Release() { RemoveHold(); }
-  WorkerEndpoint* worker() const { return worker_; }
+  FleetMember* worker() const { return worker_; }
   bool resumed() const { return request_.resume_token_ids_size() > 0; }
   int32_t predicted_cached_tokens() const { return predicted_cached_tokens_; }
   bool lost() const { return lost_.load(); }
@@ -74,13 +86,13 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
 
   void OnDone(const grpc::Status& status) override {
     std::shared_ptr<Attempt> keep = std::move(self_);
-    relay_->fleet_->UnregisterCall(*worker_, registration_);
+    relay_->fleet_->state().UnregisterCall(*worker_, registration_);
     relay_->OnAttemptDone(this, status);
   }
 
  private:
   GenerateRelay* const relay_;
-  WorkerEndpoint* const worker_;
+  FleetMember* const worker_;
   tern::v1::GenerateRequest request_;
   const int32_t predicted_cached_tokens_;
   grpc::ClientContext context_;
@@ -146,13 +158,13 @@ void GenerateRelay::Admit() {
   }
 }
 
-void GenerateRelay::OnDispatched(WorkerEndpoint* worker, int32_t predicted_cached_tokens) {
+void GenerateRelay::OnDispatched(FleetMember* worker, int32_t predicted_cached_tokens) {
   StartAttempt(worker, predicted_cached_tokens);
 }
 
 void GenerateRelay::OnRejected(const absl::Status& status) { FinishWithError(status); }
 
-void GenerateRelay::StartAttempt(WorkerEndpoint* worker, int32_t predicted_cached_tokens) {
+void GenerateRelay::StartAttempt(FleetMember* worker, int32_t predicted_cached_tokens) {
   std::shared_ptr<Attempt> attempt;
   {
     absl::MutexLock lock(&mu_);
@@ -206,7 +218,7 @@ void GenerateRelay::OnWorkerResponse(Attempt* attempt, const tern::v1::GenerateR
     }
   }
   if (report_prefix) {
-    fleet_->OnPrefixReport(*attempt->worker(), response.usage().prompt_tokens(),
+    fleet_->state().OnPrefixReport(*attempt->worker(), response.usage().prompt_tokens(),
                            attempt->predicted_cached_tokens(),
                            response.usage().cached_prompt_tokens());
   }
@@ -232,58 +244,50 @@ void GenerateRelay::OnWriteDone(bool ok) {
 }
 
 void GenerateRelay::OnAttemptDone(Attempt* attempt, const grpc::Status& status) {
-  WorkerEndpoint* const worker = attempt->worker();
+  FleetMember* const worker = attempt->worker();
   dispatcher_->Release(worker);
   const grpc::StatusCode code = status.error_code();
-  bool client_gone = false;
-  bool retry = false;
-  bool budget_spent = false;
-  int32_t max_tokens = request_->request().sampling().max_tokens();
-  size_t streamed = 0;
-  absl::Duration delay;
+  AttemptOutcome outcome;
+  outcome.end = EndOf(code);
+  outcome.worker_lost = attempt->lost();
+  outcome.max_tokens = request_->request().sampling().max_tokens();
+  thread_local std::minstd_rand jitter_source(std::random_device{}());
+  const double jitter = std::uniform_real_distribution<double>(0.8, 1.2)(jitter_source);
+  FailoverDecision decision;
   {
     absl::MutexLock lock(&mu_);
     attempt_ = nullptr;
-    client_gone = cancelled_;
-    streamed = streamed_.size();
-    // A worker that died or was declared lost cancels its own calls.
-    const bool worker_failed = attempt->lost() || IsWorkerFailure(code) ||
-                               (code == grpc::StatusCode::CANCELLED && !client_gone);
-    const bool retryable =
-        worker_failed || (streamed == 0 && code == grpc::StatusCode::RESOURCE_EXHAUSTED);
-    if (!status.ok() && !client_gone && retryable) {
-      if (retries_ < options_.max_retries) {
-        retry = true;
-        failed_.push_back(worker);
-        last_error_ = status;
-        phase_ = Phase::kBackoff;
-        thread_local std::minstd_rand jitter_source(std::random_device{}());
-        const double jitter = std::uniform_real_distribution<double>(0.8, 1.2)(jitter_source);
-        delay = options_.backoff * std::pow(options_.backoff_multiplier, retries_) * jitter;
-        ++retries_;
-      } else {
-        budget_spent = true;
-      }
+    outcome.client_gone = cancelled_;
+    outcome.streamed = streamed_.size();
+    outcome.retries = retries_;
+    decision = DecideFailover(options_, outcome, jitter);
+    if (decision.action == FailoverDecision::Action::kRetry ||
+        decision.action == FailoverDecision::Action::kCompleteLength) {
+      failed_.push_back(worker);
+      last_error_ = status;
+      phase_ = Phase::kBackoff;
+      ++retries_;
     }
   }
-  // A call the fleet aborted because the worker was declared lost is already
-  // accounted for by the worker's health; it does not count again here.
-  const bool worker_fault = !client_gone && !attempt->lost() &&
-                            (IsWorkerFailure(code) || code == grpc::StatusCode::CANCELLED);
-  fleet_->OnCallResult(*worker, status.ok(), worker_fault);
-  if (!retry) {
-    if (budget_spent) {
+  fleet_->state().OnCallResult(*worker, status.ok(), decision.worker_fault,
+                                 fleet_->clock()->Now());
+  const size_t streamed = outcome.streamed;
+  switch (decision.action) {
+    case FailoverDecision::Action::kFinish:
+      FinishOnce(status);
+      return;
+    case FailoverDecision::Action::kGiveUp:
       FinishOnce(grpc::Status(code, absl::StrCat(status.error_message(), " (after ",
                                                  options_.max_retries, " retries)")));
-    } else {
-      FinishOnce(status);
-    }
-    return;
+      return;
+    case FailoverDecision::Action::kCompleteLength:
+    case FailoverDecision::Action::kRetry:
+      break;
   }
   TERN_LOG(Warning) << "request " << request_->request().request_id() << " failed on "
                     << worker->address() << " after " << streamed << " token(s) ("
                     << status.error_message() << "); resuming on another worker";
-  if (max_tokens > 0 && streamed >= static_cast<size_t>(max_tokens)) {
+  if (decision.action == FailoverDecision::Action::kCompleteLength) {
     // Every token was streamed; only the final message was lost.
     tern::v1::GenerateResponse last;
     last.set_finish_reason(tern::v1::FINISH_REASON_LENGTH);
@@ -300,7 +304,8 @@ void GenerateRelay::OnAttemptDone(Attempt* attempt, const grpc::Status& status) 
     return;
   }
   backoff_alarm_ = std::make_unique<grpc::Alarm>();
-  backoff_alarm_->Set(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(delay),
+  backoff_alarm_->Set(
+      std::chrono::system_clock::now() + absl::ToChronoNanoseconds(decision.delay),
                       [this](bool /*fired*/) { OnBackoffDone(); });
 }
 

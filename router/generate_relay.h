@@ -5,12 +5,11 @@
 //
 // Failover with resume: the relay keeps the token ids already streamed to the
 // client and the sampling seed the worker reported. When the worker's call
-// fails (UNAVAILABLE, INTERNAL, UNKNOWN, or cancelled because the worker died
-// or the fleet declared it lost), the request is admitted again, excluding the
-// workers that failed it, with resume_token_ids = the tokens streamed so far
-// and the same seed, after a backoff with jitter; the client's stream goes on
-// without a duplicated or missing token. Before the first token a worker's
-// RESOURCE_EXHAUSTED is retried too. At most `max_retries` re-dispatches.
+// ends, DecideFailover (router/core/failover.h) says whether to finish or to
+// admit the request again, excluding the workers that failed it, with
+// resume_token_ids = the tokens streamed so far and the same seed, after a
+// backoff with jitter; the client's stream goes on without a duplicated or
+// missing token.
 //
 // Lifetime: created by RouterService::Generate, deletes itself in OnDone.
 // Thread contract: reactions arrive on gRPC threads and never block.
@@ -25,18 +24,13 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "router/dispatcher.h"
+#include "router/core/dispatcher.h"
+#include "router/core/failover.h"
 #include "router/fleet.h"
 #include "tern/v1/router.pb.h"
 #include "tern/v1/worker.grpc.pb.h"
 
 namespace tern::router {
-
-struct RelayOptions {
-  int max_retries = 3;
-  absl::Duration backoff = absl::Milliseconds(50);
-  double backoff_multiplier = 1.5;
-};
 
 class GenerateRelay : public grpc::ServerWriteReactor<tern::v1::GenerateResponse>,
                       public DispatchWaiter {
@@ -50,7 +44,7 @@ class GenerateRelay : public grpc::ServerWriteReactor<tern::v1::GenerateResponse
   void OnCancel() override;
   void OnDone() override;
 
-  void OnDispatched(WorkerEndpoint* worker, int32_t predicted_cached_tokens) override;
+  void OnDispatched(FleetMember* worker, int32_t predicted_cached_tokens) override;
   void OnRejected(const absl::Status& status) override;
 
  private:
@@ -58,7 +52,7 @@ class GenerateRelay : public grpc::ServerWriteReactor<tern::v1::GenerateResponse
   enum class Phase { kWaiting, kRunning, kBackoff, kDone };
 
   void Admit();
-  void StartAttempt(WorkerEndpoint* worker, int32_t predicted_cached_tokens);
+  void StartAttempt(FleetMember* worker, int32_t predicted_cached_tokens);
   void OnWorkerResponse(Attempt* attempt, const tern::v1::GenerateResponse& response);
   void OnAttemptDone(Attempt* attempt, const grpc::Status& status);
   void OnBackoffDone();
@@ -77,7 +71,7 @@ class GenerateRelay : public grpc::ServerWriteReactor<tern::v1::GenerateResponse
   absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kWaiting;
   std::shared_ptr<Attempt> attempt_ ABSL_GUARDED_BY(mu_);
-  std::vector<WorkerEndpoint*> failed_ ABSL_GUARDED_BY(mu_);  // workers that failed this request
+  std::vector<FleetMember*> failed_ ABSL_GUARDED_BY(mu_);  // workers that failed this request
   grpc::Status last_error_ ABSL_GUARDED_BY(mu_);
   int retries_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;

@@ -12,9 +12,9 @@
 #include "common/log.h"
 #include "common/metrics_server.h"
 #include "common/signals.h"
-#include "router/dispatcher.h"
+#include "router/core/dispatcher.h"
 #include "router/fleet.h"
-#include "router/policy.h"
+#include "router/core/policy.h"
 #include "router/router_metrics.h"
 #include "router/router_service.h"
 
@@ -99,7 +99,7 @@ int Run(int argc, char** argv) {
   dispatcher_options.slack = section.slack;
   dispatcher_options.queue.max_length = section.max_queue;
   dispatcher_options.queue.max_wait = absl::Milliseconds(section.max_queue_wait_ms);
-  tern::router::Dispatcher dispatcher(&fleet, dispatcher_options);
+  tern::router::Dispatcher dispatcher(&fleet.state(), dispatcher_options);
   fleet.SetListener([&dispatcher] { dispatcher.Pump(); });
   fleet.Start();
   tern::router::RelayOptions relay_options;

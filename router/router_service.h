@@ -8,7 +8,7 @@
 
 #include <atomic>
 
-#include "router/dispatcher.h"
+#include "router/core/dispatcher.h"
 #include "router/fleet.h"
 #include "router/generate_relay.h"
 #include "tern/v1/router.grpc.pb.h"

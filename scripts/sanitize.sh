@@ -1,31 +1,110 @@
 #!/usr/bin/env bash
-# The tests that parse untrusted input or juggle threads, built with ASan and
-# UBSan (the `asan` preset) and run once. Part of `make test`.
+# The C++ test programs under the sanitizers; part of `make test`.
+#
+#   1. ASan + UBSan (`asan` preset): every test program. The list is CMake's
+#      (TERN_TEST_PROGRAMS, written to build/asan/tern_test_programs.txt), so
+#      a new tern_test() is covered without touching this script.
+#   2. TSan (`tsan` preset): the test programs labelled `threaded` in
+#      tests/**/CMakeLists.txt (build/tsan/tern_threaded_test_programs.txt),
+#      with tests/tsan.supp for races inside Debian's uninstrumented gRPC and
+#      protobuf, and tests/tsan_absl_annotations.cc preloaded so that TSan
+#      understands Debian's absl::Mutex (see that file).
+#
+# Each program runs once, whole (one process, not one per test case), as
+# many at a time as there are cores; a failure prints the end of its log.
+# TERN_SANITIZE_STAGES="asan tsan" (the default) picks the stages.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-targets=(
-  gateway_openai_request_test gateway_http_server_test gateway_api_service_test
-  gateway_tokenizer_test gateway_jinja_test gateway_chat_template_test
-  worker_safetensors_test worker_engine_test worker_kv_block_manager_test
-  worker_scheduler_test worker_executor_test worker_tp_pool_test worker_worker_service_test
-  gateway_logprobs_test router_router_service_test router_prefix_index_test
-  router_admission_queue_test
-)
-echo "[sanitize] configuring (build/asan)"
-cmake --preset asan >/dev/null
-echo "[sanitize] compiling ${#targets[@]} test programs with ASan+UBSan"
-cmake --build --preset asan -j "$(nproc)" --target "${targets[@]}"
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-failed=0
-for t in "${targets[@]}"; do
-  if out=$("build/asan/tests/$t" --gtest_brief=1 2>&1); then
-    echo "[sanitize] $t: ok"
+
+stages="${TERN_SANITIZE_STAGES:-asan tsan}"
+jobs="$(nproc)"
+program_timeout="${TERN_SANITIZE_TIMEOUT:-900}"  # seconds per test program
+
+# run_program STAGE TARGET PATH LOG_DIR: one test program; leaves
+# LOG_DIR/TARGET.log and, on failure, LOG_DIR/TARGET.failed.
+run_program() {
+  local stage=$1 target=$2 path=$3 log_dir=$4
+  local log="$log_dir/$target.log" start=$SECONDS
+  if timeout --kill-after=30 "$program_timeout" "$path" --gtest_brief=1 </dev/null >"$log" 2>&1; then
+    echo "[sanitize] $stage: $target ok ($((SECONDS - start)) s)"
   else
-    echo "$out" | tail -40
-    echo "[sanitize] $t: FAILED"
-    failed=1
+    local rc=$?
+    [ "$rc" -eq 124 ] && echo "(timed out after $program_timeout s)" >>"$log"
+    echo "[sanitize] $stage: $target FAILED (exit $rc, $((SECONDS - start)) s)"
+    touch "$log_dir/$target.failed"
   fi
+}
+
+# run_stage STAGE LIST: runs the programs of LIST ("target path" lines);
+# fails when any of them fails.
+run_stage() {
+  local stage=$1 list=$2
+  local log_dir="build/$stage/sanitize-logs"
+  rm -rf "$log_dir"
+  mkdir -p "$log_dir"
+  local count
+  count=$(grep -c . "$list" || true)
+  echo "[sanitize] $stage: running $count test programs, $jobs at a time (logs: $log_dir)"
+  while read -r target path; do
+    while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
+    run_program "$stage" "$target" "$path" "$log_dir" &
+  done <"$list"
+  wait
+  local failed=()
+  for marker in "$log_dir"/*.failed; do
+    [ -e "$marker" ] || continue
+    local target
+    target=$(basename "$marker" .failed)
+    failed+=("$target")
+    echo "[sanitize] $stage: ---- $target (last 60 lines of $log_dir/$target.log) ----"
+    tail -60 "$log_dir/$target.log"
+  done
+  if ((${#failed[@]})); then
+    echo "[sanitize] $stage: FAILED: ${failed[*]}"
+    return 1
+  fi
+  echo "[sanitize] $stage: all $count test programs passed"
+}
+
+# build_stage PRESET TARGET: configures and builds one preset's programs.
+build_stage() {
+  local preset=$1 target=$2 start=$SECONDS
+  echo "[sanitize] $preset: configuring (build/$preset)"
+  cmake --preset "$preset" >/dev/null
+  echo "[sanitize] $preset: compiling $target with $jobs jobs"
+  cmake --build --preset "$preset" -j "$jobs" --target "$target"
+  echo "[sanitize] $preset: built in $((SECONDS - start)) s"
+}
+
+status=0
+for stage in $stages; do
+  case "$stage" in
+    asan)
+      build_stage asan tern_test_programs
+      export ASAN_OPTIONS=detect_leaks=1:check_initialization_order=1
+      export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+      run_stage asan build/asan/tern_test_programs.txt || status=1
+      unset ASAN_OPTIONS UBSAN_OPTIONS
+      ;;
+    tsan)
+      build_stage tsan tern_threaded_test_programs
+      shim=build/tsan/libtern_tsan_absl_annotations.so
+      if [ ! -f "$shim" ] || [ tests/tsan_absl_annotations.cc -nt "$shim" ]; then
+        echo "[sanitize] tsan: compiling the absl::Mutex annotations ($shim)"
+        c++ -std=c++20 -O1 -g -shared -fPIC tests/tsan_absl_annotations.cc -o "$shim"
+      fi
+      # halt_on_error=0: every report of a program is printed, and the
+      # program still fails (exit 66) at the end.
+      export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp:second_deadlock_stack=1:history_size=4"
+      export LD_PRELOAD="$root/$shim"
+      run_stage tsan build/tsan/tern_threaded_test_programs.txt || status=1
+      unset TSAN_OPTIONS LD_PRELOAD
+      ;;
+    *)
+      echo "[sanitize] unknown stage '$stage' (asan, tsan)" >&2
+      exit 2
+      ;;
+  esac
 done
-exit "$failed"
+exit "$status"

@@ -10,10 +10,7 @@
 #include <iostream>
 #include <thread>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/config.h"
@@ -21,9 +18,9 @@
 #include "common/log.h"
 #include "common/metrics_server.h"
 #include "common/signals.h"
-#include "tern/v1/router.grpc.pb.h"
-#include "worker/engine.h"
-#include "worker/model.h"
+#include "worker/engine/engine.h"
+#include "worker/model/model.h"
+#include "worker/router_registration.h"
 #include "worker/worker_metrics.h"
 #include "worker/worker_service.h"
 
@@ -42,75 +39,6 @@ int Fail(const std::string& message) {
   return 2;
 }
 
-// "0,1,2" -> {0, 1, 2}; empty text gives an empty list.
-absl::StatusOr<std::vector<int32_t>> ParseCpuList(const std::string& text) {
-  std::vector<int32_t> cpus;
-  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
-    int32_t cpu = 0;
-    if (!absl::SimpleAtoi(part, &cpu) || cpu < 0) {
-      return absl::InvalidArgumentError("--cpus takes a comma-separated list of CPU numbers, got " +
-                                        text);
-    }
-    cpus.push_back(cpu);
-  }
-  return cpus;
-}
-
-// Keeps this worker a member of a router's fleet (Router.RegisterWorker):
-// registers at once, then every lease/3, and every second while the router
-// cannot be reached. Once stopped it renews no more and the router drops the
-// worker when its lease ends.
-class RouterRegistration {
- public:
-  RouterRegistration(std::string router, std::string advertise)
-      : router_(std::move(router)), advertise_(std::move(advertise)) {
-    thread_ = std::thread([this] { Loop(); });
-  }
-  ~RouterRegistration() { Stop(); }
-
-  // Idempotent; one thread only.
-  void Stop() {
-    if (!stop_.HasBeenNotified()) stop_.Notify();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  void Loop() {
-    auto stub =
-        tern::v1::Router::NewStub(grpc::CreateChannel(router_, grpc::InsecureChannelCredentials()));
-    tern::v1::RegisterWorkerRequest request;
-    request.set_address(advertise_);
-    bool registered = false;
-    absl::Duration wait = absl::ZeroDuration();
-    while (!stop_.WaitForNotificationWithTimeout(wait)) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      tern::v1::RegisterWorkerResponse response;
-      const grpc::Status status = stub->RegisterWorker(&ctx, request, &response);
-      if (status.ok()) {
-        if (!registered) {
-          TERN_LOG(Info) << "registered with router " << router_ << " as " << advertise_
-                         << " (lease " << response.lease_ms() << " ms)";
-        }
-        registered = true;
-        wait = std::max(absl::Milliseconds(100), absl::Milliseconds(response.lease_ms()) / 3);
-      } else {
-        if (registered || wait == absl::ZeroDuration()) {
-          TERN_LOG(Warning) << "cannot register with router " << router_ << ": "
-                            << status.error_message() << " (retrying every second)";
-        }
-        registered = false;
-        wait = absl::Seconds(1);
-      }
-    }
-  }
-
-  const std::string router_;
-  const std::string advertise_;
-  absl::Notification stop_;
-  std::thread thread_;
-};
-
 int Run(int argc, char** argv) {
   auto flags = tern::Flags::Parse(
       argc, argv, 1,
@@ -126,38 +54,27 @@ int Run(int argc, char** argv) {
   tern::InitLogging("worker", tern::ParseLogLevel(flags->GetOr("log-level", "info")));
 
   tern::ClusterConfig config;
-  if (auto path = flags->Get("config")) {
-    auto loaded = tern::LoadClusterConfig(*path);
-    if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
-    config = *loaded;
+  tern::WorkerSection& section = config.worker;
+  const absl::Status configured = tern::LoadConfigWithFlags(
+      *flags, &config,
+      {{"model", &config.model.path},
+       {"served-model-name", &config.model.served_name},
+       {"max-model-len", &config.model.max_model_len},
+       {"listen", &section.listen},
+       {"metrics-listen", &section.metrics_listen},
+       {"max-num-seqs", &section.max_num_seqs},
+       {"tp", &section.tp},
+       {"max-num-batched-tokens", &section.max_num_batched_tokens},
+       {"block-size", &section.kv_block_size},
+       {"cpus", &section.cpus},
+       {"kv-cache-gib", &section.kv_cache_gib},
+       {"no-prefix-caching", &section.enable_prefix_caching, false}});
+  if (!configured.ok()) return Fail(std::string(configured.message()));
+  if (!(section.kv_cache_gib > 0)) {
+    return Fail(absl::StrCat("the KV cache size (--kv-cache-gib, worker.kv_cache_gib) must be "
+                             "positive, got ",
+                             section.kv_cache_gib));
   }
-  if (auto v = flags->Get("model")) config.model.path = *v;
-  if (auto v = flags->Get("served-model-name")) config.model.served_name = *v;
-  if (auto v = flags->Get("listen")) config.worker.listen = *v;
-  if (auto v = flags->Get("metrics-listen")) config.worker.metrics_listen = *v;
-  for (const auto& [name, target] :
-       {std::pair<const char*, int32_t*>{"max-num-seqs", &config.worker.max_num_seqs},
-        {"max-model-len", &config.model.max_model_len},
-        {"tp", &config.worker.tp},
-        {"max-num-batched-tokens", &config.worker.max_num_batched_tokens},
-        {"block-size", &config.worker.kv_block_size}}) {
-    auto value = flags->GetInt(name);
-    if (!value.ok()) return Fail(std::string(value.status().message()));
-    if (*value) *target = static_cast<int32_t>(**value);
-  }
-  if (auto v = flags->Get("cpus")) {
-    auto cpus = ParseCpuList(*v);
-    if (!cpus.ok()) return Fail(std::string(cpus.status().message()));
-    config.worker.cpus = *cpus;
-  }
-  if (auto v = flags->Get("kv-cache-gib")) {
-    double gib = 0;
-    if (!absl::SimpleAtod(*v, &gib) || !(gib > 0)) {
-      return Fail("--kv-cache-gib takes a positive number, got " + *v);
-    }
-    config.worker.kv_cache_gib = gib;
-  }
-  if (flags->Has("no-prefix-caching")) config.worker.enable_prefix_caching = false;
   if (config.model.path.empty()) return Fail(std::string("--model DIR is required\n") + kUsage);
   if (config.model.served_name.empty()) {
     config.model.served_name = tern::DefaultServedModelName(config.model.path);
@@ -203,7 +120,8 @@ int Run(int argc, char** argv) {
                  << " KV blocks of " << engine.kv_block_size() << " tokens ("
                  << config.worker.kv_cache_gib << " GiB pool), max_num_batched_tokens "
                  << engine_options.max_num_batched_tokens << ", prefix caching "
-                 << (engine_options.enable_prefix_caching ? "on" : "off");
+                 << (engine_options.enable_prefix_caching ? "on" : "off")
+                 << "; a one-token step takes ~" << engine.Load().expected_step_ms << " ms";
   tern::worker::WorkerService service(
       &engine, model->get(),
       tern::worker::WorkerIdentity{config.model.served_name, config.worker.kv_block_size, "0.1.0"});
@@ -237,7 +155,7 @@ int Run(int argc, char** argv) {
   TERN_LOG(Info) << "worker serving " << config.model.served_name << " on " << host << ":" << port
                  << " (max_model_len " << engine_options.max_model_len << ", max_num_seqs "
                  << engine_options.max_num_seqs << ")";
-  std::unique_ptr<RouterRegistration> registration;
+  std::unique_ptr<tern::worker::RouterRegistration> registration;
   if (auto router = flags->Get("register-with")) {
     const std::string advertise = flags->GetOr("advertise", absl::StrCat(host, ":", port));
     if (host.empty() || host == "0.0.0.0" || host == "[::]") {
@@ -246,7 +164,7 @@ int Run(int argc, char** argv) {
                     config.worker.listen);
       }
     }
-    registration = std::make_unique<RouterRegistration>(*router, advertise);
+    registration = std::make_unique<tern::worker::RouterRegistration>(*router, advertise);
   }
 
   const int signal_number = tern::WaitForTerminationSignal();

@@ -15,7 +15,7 @@
 
 #include <vector>
 
-#include "worker/engine.h"
+#include "worker/engine/engine.h"
 
 namespace tern::worker {
 

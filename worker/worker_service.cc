@@ -282,6 +282,8 @@ class WatchStateReactor : public grpc::ServerWriteReactor<tern::v1::WorkerState>
     load->set_free_kv_blocks(update.load.free_kv_blocks);
     load->set_queued_prefill_tokens(update.load.queued_prefill_tokens);
     load->set_step_counter(update.load.steps);
+    load->set_step_running(update.load.step_running);
+    load->set_expected_step_ms(update.load.expected_step_ms);
     for (const KvEvent& event : update.events) *state->add_kv_events() = KvEventToProto(event);
   }
 

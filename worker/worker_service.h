@@ -11,7 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "tern/v1/worker.grpc.pb.h"
-#include "worker/engine.h"
+#include "worker/engine/engine.h"
 
 namespace tern::worker {
 

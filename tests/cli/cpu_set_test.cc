@@ -3,7 +3,7 @@
 #include <set>
 
 #include "gtest/gtest.h"
-#include "worker/model_config.h"
+#include "worker/model/model_config.h"
 
 namespace tern::cli {
 namespace {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import path from "node:path";
-import { binary, synthModel, tempDir } from "../lib/tern.mjs";
+import { binary, llamaCppScript, synthModel, tempDir } from "../lib/tern.mjs";
 
 const workDir = tempDir("tern-bench-");
 after(() => rmSync(workDir, { recursive: true, force: true }));
@@ -17,7 +17,8 @@ const row = (name) => new RegExp(`^${name} \\([^)]*\\)\\s*\\| ([0-9.e+-]+|n/a)\\
 
 test("tern bench engine --quick prints every figure against llama.cpp", () => {
   const model = synthModel("tiny", path.join(workDir, "tiny"));
-  const out = spawnSync(binary("tern"), ["bench", "engine", "--model", model, "--quick", "--threads", "1"], {
+  const args = ["bench", "engine", "--model", model, "--quick", "--threads", "1", "--llama-cpp-script", llamaCppScript];
+  const out = spawnSync(binary("tern"), args, {
     encoding: "utf8",
     timeout: 240_000,
   });

@@ -16,12 +16,13 @@ const missing = probe.status !== 0 || !probe.stdout.includes("tern bench serve")
   : false;
 
 let dir;
+let model;
 let cluster;
 
 before(async () => {
   if (missing) return;
   dir = tempDir("tern-bench-serve-");
-  const model = synthModel("tiny", `${dir}/tern-bench-tiny`);
+  model = synthModel("tiny", `${dir}/tern-bench-tiny`);
   cluster = await Cluster.start({ model, workers: 2 });
 });
 
@@ -44,7 +45,7 @@ test("bench serve reports the metric table with no failures", { skip: missing },
     "--dataset", "shared-prefix", "--groups", String(groups), "--users", String(users),
     "--prefix-len", String(prefixLen), "--question-len", String(questionLen),
     "--output-len", String(outputLen), "--concurrency", "3", "--policies", "prefix,round-robin",
-    "--request-timeout", "60", "--timeout", "120", "--no-progress",
+    "--request-timeout", "60", "--timeout", "120", "--no-progress", "--tokenizer", model,
   ], { encoding: "utf8", timeout: 180_000 });
   const report = `${out.stdout}\n${out.stderr}`;
   assert.equal(out.status, 0, report);

@@ -1,7 +1,9 @@
-// `tern up` keeps its workers alive: a worker killed with SIGKILL is started
-// again on the same address, the router takes it back once it is healthy, and
-// requests keep succeeding throughout (the other worker serves meanwhile).
-import { test, after } from "node:test";
+// `tern up` as an operator sees it: its ready line shows a request that works
+// as printed, and it keeps its workers alive: a worker killed with SIGKILL is
+// started again on the same address, the router takes it back once it is
+// healthy, and requests keep succeeding throughout (the other worker serves
+// meanwhile).
+import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import OpenAI from "openai";
@@ -9,6 +11,10 @@ import { Cluster, synthModel, tempDir, removeDir } from "../lib/tern.mjs";
 
 const workDir = tempDir("tern-supervisor-");
 let cluster;
+before(async () => {
+  const model = synthModel("tiny", path.join(workDir, "tiny"));
+  cluster = await Cluster.start({ model, workers: 2 });
+});
 after(async () => {
   if (cluster) await cluster.stop();
   removeDir(workDir);
@@ -25,9 +31,28 @@ async function waitFor(what, predicate, timeoutMs) {
   assert.fail(`${what} within ${timeoutMs} ms:\n${cluster.logs.join("").slice(-4000)}`);
 }
 
+test("the ready line's example request names the served model and works as printed", async () => {
+  const logs = cluster.logs.join("");
+  assert.match(logs, /\[tern up\] ready: 2 worker\(s\), model tiny, OpenAI API at http:\/\/127\.0\.0\.1:\d+\/v1/);
+  const url = logs.match(/^ {2}curl (\S+\/chat\/completions) -H 'Content-Type: application\/json' \\$/m);
+  const body = logs.match(/^ {4}-d '(.*)'$/m);
+  assert.ok(url && body, `no example request in:\n${logs}`);
+  assert.equal(url[1], `http://127.0.0.1:${cluster.port}/v1/chat/completions`);
+  const request = JSON.parse(body[1].replaceAll("'\\''", "'"));
+  assert.equal(request.model, "tiny");
+  const response = await fetch(url[1], {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(request),
+  });
+  const answer = await response.json();
+  assert.equal(response.status, 200, JSON.stringify(answer));
+  assert.equal(answer.model, "tiny");
+  assert.equal(answer.choices.length, 1);
+  assert.equal(typeof answer.choices[0].message.content, "string");
+});
+
 test("a killed worker is restarted and serves again", { timeout: 120_000 }, async () => {
-  const model = synthModel("tiny", path.join(workDir, "tiny"));
-  cluster = await Cluster.start({ model, workers: 2 });
   const client = new OpenAI({ baseURL: `http://127.0.0.1:${cluster.port}/v1`, apiKey: "unused", maxRetries: 0 });
   const ask = () =>
     client.completions.create({ model: "tiny", prompt: "The quick brown fox", max_tokens: 8, temperature: 0 });

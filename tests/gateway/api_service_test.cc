@@ -15,8 +15,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "gateway/http_server.h"
-#include "tests/gateway/http_test_client.h"
+#include "gateway/http/http_server.h"
+#include "tests/gateway/http/http_test_client.h"
 
 namespace tern::gateway {
 namespace {

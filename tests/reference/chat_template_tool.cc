@@ -14,7 +14,7 @@
 #include <sstream>
 #include <string>
 
-#include "gateway/chat_template.h"
+#include "gateway/chat_template/chat_template.h"
 #include "nlohmann/json.hpp"
 
 namespace {

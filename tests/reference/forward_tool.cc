@@ -30,11 +30,11 @@
 
 #include "absl/strings/numbers.h"
 #include "nlohmann/json.hpp"
-#include "worker/executor.h"
-#include "worker/model.h"
-#include "worker/model_config.h"
-#include "worker/sampler.h"
-#include "worker/synth.h"
+#include "worker/model/executor.h"
+#include "worker/model/model.h"
+#include "worker/model/model_config.h"
+#include "worker/model/sampler.h"
+#include "cli/model/synth.h"
 
 namespace {
 

@@ -24,9 +24,9 @@
 #include <string>
 #include <vector>
 
-#include "gateway/byte_level.h"
-#include "gateway/detokenizer.h"
-#include "gateway/tokenizer.h"
+#include "gateway/tokenizer/byte_level.h"
+#include "gateway/tokenizer/detokenizer.h"
+#include "gateway/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
 namespace {

@@ -9,12 +9,12 @@
 #include <set>
 #include <thread>
 
-#include "router/dispatcher.h"
+#include "router/core/dispatcher.h"
 #include "router/fleet.h"
 #include "tern/v1/router.grpc.pb.h"
 #include "tests/testing/tiny_model.h"
-#include "worker/engine.h"
-#include "worker/model.h"
+#include "worker/engine/engine.h"
+#include "worker/model/model.h"
 #include "worker/worker_service.h"
 
 namespace tern::router {
@@ -81,7 +81,7 @@ class RouterServiceTest : public ::testing::Test {
     options.health_timeout = std::chrono::milliseconds(500);
     if (adjust) adjust(options);
     fleet_ = std::make_unique<Fleet>(options);
-    dispatcher_ = std::make_unique<Dispatcher>(fleet_.get(), dispatcher);
+    dispatcher_ = std::make_unique<Dispatcher>(&fleet_->state(), dispatcher);
     fleet_->SetListener([this] { dispatcher_->Pump(); });
     fleet_->Start();
     service_ = std::make_unique<RouterService>(fleet_.get(), dispatcher_.get());

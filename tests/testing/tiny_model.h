@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <string>
 
-#include "worker/synth.h"
+#include "cli/model/synth.h"
 
 namespace tern::testing {
 

@@ -14,11 +14,14 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/block_hash.h"
+#include "tests/testing/reference_forward.h"
 #include "tests/testing/tiny_model.h"
-#include "worker/kv_cache.h"
 
 namespace tern::worker {
 namespace {
+
+using testing::KvCache;
+using testing::ReferenceForward;
 
 using HashSet = absl::flat_hash_set<uint64_t>;
 
@@ -198,6 +201,10 @@ TEST_F(WorkerServiceTest, WatchStateEventsRebuildTheEnginesCachedBlocks) {
   ASSERT_TRUE(watcher.WaitFor([](const auto& states) { return !states.empty(); }));
   ASSERT_GT(watcher.states().front().kv_events_size(), 0);
   EXPECT_TRUE(watcher.states().front().kv_events(0).has_cleared());
+  // It carries the engine's step-time estimate (from its warm-up steps);
+  // steps of the tiny model are far too short to be announced as running.
+  EXPECT_GT(watcher.states().front().load().expected_step_ms(), 0);
+  EXPECT_FALSE(watcher.states().front().load().step_running());
 
   std::vector<int32_t> shared_prefix(32);
   for (size_t i = 0; i < shared_prefix.size(); ++i) shared_prefix[i] = 2000 + i;
@@ -253,7 +260,7 @@ TEST_F(WorkerServiceTest, GenerateReturnsLogprobsOfTheModelsDistribution) {
   // Reference: the model's own forward pass, without the engine.
   KvCache cache(model_->config(), static_cast<int>(prompt.size()) + 8);
   std::vector<float> logits;
-  ASSERT_TRUE(model_->Forward(prompt, cache, &logits).ok());
+  ASSERT_TRUE(ReferenceForward(*model_, prompt, cache, &logits).ok());
   int tokens = 0;
   for (const tern::v1::GenerateResponse& response : result.responses) {
     ASSERT_EQ(response.logprobs_size(), response.token_ids_size());
@@ -274,7 +281,7 @@ TEST_F(WorkerServiceTest, GenerateReturnsLogprobsOfTheModelsDistribution) {
       EXPECT_NEAR(lp.logprob(), logits[id] - log_z, 2e-3) << "token " << tokens;
       for (const auto& top : lp.top())
         EXPECT_NEAR(top.logprob(), logits[top.token_id()] - log_z, 2e-3);
-      ASSERT_TRUE(model_->Forward(absl::MakeConstSpan(&id, 1), cache, &logits).ok());
+      ASSERT_TRUE(ReferenceForward(*model_, absl::MakeConstSpan(&id, 1), cache, &logits).ok());
     }
   }
   EXPECT_EQ(tokens, 6);

@@ -1,0 +1,351 @@
+#include "cli/bench/bench_command.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/bench/bench_engine.h"
+#include "cli/bench/bench_llama_cpp.h"
+#include "cli/bench/bench_report.h"
+#include "cli/bench/bench_serve.h"
+#include "cli/bench/bench_simulate.h"
+#include "cli/bench/machine_probe.h"
+#include "cli/cpu_set.h"
+#include "cli/runtime_files.h"
+#include "common/config.h"
+#include "common/flags.h"
+#include "worker/engine/engine.h"
+#include "worker/model/model.h"
+
+namespace tern::cli {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: tern bench engine|serve|simulate ...   (`tern bench serve --help`, ...)\n"
+    "       tern bench engine --model DIR [--threads N] [--quick] [--gguf PATH]\n"
+    "                         [--no-llama-cpp] [--llama-cpp-script FILE] [--node PATH]\n"
+    "                         [--max-num-batched-tokens N] [--kv-cache-mib N]\n"
+    "  --threads N   CPUs to use (default: all the process may run on); tern runs tp = N\n"
+    "  --quick       a short smoke run (128-token prompts, 8 decode steps)\n"
+    "  --gguf PATH   llama.cpp's copy of the weights (default: DIR/model.gguf)\n"
+    "  --llama-cpp-script FILE  the llama.cpp harness, tests/bench/llama_cpp_engine.mjs of\n"
+    "                a checkout with its npm packages installed (default:\n"
+    "                $TERN_LLAMA_CPP_SCRIPT); without it the llama.cpp column is skipped\n";
+
+void Say(const std::string& line) { std::cout << "[tern bench] " << line << std::endl; }
+
+// What the run measures; --quick shrinks everything.
+struct Plan {
+  EngineBenchOptions engine;
+  ProbeOptions probe;
+};
+
+Plan MakePlan(bool quick) {
+  Plan plan;
+  if (quick) {
+    plan.engine.prefill_lengths = {128};
+    plan.engine.ttft_length = 128;
+    plan.engine.decode_prompt = 8;
+    plan.engine.decode_steps = 8;
+    plan.probe.buffer_bytes = size_t{256} << 20;
+    plan.probe.passes = 2;
+    plan.probe.fma_seconds = 0.1;
+  }
+  return plan;
+}
+
+// VmHWM counts from the last reset; writing 5 to clear_refs resets it, so
+// the probes' buffer does not count as the engine's.
+bool ResetPeakRss() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.flush();
+  return static_cast<bool>(clear);
+}
+
+std::optional<double> PeakRssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) {
+      std::istringstream fields(line.substr(6));
+      double kib = 0;
+      if (fields >> kib) return kib * 1024.0;
+    }
+  }
+  return std::nullopt;
+}
+
+std::string Fraction(double value) { return absl::StrFormat("%.1f%%", 100.0 * value); }
+
+struct Machine {
+  double bandwidth_gb_s = 0.0;
+  double fma_gflop_s = 0.0;
+};
+
+struct TernRun {
+  EngineFigures figures;
+  double peak_rss_bytes = 0.0;
+  double kv_pool_bytes = 0.0;
+  int32_t tp = 0;
+  int32_t max_num_batched_tokens = 0;
+};
+
+absl::StatusOr<TernRun> RunTern(const std::string& dir, const std::vector<int32_t>& cpus,
+                                const Flags& flags, const Plan& plan, bool rss_reset) {
+  const auto start = std::chrono::steady_clock::now();
+  Say(absl::StrCat("tern: loading ", dir));
+  auto model = worker::Model::Load(dir);
+  if (!model.ok()) return model.status();
+  const worker::ModelConfig& config = (*model)->config();
+  const WorkerSection defaults;
+  worker::EngineOptions options;
+  options.max_num_seqs =
+      *std::max_element(plan.engine.decode_batches.begin(), plan.engine.decode_batches.end());
+  options.max_num_batched_tokens = defaults.max_num_batched_tokens;
+  if (auto v = flags.GetInt("max-num-batched-tokens"); v.ok() && *v) {
+    options.max_num_batched_tokens = static_cast<int32_t>(**v);
+  }
+  options.enable_prefix_caching = true;
+  options.executor.tp = LargestValidTp(config, static_cast<int32_t>(cpus.size()));
+  options.executor.cpus.assign(cpus.begin(), cpus.begin() + options.executor.tp);
+  options.executor.block_size = defaults.kv_block_size;
+  options.executor.kv_cache_bytes = static_cast<int64_t>(defaults.kv_cache_gib * (1 << 30));
+  if (auto v = flags.GetInt("kv-cache-mib"); v.ok() && *v) {
+    options.executor.kv_cache_bytes = **v << 20;
+  }
+  if (options.executor.tp != static_cast<int32_t>(cpus.size())) {
+    Say(absl::StrFormat("note: tp %d does not divide this model; using tp %d",
+                        static_cast<int>(cpus.size()), options.executor.tp));
+  }
+  auto engine = worker::Engine::Create(model->get(), options);
+  if (!engine.ok()) return engine.status();
+  const ModelCost cost = ComputeModelCost(config);
+  TernRun run;
+  run.tp = (*engine)->tp();
+  run.max_num_batched_tokens = options.max_num_batched_tokens;
+  run.kv_pool_bytes = static_cast<double>((*engine)->num_kv_blocks()) * (*engine)->kv_block_size() *
+                      static_cast<double>(cost.kv_bytes_per_token);
+  Say(absl::StrFormat(
+      "tern: engine ready in %.1f s: tp %d on CPUs %s, %d KV blocks of %d tokens (%.0f MiB), "
+      "max_num_batched_tokens %d",
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), run.tp,
+      CpuListFlag(options.executor.cpus), (*engine)->num_kv_blocks(), (*engine)->kv_block_size(),
+      run.kv_pool_bytes / 1048576.0, options.max_num_batched_tokens));
+  EngineBenchOptions bench = plan.engine;
+  bench.progress = [](const std::string& line) { Say("tern: " + line); };
+  auto figures = MeasureEngine(**engine, config.vocab_size, bench);
+  if (!figures.ok()) return figures.status();
+  run.figures = *std::move(figures);
+  if (auto rss = PeakRssBytes(); rss && rss_reset) run.peak_rss_bytes = *rss;
+  return run;
+}
+
+}  // namespace
+
+int RunBenchCommand(int argc, char** argv, int first) {
+  if (first < argc && std::string(argv[first]) == "serve") {
+    return RunBenchServe(argc - first, argv + first);
+  }
+  if (first < argc && std::string(argv[first]) == "simulate") {
+    return RunBenchSimulate(argc - first, argv + first);
+  }
+  if (first >= argc || std::string(argv[first]) != "engine") {
+    std::cerr << kUsage;
+    return 2;
+  }
+  auto flags = Flags::Parse(
+      argc, argv, first + 1,
+      {"model", "threads", "gguf", "llama-cpp-script", "node", "max-num-batched-tokens",
+       "kv-cache-mib"},
+      {"quick", "no-llama-cpp", "help"});
+  if (!flags.ok()) {
+    std::cerr << "tern bench engine: " << flags.status().message() << "\n" << kUsage;
+    return 2;
+  }
+  if (flags->Has("help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  const std::string dir = flags->GetOr("model", "");
+  auto config = dir.empty() ? absl::InvalidArgumentError("--model DIR is required")
+                            : worker::LoadModelConfig(dir);
+  auto threads_flag = flags->GetInt("threads");
+  for (const char* name : {"max-num-batched-tokens", "kv-cache-mib"}) {
+    if (auto v = flags->GetInt(name); !v.ok()) threads_flag = v.status();
+  }
+  if (!config.ok() || !threads_flag.ok()) {
+    std::cerr << "tern bench engine: "
+              << (!config.ok() ? config.status() : threads_flag.status()).message() << "\n"
+              << kUsage;
+    return 2;
+  }
+  // A script named on the command line that is not there fails now, not
+  // after the long tern phase.
+  const absl::StatusOr<std::string> script = FindRuntimeFile(LlamaCppScript(), *flags);
+  if (!script.ok() && flags->Has("llama-cpp-script") && !flags->Has("no-llama-cpp")) {
+    std::cerr << "tern bench engine: " << script.status().message() << "\n";
+    return 2;
+  }
+  const std::vector<int32_t> all_cpus = ProcessCpus();
+  const int64_t threads = threads_flag->value_or(static_cast<int64_t>(all_cpus.size()));
+  if (threads < 1 || threads > static_cast<int64_t>(all_cpus.size())) {
+    std::cerr << "tern bench engine: --threads must be in [1, " << all_cpus.size()
+              << "] (the CPUs this process may run on)\n";
+    return 2;
+  }
+  const std::vector<int32_t> cpus(all_cpus.begin(), all_cpus.begin() + threads);
+  Plan plan = MakePlan(flags->Has("quick"));
+  const ModelCost cost = ComputeModelCost(*config);
+  Say(
+      absl::StrFormat("model %s: %d layers, hidden %d, %.2f B parameters (%.0f MiB bf16); "
+                      "%d threads on CPUs %s%s",
+                      dir, config->num_hidden_layers, config->hidden_size, cost.total_params / 1e9,
+                      cost.weight_bytes / 1048576.0, threads, CpuListFlag(cpus),
+                      flags->Has("quick") ? " (quick run)" : ""));
+
+  // 1. The machine.
+  Say("phase 1/3: machine probes");
+  plan.probe.cpus = cpus;
+  plan.probe.progress = [](const std::string& line) { Say("probe: " + line); };
+  auto bandwidth = MeasureReadBandwidth(plan.probe);
+  auto fma = MeasureFmaPeak(plan.probe);
+  if (!bandwidth.ok() || !fma.ok()) {
+    std::cerr << "tern bench engine: "
+              << (!bandwidth.ok() ? bandwidth.status() : fma.status()).message() << "\n";
+    return 1;
+  }
+  const Machine machine{bandwidth->value, fma->value};
+  Say(absl::StrFormat("machine: DRAM read %.1f GB/s, FP32 FMA peak %.1f GFLOP/s (%s), %d threads",
+                      machine.bandwidth_gb_s, machine.fma_gflop_s, ProbeIsaName(fma->isa),
+                      threads));
+  const bool rss_reset = ResetPeakRss();
+
+  // 2. tern.
+  Say("phase 2/3: tern engine");
+  auto tern = RunTern(dir, cpus, *flags, plan, rss_reset);
+  if (!tern.ok()) {
+    std::cerr << "tern bench engine: tern engine: " << tern.status().message() << "\n";
+    return 1;
+  }
+  const EngineFigures& ours = tern->figures;
+
+  // 3. llama.cpp.
+  Say("phase 3/3: llama.cpp");
+  std::optional<LlamaCppFigures> theirs;
+  const std::string gguf =
+      flags->GetOr("gguf", (std::filesystem::path(dir) / "model.gguf").string());
+  if (flags->Has("no-llama-cpp")) {
+    Say("llama.cpp: skipped (--no-llama-cpp)");
+  } else if (!std::filesystem::exists(gguf)) {
+    Say(absl::StrCat("llama.cpp: skipped: no GGUF at ", gguf,
+                     " (pass --gguf PATH with the same weights)"));
+  } else if (!script.ok()) {
+    Say(absl::StrCat("llama.cpp: skipped: ", script.status().message()));
+  } else {
+    LlamaCppBenchOptions options;
+    options.node = flags->GetOr("node", "node");
+    options.script = *script;
+    options.gguf = gguf;
+    options.threads = static_cast<int32_t>(threads);
+    options.prefill_lengths = plan.engine.prefill_lengths;
+    options.decode_batches = plan.engine.decode_batches;
+    options.decode_prompt = plan.engine.decode_prompt;
+    options.decode_steps = plan.engine.decode_steps;
+    auto result = RunLlamaCppBench(options);
+    if (result.ok()) {
+      theirs = *std::move(result);
+      Say(absl::StrCat("llama.cpp build: ", theirs->build));
+      Say(absl::StrCat("llama.cpp CPU features: ", theirs->system_info));
+    } else {
+      Say(absl::StrCat("llama.cpp: not measured: ", result.status().message()));
+    }
+  }
+
+  // The table.
+  std::vector<FigureRow> rows;
+  BenchSummary summary;
+  const double bw = machine.bandwidth_gb_s * 1e9;
+  const double peak = machine.fma_gflop_s * 1e9;
+  summary.prefill_tokens = ours.prefill.empty() ? 0 : ours.prefill.front().tokens;
+  for (const PrefillFigure& p : ours.prefill) {
+    // Every prefill chunk streams the weights once.
+    const int64_t chunks =
+        (p.tokens + tern->max_num_batched_tokens - 1) / tern->max_num_batched_tokens;
+    const double bytes = PrefillBytes(cost, chunks);
+    const double flops = PrefillFlops(cost, p.tokens);
+    FigureRow row{absl::StrCat("prefill ", p.tokens), "tok/s", p.tokens_per_s, std::nullopt,
+                  absl::StrCat("bw ", Fraction(bytes / p.ttft_s / bw), " / fma ",
+                               Fraction(flops / p.ttft_s / peak))};
+    if (theirs && theirs->prefill_tokens_per_s.count(p.tokens)) {
+      row.llama_cpp = theirs->prefill_tokens_per_s.at(p.tokens);
+    }
+    if (p.tokens == 512 || p.tokens == summary.prefill_tokens) {
+      summary.prefill_tokens = p.tokens;
+      summary.prefill_tern = row.tern;
+      summary.prefill_llama = row.llama_cpp;
+    }
+    rows.push_back(row);
+  }
+  int32_t largest_batch = 0;
+  for (const DecodeFigure& d : ours.decode) largest_batch = std::max(largest_batch, d.batch);
+  for (const DecodeFigure& d : ours.decode) {
+    const auto context = static_cast<int64_t>(std::lround(d.mean_context));
+    const double bw_fraction = DecodeStepBytes(cost, d.batch, context) / d.step_s / bw;
+    const double fma_fraction = DecodeStepFlops(cost, d.batch, context) / d.step_s / peak;
+    FigureRow row{absl::StrCat("decode batch ", d.batch), "tok/s", d.tokens_per_s, std::nullopt,
+                  absl::StrCat("bw ", Fraction(bw_fraction), " / fma ", Fraction(fma_fraction))};
+    if (theirs && theirs->decode_tokens_per_s.count(d.batch)) {
+      row.llama_cpp = theirs->decode_tokens_per_s.at(d.batch);
+    }
+    if (d.batch == 1) {
+      summary.decode1_tern = d.tokens_per_s;
+      summary.decode1_llama = row.llama_cpp;
+      summary.decode1_bw_fraction = bw_fraction;
+    }
+    if (d.batch == largest_batch) {
+      summary.big_batch = d.batch;
+      summary.decode_big_tern = d.tokens_per_s;
+      summary.decode_big_fma_fraction = fma_fraction;
+    }
+    rows.push_back(row);
+  }
+  if (ours.ttft_tokens > 0) {
+    rows.push_back({absl::StrCat("TTFT ", ours.ttft_tokens, " cold"), "s", ours.ttft_cold_s,
+                    std::nullopt, ""});
+    rows.push_back({absl::StrCat("TTFT ", ours.ttft_tokens, " prefix-cached"), "s",
+                    ours.ttft_cached_s, std::nullopt,
+                    absl::StrCat(ours.ttft_cached_prompt_tokens, " tokens cached")});
+    summary.ttft_cold_s = ours.ttft_cold_s;
+    summary.ttft_cached_s = ours.ttft_cached_s;
+  }
+  const double bound = static_cast<double>(cost.weight_bytes) + tern->kv_pool_bytes;
+  if (tern->peak_rss_bytes > 0) {
+    rows.push_back(
+        {"peak RSS", "MiB", tern->peak_rss_bytes / 1048576.0, std::nullopt,
+         absl::StrFormat("weights %.0f + KV pool %.0f MiB", cost.weight_bytes / 1048576.0,
+                         tern->kv_pool_bytes / 1048576.0)});
+    summary.peak_rss_bytes = tern->peak_rss_bytes;
+    summary.weights_plus_kv_bytes = bound;
+  } else {
+    Say("note: peak RSS not measured (cannot reset VmHWM after the probes)");
+  }
+  std::cout << "\n[tern bench] results: tern tp " << tern->tp << " vs "
+            << (theirs ? theirs->build : std::string("llama.cpp (not measured)")) << ", " << threads
+            << " threads; ratio = tern / llama.cpp; roofline against "
+            << absl::StrFormat("%.1f GB/s and %.1f GFLOP/s", machine.bandwidth_gb_s,
+                               machine.fma_gflop_s)
+            << "\n\n"
+            << FormatFigureTable(rows) << "\n[tern bench] targets:\n"
+            << FormatTargets(CheckTargets(summary)) << std::flush;
+  return 0;
+}
+
+}  // namespace tern::cli

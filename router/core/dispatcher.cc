@@ -1,0 +1,248 @@
+#include "router/core/dispatcher.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace tern::router {
+namespace {
+
+// A per-request pseudo-random draw (splitmix64 of the ticket) for tie breaks.
+uint64_t Draw(uint64_t ticket) {
+  uint64_t x = ticket + 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+bool Excludes(const DispatchRequest& request, const FleetMember* worker) {
+  return std::find(request.exclude.begin(), request.exclude.end(), worker) != request.exclude.end();
+}
+
+}  // namespace
+
+Dispatcher::Dispatcher(FleetView* fleet, DispatcherOptions options, Clock* clock)
+    : fleet_(fleet), options_(std::move(options)), clock_(clock) {}
+
+bool Dispatcher::HasRoom(const Candidate& c) const {
+  return c.view.inflight < c.max_num_seqs + options_.slack;
+}
+
+PolicyKind Dispatcher::PolicyFor(const std::string& model) const {
+  auto it = options_.model_policies.find(model);
+  return it != options_.model_policies.end() ? it->second : options_.policy.kind;
+}
+
+std::optional<Admission> Dispatcher::ChooseLocked(absl::Span<const Candidate> candidates,
+                                                  PromptBlocks& blocks,
+                                                  const DispatchRequest& request, absl::Time now) {
+  std::vector<const Candidate*> roomy;
+  std::vector<WorkerLoadView> views;
+  for (const Candidate& c : candidates) {
+    if (!HasRoom(c)) continue;
+    roomy.push_back(&c);
+    views.push_back(c.view);
+  }
+  if (roomy.empty()) return std::nullopt;
+  PolicyOptions policy = options_.policy;
+  policy.kind = request.policy.value_or(PolicyFor(request.model));
+  policy.block_size = roomy.front()->block_size;
+  std::vector<uint64_t> session_weights;
+  if (options_.session_affinity && !request.session_key.empty()) {
+    for (const Candidate* c : roomy) {
+      session_weights.push_back(RendezvousWeight(request.session_key, c->worker->address()));
+    }
+  }
+  const auto prompt_blocks = static_cast<int32_t>(blocks.For(policy.block_size).size());
+  const Decision decision = ChooseWorker(policy, views, prompt_blocks, Draw(request.ticket),
+                                         round_robin_++, session_weights);
+  const Candidate& chosen = *roomy[decision.index];
+  chosen.worker->AddInflight(1);
+  fleet_->OnRouted(*chosen.worker, blocks, now);
+  ++stats_.dispatched;
+  if (decision.reason == DecisionReason::kSticky) ++stats_.sticky;
+  if (chosen.view.matched_blocks > 0) ++stats_.cache_hits;
+  const int64_t predicted = int64_t{chosen.view.matched_blocks} * chosen.block_size;
+  return Admission{chosen.worker, static_cast<int32_t>(std::min<int64_t>(
+                                      predicted, static_cast<int64_t>(blocks.num_tokens())))};
+}
+
+absl::StatusOr<Admission> Dispatcher::Admit(DispatchRequest request) {
+  const absl::Time now = clock_->Now();
+  auto waiting = std::make_unique<Waiting>(Waiting{std::move(request), PromptBlocks({})});
+  waiting->blocks = PromptBlocks(waiting->request.prompt);
+  const DispatchRequest& r = waiting->request;
+  std::vector<Outcome> outcomes;
+  absl::StatusOr<Admission> result;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = queues_.find(r.model);
+    // Requests already waiting go first; a new one bypasses the queue only
+    // when it is empty. Behind others it waits (the pump below says whether
+    // anything can serve the model at all).
+    if (it == queues_.end() || it->second->queue.empty()) {
+      absl::StatusOr<std::vector<Candidate>> candidates =
+          fleet_->Candidates(r.model, waiting->blocks, r.exclude, now);
+      if (!candidates.ok()) return candidates.status();
+      if (it == queues_.end()) {
+        it = queues_.emplace(r.model, std::make_unique<ModelQueue>(options_.queue)).first;
+      }
+      if (auto admission = ChooseLocked(*candidates, waiting->blocks, r, now)) {
+        return *admission;
+      }
+    }
+    std::unique_ptr<ModelQueue>& queue = it->second;
+    if (absl::Status pushed = queue->queue.Push(r.ticket, r.priority, now, r.resumed);
+        !pushed.ok()) {
+      ++stats_.rejected_full;
+      return pushed;
+    }
+    ++stats_.queued;
+    const std::string model = r.model;
+    waiting_.emplace(r.ticket, std::move(waiting));
+    // A higher-priority request may be placeable at once where others are not.
+    PumpModelLocked(model, *queue, now, &outcomes);
+    result = Admission{};
+  }
+  // The waiter may hear of its own dispatch before Admit returns.
+  Deliver(outcomes);
+  return result;
+}
+
+bool Dispatcher::Cancel(uint64_t ticket) {
+  absl::MutexLock lock(&mu_);
+  auto it = waiting_.find(ticket);
+  if (it == waiting_.end()) return false;
+  queues_[it->second->request.model]->queue.Remove(ticket);
+  waiting_.erase(it);
+  return true;
+}
+
+void Dispatcher::Release(FleetMember* worker) {
+  worker->AddInflight(-1);
+  // The freed slot takes the queued request that suits it best. Only this
+  // worker gained room, so only it is looked at; the fleet's periodic Pump
+  // covers everything else (expiry, workers that became routable).
+  const absl::Time now = clock_->Now();
+  std::vector<Outcome> outcomes;
+  {
+    absl::MutexLock lock(&mu_);
+    if (waiting_.empty()) return;
+    std::string model;
+    const std::optional<Candidate> candidate = fleet_->CandidateFor(*worker, now, &model);
+    if (!candidate.has_value() || !HasRoom(*candidate)) return;
+    auto it = queues_.find(model);
+    if (it == queues_.end() || it->second->queue.empty()) return;
+    DispatchOneLocked(model, *it->second, *candidate, now, &outcomes);
+  }
+  Deliver(outcomes);
+}
+
+void Dispatcher::Pump() {
+  const absl::Time now = clock_->Now();
+  std::vector<Outcome> outcomes;
+  {
+    absl::MutexLock lock(&mu_);
+    if (waiting_.empty()) return;
+    for (auto& [model, queue] : queues_) {
+      if (!queue->queue.empty()) PumpModelLocked(model, *queue, now, &outcomes);
+    }
+  }
+  Deliver(outcomes);
+}
+
+void Dispatcher::PumpModelLocked(const std::string& model, ModelQueue& queue, absl::Time now,
+                                 std::vector<Outcome>* outcomes) {
+  for (AdmissionQueue::RequestId id : queue.queue.Expire(now)) {
+    auto node = waiting_.extract(id);
+    ++stats_.expired;
+    outcomes->push_back({node.mapped()->request.waiter, nullptr, 0,
+                         absl::ResourceExhaustedError(absl::StrCat(
+                             "no worker could take the request within ",
+                             absl::FormatDuration(options_.queue.max_wait), " (router queue)"))});
+  }
+  while (!queue.queue.empty()) {
+    PromptBlocks no_prompt({});
+    absl::StatusOr<std::vector<Candidate>> candidates =
+        fleet_->Candidates(model, no_prompt, {}, now);
+    if (!candidates.ok()) {
+      // Nothing can serve them now: waiting longer would only hide it.
+      for (AdmissionQueue::RequestId id : queue.queue.Snapshot()) {
+        queue.queue.Remove(id);
+        auto node = waiting_.extract(id);
+        outcomes->push_back({node.mapped()->request.waiter, nullptr, 0, candidates.status()});
+      }
+      return;
+    }
+    // The worker with the most free slots takes the request that suits it best.
+    const Candidate* best = nullptr;
+    for (const Candidate& c : *candidates) {
+      if (!HasRoom(c)) continue;
+      if (best == nullptr ||
+          c.max_num_seqs - c.view.inflight > best->max_num_seqs - best->view.inflight) {
+        best = &c;
+      }
+    }
+    if (best == nullptr || !DispatchOneLocked(model, queue, *best, now, outcomes)) return;
+  }
+}
+
+bool Dispatcher::DispatchOneLocked(const std::string& model, ModelQueue& queue,
+                                   const Candidate& candidate, absl::Time now,
+                                   std::vector<Outcome>* outcomes) {
+  FleetMember* const worker = candidate.worker;
+  PolicyOptions policy = options_.policy;
+  policy.kind = PolicyFor(model);
+  policy.block_size = candidate.block_size;
+  auto cost = [&](AdmissionQueue::RequestId id) {
+    Waiting& w = *waiting_.at(id);
+    if (Excludes(w.request, worker)) return std::numeric_limits<double>::infinity();
+    if (w.request.policy.value_or(policy.kind) != PolicyKind::kPrefix) return 0.0;
+    WorkerLoadView view = candidate.view;
+    view.matched_blocks = fleet_->MatchedBlocks(*worker, w.blocks, now);
+    return PrefixCost(policy, view, static_cast<int32_t>(w.blocks.For(policy.block_size).size()));
+  };
+  const std::optional<AdmissionQueue::RequestId> id = queue.queue.TakeFor(cost, now);
+  if (!id) return false;
+  Waiting& w = *waiting_.at(*id);
+  if (Excludes(w.request, worker)) {
+    // Only requests this worker failed before are left in its window; let
+    // another worker take it later.
+    (void)queue.queue.Push(*id, w.request.priority, now, /*beyond_limit=*/true);
+    return false;
+  }
+  const int32_t matched = fleet_->MatchedBlocks(*worker, w.blocks, now);
+  worker->AddInflight(1);
+  fleet_->OnRouted(*worker, w.blocks, now);
+  ++stats_.dispatched;
+  if (matched > 0) ++stats_.cache_hits;
+  const int64_t predicted = std::min<int64_t>(int64_t{matched} * candidate.block_size,
+                                              static_cast<int64_t>(w.blocks.num_tokens()));
+  outcomes->push_back(
+      {w.request.waiter, worker, static_cast<int32_t>(predicted), absl::OkStatus()});
+  waiting_.erase(*id);
+  return true;
+}
+
+void Dispatcher::Deliver(const std::vector<Outcome>& outcomes) {
+  for (const Outcome& o : outcomes) {
+    if (o.worker != nullptr) {
+      o.waiter->OnDispatched(o.worker, o.predicted);
+    } else {
+      o.waiter->OnRejected(o.status);
+    }
+  }
+}
+
+size_t Dispatcher::queued() const {
+  absl::MutexLock lock(&mu_);
+  return waiting_.size();
+}
+
+DispatcherStats Dispatcher::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace tern::router

@@ -1,0 +1,164 @@
+// Late binding of requests to workers (DESIGN.md section 3): a request is
+// bound to a worker only when that worker can start it.
+//
+// Admit binds a request at once when some routable worker of its model has
+// room (the router's calls in flight on it below its max_num_seqs plus
+// `slack`), choosing among those with room by the routing policy, and records
+// the prompt's blocks for that worker in the prefix index so requests sharing
+// a new prefix follow each other. Otherwise the request waits in its model's
+// AdmissionQueue; whenever a worker may have room (a call on it ended, its
+// load report or health changed, the fleet's periodic tick) Pump hands each
+// worker with room the queued request that costs it least (the policy's cost
+// on that worker, within the queue's fairness bounds). Session affinity and
+// per-model policies (DispatcherOptions) apply when a request is bound at
+// admission; a request that had to queue goes to the first worker with room,
+// since waiting on for its session's worker would trade latency for affinity.
+//
+// Errors: NOT_FOUND (no worker serves the model), UNAVAILABLE (none is
+// routable; also for queued requests once none is), RESOURCE_EXHAUSTED (the
+// queue is full, or a request waited longer than its limit).
+//
+// Thread contract: every method may be called from any thread; none blocks
+// beyond a short critical section. Waiters are called without the
+// dispatcher's lock held, exactly once per queued request unless Cancel
+// took it out first.
+#ifndef TERN_ROUTER_CORE_DISPATCHER_H_
+#define TERN_ROUTER_CORE_DISPATCHER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "router/core/admission_queue.h"
+#include "router/core/clock.h"
+#include "router/core/fleet_view.h"
+#include "router/core/policy.h"
+
+namespace tern::router {
+
+// Hears how a queued request ends.
+class DispatchWaiter {
+ public:
+  virtual ~DispatchWaiter() = default;
+  // The request is bound to `worker` (its in-flight count already includes
+  // it; call Release when the call ends). `predicted_cached_tokens` is the
+  // prompt prefix the index expects the worker to hold.
+  virtual void OnDispatched(FleetMember* worker, int32_t predicted_cached_tokens) = 0;
+  virtual void OnRejected(const absl::Status& status) = 0;
+};
+
+struct DispatcherOptions {
+  // The policy of models without an entry in `model_policies`.
+  PolicyOptions policy;
+  // Per-model policy kinds (router.model_policies); the other options are `policy`'s.
+  absl::flat_hash_map<std::string, PolicyKind> model_policies;
+  // Requests with a session key stick to the session's worker (policy.h).
+  bool session_affinity = true;
+  // Requests a worker may have in flight beyond its max_num_seqs.
+  int32_t slack = 2;
+  AdmissionQueueOptions queue;
+};
+
+struct DispatchRequest {
+  uint64_t ticket = 0;  // unique among live requests
+  std::string model;
+  absl::Span<const int32_t> prompt;  // must stay valid while the request waits
+  int32_t priority = 0;
+  std::vector<FleetMember*> exclude;  // workers not to use (they failed it)
+  // Already streaming to its client (a resume): the queue's length limit does not apply.
+  bool resumed = false;
+  // This request's policy instead of the configured one (router.proto routing_policy).
+  std::optional<PolicyKind> policy;
+  // Client session hint (router.proto session_key); empty: none.
+  std::string session_key;
+  DispatchWaiter* waiter = nullptr;
+};
+
+// Admit's answer: the worker when bound now, nullptr when queued.
+struct Admission {
+  FleetMember* worker = nullptr;
+  int32_t predicted_cached_tokens = 0;
+};
+
+struct DispatcherStats {
+  uint64_t dispatched = 0;
+  uint64_t queued = 0;  // requests that had to wait
+  uint64_t rejected_full = 0;
+  uint64_t expired = 0;
+  uint64_t cache_hits = 0;  // dispatches to a worker holding part of the prompt
+  uint64_t sticky = 0;      // dispatches decided by session affinity
+};
+
+class Dispatcher {
+ public:
+  // `fleet` and `clock` must outlive the dispatcher.
+  Dispatcher(FleetView* fleet, DispatcherOptions options, Clock* clock = Clock::Real());
+
+  absl::StatusOr<Admission> Admit(DispatchRequest request);
+  // Takes a waiting request out; false when it is not waiting (already
+  // dispatched or rejected: its waiter is being or was called).
+  bool Cancel(uint64_t ticket);
+  // A call bound to `worker` ended: frees its slot, which takes the queued
+  // request that suits it best.
+  void Release(FleetMember* worker);
+  // Expires and dispatches queued requests where workers have room.
+  void Pump();
+
+  size_t queued() const;
+  DispatcherStats stats() const;
+  const DispatcherOptions& options() const { return options_; }
+  // The policy kind for `model` by configuration (no per-request override).
+  PolicyKind PolicyFor(const std::string& model) const;
+
+ private:
+  struct Waiting {
+    DispatchRequest request;
+    PromptBlocks blocks;
+  };
+  struct ModelQueue {
+    explicit ModelQueue(const AdmissionQueueOptions& options) : queue(options) {}
+    AdmissionQueue queue;
+  };
+  struct Outcome {
+    DispatchWaiter* waiter;
+    FleetMember* worker;  // nullptr: rejected with `status`
+    int32_t predicted = 0;
+    absl::Status status;
+  };
+
+  // Binds to the best of `candidates` with room, if any.
+  std::optional<Admission> ChooseLocked(absl::Span<const Candidate> candidates,
+                                        PromptBlocks& blocks, const DispatchRequest& request,
+                                        absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PumpModelLocked(const std::string& model, ModelQueue& queue, absl::Time now,
+                       std::vector<Outcome>* outcomes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands `candidate` (a worker with room) the queued request that suits
+  // it best; false when none was given (nothing in its window it may take).
+  bool DispatchOneLocked(const std::string& model, ModelQueue& queue, const Candidate& candidate,
+                         absl::Time now, std::vector<Outcome>* outcomes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Calls the waiters; without the lock.
+  static void Deliver(const std::vector<Outcome>& outcomes);
+  bool HasRoom(const Candidate& c) const;
+
+  FleetView* const fleet_;
+  const DispatcherOptions options_;
+  Clock* const clock_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<ModelQueue>> queues_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Waiting>> waiting_ ABSL_GUARDED_BY(mu_);
+  uint64_t round_robin_ ABSL_GUARDED_BY(mu_) = 0;
+  DispatcherStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace tern::router
+
+#endif  // TERN_ROUTER_CORE_DISPATCHER_H_

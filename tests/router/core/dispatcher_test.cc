@@ -1,0 +1,217 @@
+// Late binding without gRPC: the real dispatcher over a real FleetState fed
+// by plain events, on a ManualClock.
+#include "router/core/dispatcher.h"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/block_hash.h"
+#include "tests/router/core/test_fleet.h"
+
+namespace tern::router {
+namespace {
+
+using testing::Idle;
+using testing::TestFleet;
+
+// Records how each queued request ended.
+class RecordingWaiter : public DispatchWaiter {
+ public:
+  void OnDispatched(FleetMember* worker, int32_t predicted_cached_tokens) override {
+    dispatched_to = worker;
+    predicted = predicted_cached_tokens;
+  }
+  void OnRejected(const absl::Status& status) override { rejected = status; }
+
+  FleetMember* dispatched_to = nullptr;
+  int32_t predicted = -1;
+  absl::Status rejected;
+};
+
+std::vector<int32_t> Prompt(int32_t first, int num_blocks) {
+  std::vector<int32_t> tokens(static_cast<size_t>(num_blocks) * 16);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = first + static_cast<int32_t>(i);
+  return tokens;
+}
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  DispatchRequest Request(uint64_t ticket, const std::vector<int32_t>& prompt,
+                          DispatchWaiter* waiter) {
+    DispatchRequest r;
+    r.ticket = ticket;
+    r.model = "m";
+    r.prompt = prompt;
+    r.waiter = waiter;
+    return r;
+  }
+
+  DispatcherOptions Options(int32_t slack = 0) {
+    DispatcherOptions options;
+    options.slack = slack;
+    return options;
+  }
+
+  TestFleet fleet_;
+};
+
+TEST_F(DispatcherTest, BindsOnlyWhenAWorkerHasRoomThenReleasesToTheQueue) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(2, "m", /*max_num_seqs=*/1);
+  Dispatcher dispatcher(&fleet_.state, Options(), &fleet_.clock);
+  const std::vector<int32_t> prompt = Prompt(0, 2);
+  RecordingWaiter a, b, c;
+  auto first = dispatcher.Admit(Request(1, prompt, &a));
+  auto second = dispatcher.Admit(Request(2, prompt, &b));
+  ASSERT_TRUE(first.ok() && second.ok());
+  ASSERT_NE(first->worker, nullptr);
+  ASSERT_NE(second->worker, nullptr);
+  EXPECT_NE(first->worker, second->worker) << "one slot each";
+  auto third = dispatcher.Admit(Request(3, prompt, &c));
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(third->worker, nullptr) << "no room: it waits, bound to no worker";
+  EXPECT_EQ(dispatcher.queued(), 1u);
+  EXPECT_EQ(c.dispatched_to, nullptr);
+  // Load reports do not free router slots; only the end of a call does.
+  fleet_.state.OnStateMessage(*w[0], Idle(7), {}, fleet_.clock.Now());
+  dispatcher.Pump();
+  EXPECT_EQ(c.dispatched_to, nullptr);
+  dispatcher.Release(first->worker);
+  EXPECT_EQ(c.dispatched_to, first->worker) << "the freed worker takes the waiting request";
+  EXPECT_EQ(dispatcher.queued(), 0u);
+  EXPECT_EQ(dispatcher.stats().queued, 1u);
+  EXPECT_EQ(dispatcher.stats().dispatched, 3u);
+}
+
+TEST_F(DispatcherTest, QueuedRequestsGoFirstAndPreferTheirCachedWorker) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(2, "m", 1);
+  // w1 holds the blocks of prompt B by its events.
+  const std::vector<int32_t> prompt_a = Prompt(0, 4);
+  const std::vector<int32_t> prompt_b = Prompt(1000, 4);
+  const KvEvent stored{1, KvEvent::Kind::kStored, HashPrefixBlocks(prompt_b, 16)};
+  fleet_.state.OnStateMessage(*w[1], Idle(), {&stored, 1}, fleet_.clock.Now());
+  Dispatcher dispatcher(&fleet_.state, Options(), &fleet_.clock);
+  RecordingWaiter r0, r1, qa, qb;
+  auto busy0 = dispatcher.Admit(Request(1, prompt_a, &r0));
+  auto busy1 = dispatcher.Admit(Request(2, prompt_a, &r1));
+  ASSERT_NE(busy0->worker, nullptr);
+  ASSERT_NE(busy1->worker, nullptr);
+  // Routing records of prompt A count as cached for a moment only (the
+  // prefix index's speculative_ttl); after it only events do.
+  fleet_.clock.Advance(absl::Seconds(3));
+  ASSERT_EQ(dispatcher.Admit(Request(3, prompt_a, &qa))->worker, nullptr);
+  ASSERT_EQ(dispatcher.Admit(Request(4, prompt_b, &qb))->worker, nullptr);
+  // w1 frees a slot: of the two waiting, the one whose prefix it holds costs it least.
+  dispatcher.Release(w[1]);
+  EXPECT_EQ(qb.dispatched_to, w[1]);
+  EXPECT_EQ(qb.predicted, 64);
+  EXPECT_EQ(qa.dispatched_to, nullptr);
+  dispatcher.Release(w[0]);
+  EXPECT_EQ(qa.dispatched_to, w[0]);
+}
+
+TEST_F(DispatcherTest, FairnessBoundTakesARequestPassedOverTooOften) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(1, "m", 1);
+  const std::vector<int32_t> cold = Prompt(0, 8);
+  const std::vector<int32_t> warm = Prompt(5000, 8);
+  const KvEvent stored{1, KvEvent::Kind::kStored, HashPrefixBlocks(warm, 16)};
+  fleet_.state.OnStateMessage(*w[0], Idle(), {&stored, 1}, fleet_.clock.Now());
+  DispatcherOptions options = Options();
+  options.queue.max_skips = 2;
+  options.queue.max_skip_age = absl::Hours(1);
+  Dispatcher dispatcher(&fleet_.state, options, &fleet_.clock);
+  RecordingWaiter running;
+  ASSERT_NE(dispatcher.Admit(Request(1, cold, &running))->worker, nullptr);
+  fleet_.clock.Advance(absl::Seconds(3));  // past the routing record's speculative_ttl
+  // The cold request queues first; warm ones keep arriving behind it.
+  RecordingWaiter cold_waiter;
+  ASSERT_EQ(dispatcher.Admit(Request(2, cold, &cold_waiter))->worker, nullptr);
+  std::vector<std::unique_ptr<RecordingWaiter>> warm_waiters;
+  uint64_t ticket = 10;
+  int taken_before_cold = 0;
+  for (int round = 0; round < 5 && cold_waiter.dispatched_to == nullptr; ++round) {
+    warm_waiters.push_back(std::make_unique<RecordingWaiter>());
+    ASSERT_EQ(dispatcher.Admit(Request(ticket++, warm, warm_waiters.back().get()))->worker,
+              nullptr);
+    dispatcher.Release(w[0]);  // one slot frees: it goes to the cheapest... within the bound
+    if (cold_waiter.dispatched_to == nullptr) ++taken_before_cold;
+  }
+  EXPECT_EQ(cold_waiter.dispatched_to, w[0]);
+  EXPECT_EQ(taken_before_cold, 2) << "passed over exactly max_skips times";
+}
+
+TEST_F(DispatcherTest, ResumedRequestAvoidsTheFailedWorkerAndIgnoresTheLengthLimit) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(2, "m", 1);
+  DispatcherOptions options = Options();
+  options.queue.max_length = 1;
+  Dispatcher dispatcher(&fleet_.state, options, &fleet_.clock);
+  const std::vector<int32_t> prompt = Prompt(0, 2);
+  RecordingWaiter a, b, c, resumed_waiter;
+  auto on0 = dispatcher.Admit(Request(1, prompt, &a));
+  auto on1 = dispatcher.Admit(Request(2, prompt, &b));
+  ASSERT_TRUE(on0->worker != nullptr && on1->worker != nullptr);
+  ASSERT_EQ(dispatcher.Admit(Request(3, prompt, &c))->worker, nullptr);
+  // The call on on0's worker fails mid-stream; its relay admits it again,
+  // excluding that worker, ahead of everything and beyond the queue limit.
+  FleetMember* failed = on0->worker;
+  dispatcher.Release(failed);
+  EXPECT_EQ(c.dispatched_to, failed) << "the freed slot went to the waiting request";
+  DispatchRequest resume = Request(1, prompt, &resumed_waiter);
+  resume.exclude = {failed};
+  resume.resumed = true;
+  resume.priority = std::numeric_limits<int32_t>::max();
+  auto again = dispatcher.Admit(resume);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->worker, nullptr);
+  // The failed worker frees up first: the resumed request must not go there.
+  dispatcher.Release(failed);
+  EXPECT_EQ(resumed_waiter.dispatched_to, nullptr);
+  FleetMember* other = on1->worker;
+  dispatcher.Release(other);
+  EXPECT_EQ(resumed_waiter.dispatched_to, other);
+}
+
+TEST_F(DispatcherTest, RequestsThatCannotBeServedAreRejected) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(1, "m", 1);
+  DispatcherOptions options = Options();
+  options.queue.max_wait = absl::Seconds(2);
+  Dispatcher dispatcher(&fleet_.state, options, &fleet_.clock);
+  const std::vector<int32_t> prompt = Prompt(0, 1);
+  RecordingWaiter a, waiting, late;
+  EXPECT_EQ(dispatcher.Admit(Request(1, prompt, &a)).status().code(), absl::StatusCode::kOk);
+  DispatchRequest unknown = Request(9, prompt, &late);
+  unknown.model = "nope";
+  EXPECT_EQ(dispatcher.Admit(unknown).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_EQ(dispatcher.Admit(Request(2, prompt, &waiting))->worker, nullptr);
+  fleet_.clock.Advance(absl::Seconds(3));
+  dispatcher.Pump();
+  EXPECT_EQ(waiting.rejected.code(), absl::StatusCode::kResourceExhausted);
+  // The only worker is lost: admission says UNAVAILABLE.
+  HealthReport down;
+  down.failure = "health check failed";
+  fleet_.state.OnHealthReport(*w[0], down, fleet_.clock.Now());
+  EXPECT_EQ(dispatcher.Admit(Request(3, prompt, &late)).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST_F(DispatcherTest, ADrainingWorkerGetsNothingNew) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(2, "m", 4);
+  HealthReport draining;
+  draining.draining = true;
+  draining.failure = "not serving (draining)";
+  fleet_.state.OnHealthReport(*w[0], draining, fleet_.clock.Now());
+  Dispatcher dispatcher(&fleet_.state, Options(), &fleet_.clock);
+  const std::vector<int32_t> prompt = Prompt(0, 1);
+  std::vector<RecordingWaiter> waiters(4);
+  for (uint64_t i = 0; i < 4; ++i) {
+    auto admission = dispatcher.Admit(Request(i + 1, prompt, &waiters[i]));
+    ASSERT_TRUE(admission.ok());
+    EXPECT_EQ(admission->worker, w[1]);
+  }
+}
+
+}  // namespace
+}  // namespace tern::router

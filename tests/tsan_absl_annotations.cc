@@ -1,0 +1,284 @@
+// ThreadSanitizer annotations for Debian's abseil, preloaded (LD_PRELOAD)
+// into the TSan test runs by scripts/sanitize.sh; not part of any build.
+//
+// Why: Debian's libabsl_synchronization.so is not built with TSan, so the
+// lock-free fast paths and futex waits of absl::Mutex, CondVar and
+// Notification are invisible to it, and every access that our code guards
+// with an absl::Mutex would be reported as a race. abseil has the annotations
+// (ABSL_TSAN_MUTEX_* in mutex.cc) but compiles them only into TSan builds of
+// itself. This library interposes the exported functions (ours and gRPC's
+// calls reach them through the PLT), forwards each to the real one found
+// with dlsym(RTLD_NEXT) and adds the same __tsan_mutex_* annotations around
+// it, so TSan sees absl locks as it sees pthread mutexes. Waiting conditions
+// evaluated inside the real calls fall between a pre_ and a post_
+// annotation, where TSan ignores memory accesses, as abseil's own
+// annotations arrange.
+//
+// The __tsan_* functions come from the TSan runtime of the program; they are
+// weak here so that a program without TSan that inherits LD_PRELOAD still
+// runs (without annotations).
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+
+extern "C" {
+void __tsan_acquire(void* addr) __attribute__((weak));
+void __tsan_release(void* addr) __attribute__((weak));
+void __tsan_mutex_destroy(void* addr, unsigned flags) __attribute__((weak));
+void __tsan_mutex_pre_lock(void* addr, unsigned flags) __attribute__((weak));
+void __tsan_mutex_post_lock(void* addr, unsigned flags, int recursion) __attribute__((weak));
+int __tsan_mutex_pre_unlock(void* addr, unsigned flags) __attribute__((weak));
+void __tsan_mutex_post_unlock(void* addr, unsigned flags) __attribute__((weak));
+}
+
+namespace {
+
+// Flags of sanitizer/tsan_interface.h.
+constexpr unsigned kNotStatic = 1 << 8;
+constexpr unsigned kReadLock = 1 << 3;
+constexpr unsigned kTryLock = 1 << 4;
+constexpr unsigned kTryLockFailed = 1 << 5;
+
+bool Annotating() { return __tsan_mutex_pre_lock != nullptr; }
+
+void PreLock(void* mu, unsigned flags) {
+  if (Annotating()) __tsan_mutex_pre_lock(mu, flags);
+}
+void PostLock(void* mu, unsigned flags) {
+  if (Annotating()) __tsan_mutex_post_lock(mu, flags, 0);
+}
+void PreUnlock(void* mu, unsigned flags) {
+  if (Annotating()) __tsan_mutex_pre_unlock(mu, flags);
+}
+void PostUnlock(void* mu, unsigned flags) {
+  if (Annotating()) __tsan_mutex_post_unlock(mu, flags);
+}
+
+#define TERN_STRINGIFY_INNER(x) #x
+#define TERN_STRINGIFY(x) TERN_STRINGIFY_INNER(x)
+
+// The real definition of an absl function, by its mangled name without the
+// leading "_ZN" / "_ZNK" + "4absl" + inline namespace.
+template <typename Fn>
+Fn Real(bool is_const, const char* rest) {
+#if ABSL_OPTION_USE_INLINE_NAMESPACE
+  const std::string ns = TERN_STRINGIFY(ABSL_OPTION_INLINE_NAMESPACE_NAME);
+  const std::string prefix = "4absl" + std::to_string(ns.size()) + ns;
+#else
+  const std::string prefix = "4absl";
+#endif
+  const std::string name = (is_const ? "_ZNK" : "_ZN") + prefix + rest;
+  void* fn = dlsym(RTLD_NEXT, name.c_str());
+  if (fn == nullptr) {
+    std::fprintf(stderr, "tsan_absl_annotations: %s not found\n", name.c_str());
+    std::abort();
+  }
+  return reinterpret_cast<Fn>(fn);
+}
+
+// A call that holds `mu` on entry and on return but may release it while
+// waiting (Await, CondVar::Wait): a release, then an acquisition.
+template <typename Call>
+auto Reacquiring(void* mu, unsigned flags, Call call) {
+  PreUnlock(mu, flags);
+  auto result = call();
+  PostUnlock(mu, flags);
+  PreLock(mu, flags);
+  PostLock(mu, flags);
+  return result;
+}
+
+}  // namespace
+
+namespace absl {
+ABSL_NAMESPACE_BEGIN
+
+Mutex::~Mutex() {
+  static const auto real = Real<void (*)(Mutex*)>(false, "5MutexD1Ev");
+  if (__tsan_mutex_destroy != nullptr) __tsan_mutex_destroy(this, kNotStatic);
+  real(this);
+}
+
+void Mutex::Lock() {
+  static const auto real = Real<void (*)(Mutex*)>(false, "5Mutex4LockEv");
+  PreLock(this, 0);
+  real(this);
+  PostLock(this, 0);
+}
+
+void Mutex::ReaderLock() {
+  static const auto real = Real<void (*)(Mutex*)>(false, "5Mutex10ReaderLockEv");
+  PreLock(this, kReadLock);
+  real(this);
+  PostLock(this, kReadLock);
+}
+
+bool Mutex::TryLock() {
+  static const auto real = Real<bool (*)(Mutex*)>(false, "5Mutex7TryLockEv");
+  PreLock(this, kTryLock);
+  const bool locked = real(this);
+  PostLock(this, locked ? kTryLock : kTryLock | kTryLockFailed);
+  return locked;
+}
+
+bool Mutex::ReaderTryLock() {
+  static const auto real = Real<bool (*)(Mutex*)>(false, "5Mutex13ReaderTryLockEv");
+  PreLock(this, kReadLock | kTryLock);
+  const bool locked = real(this);
+  PostLock(this, locked ? kReadLock | kTryLock : kReadLock | kTryLock | kTryLockFailed);
+  return locked;
+}
+
+void Mutex::Unlock() {
+  static const auto real = Real<void (*)(Mutex*)>(false, "5Mutex6UnlockEv");
+  PreUnlock(this, 0);
+  real(this);
+  PostUnlock(this, 0);
+}
+
+void Mutex::ReaderUnlock() {
+  static const auto real = Real<void (*)(Mutex*)>(false, "5Mutex12ReaderUnlockEv");
+  PreUnlock(this, kReadLock);
+  real(this);
+  PostUnlock(this, kReadLock);
+}
+
+void Mutex::LockWhen(const Condition& cond) {
+  static const auto real =
+      Real<void (*)(Mutex*, const Condition&)>(false, "5Mutex8LockWhenERKNS0_9ConditionE");
+  PreLock(this, 0);
+  real(this, cond);
+  PostLock(this, 0);
+}
+
+bool Mutex::LockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
+  static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Duration)>(
+      false, "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  PreLock(this, 0);
+  const bool result = real(this, cond, timeout);
+  PostLock(this, 0);
+  return result;
+}
+
+bool Mutex::LockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
+  static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Time)>(
+      false, "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  PreLock(this, 0);
+  const bool result = real(this, cond, deadline);
+  PostLock(this, 0);
+  return result;
+}
+
+void Mutex::ReaderLockWhen(const Condition& cond) {
+  static const auto real =
+      Real<void (*)(Mutex*, const Condition&)>(false, "5Mutex14ReaderLockWhenERKNS0_9ConditionE");
+  PreLock(this, kReadLock);
+  real(this, cond);
+  PostLock(this, kReadLock);
+}
+
+bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
+  static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Duration)>(
+      false, "5Mutex25ReaderLockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  PreLock(this, kReadLock);
+  const bool result = real(this, cond, timeout);
+  PostLock(this, kReadLock);
+  return result;
+}
+
+bool Mutex::ReaderLockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
+  static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Time)>(
+      false, "5Mutex26ReaderLockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  PreLock(this, kReadLock);
+  const bool result = real(this, cond, deadline);
+  PostLock(this, kReadLock);
+  return result;
+}
+
+// Await* are annotated as writer waits: our code (and gRPC's) awaits only
+// under exclusive locks.
+void Mutex::Await(const Condition& cond) {
+  static const auto real =
+      Real<void (*)(Mutex*, const Condition&)>(false, "5Mutex5AwaitERKNS0_9ConditionE");
+  Reacquiring(this, 0, [&] {
+    real(this, cond);
+    return true;
+  });
+}
+
+bool Mutex::AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
+  static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Duration)>(
+      false, "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  return Reacquiring(this, 0, [&] { return real(this, cond, timeout); });
+}
+
+bool Mutex::AwaitWithDeadline(const Condition& cond, absl::Time deadline) {
+  static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Time)>(
+      false, "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  return Reacquiring(this, 0, [&] { return real(this, cond, deadline); });
+}
+
+void CondVar::Wait(Mutex* mu) {
+  static const auto real = Real<void (*)(CondVar*, Mutex*)>(false, "7CondVar4WaitEPNS0_5MutexE");
+  Reacquiring(mu, 0, [&] {
+    real(this, mu);
+    return true;
+  });
+}
+
+bool CondVar::WaitWithTimeout(Mutex* mu, absl::Duration timeout) {
+  static const auto real = Real<bool (*)(CondVar*, Mutex*, absl::Duration)>(
+      false, "7CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE");
+  return Reacquiring(mu, 0, [&] { return real(this, mu, timeout); });
+}
+
+bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
+  static const auto real = Real<bool (*)(CondVar*, Mutex*, absl::Time)>(
+      false, "7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
+  return Reacquiring(mu, 0, [&] { return real(this, mu, deadline); });
+}
+
+// Notification: the waits return early, without locking, once the flag is
+// set, and HasBeenNotified() (inline, so instrumented) reads the flag alone;
+// a release/acquire on the flag's address orders them after Notify().
+void Notification::Notify() {
+  static const auto real = Real<void (*)(Notification*)>(false, "12Notification6NotifyEv");
+  if (__tsan_release != nullptr) __tsan_release(&notified_yet_);
+  real(this);
+}
+
+void Notification::WaitForNotification() const {
+  static const auto real =
+      Real<void (*)(const Notification*)>(true, "12Notification19WaitForNotificationEv");
+  real(this);
+  if (__tsan_acquire != nullptr) __tsan_acquire(const_cast<std::atomic<bool>*>(&notified_yet_));
+}
+
+bool Notification::WaitForNotificationWithTimeout(absl::Duration timeout) const {
+  static const auto real = Real<bool (*)(const Notification*, absl::Duration)>(
+      true, "12Notification30WaitForNotificationWithTimeoutENS0_8DurationE");
+  const bool notified = real(this, timeout);
+  if (notified && __tsan_acquire != nullptr) {
+    __tsan_acquire(const_cast<std::atomic<bool>*>(&notified_yet_));
+  }
+  return notified;
+}
+
+bool Notification::WaitForNotificationWithDeadline(absl::Time deadline) const {
+  static const auto real = Real<bool (*)(const Notification*, absl::Time)>(
+      true, "12Notification31WaitForNotificationWithDeadlineENS0_4TimeE");
+  const bool notified = real(this, deadline);
+  if (notified && __tsan_acquire != nullptr) {
+    __tsan_acquire(const_cast<std::atomic<bool>*>(&notified_yet_));
+  }
+  return notified;
+}
+
+ABSL_NAMESPACE_END
+}  // namespace absl

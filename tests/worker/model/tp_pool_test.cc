@@ -1,0 +1,112 @@
+#include "worker/model/tp_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+#include <vector>
+
+namespace tern::worker {
+namespace {
+
+TEST(TpPoolTest, SizeOneRunsOnTheCallerWithoutThreads) {
+  TpPool pool(1, {});
+  EXPECT_EQ(pool.size(), 1);
+  std::thread::id ran_on;
+  int calls = 0;
+  pool.Run([&](int32_t rank) {
+    EXPECT_EQ(rank, 0);
+    pool.Barrier();  // a no-op
+    ran_on = std::this_thread::get_id();
+    ++calls;
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+}
+
+TEST(TpPoolTest, EveryRankRunsOnceOnItsOwnThreadAndTheCallerIsRankZero) {
+  for (int32_t size : {2, 3, 4}) {
+    TpPool pool(size, {});
+    std::vector<std::thread::id> ids(size);
+    std::vector<int> calls(size, 0);
+    pool.Run([&](int32_t rank) {
+      ids[rank] = std::this_thread::get_id();
+      ++calls[rank];
+    });
+    EXPECT_EQ(ids[0], std::this_thread::get_id());
+    EXPECT_EQ(std::set<std::thread::id>(ids.begin(), ids.end()).size(), static_cast<size_t>(size));
+    EXPECT_EQ(calls, std::vector<int>(size, 1));
+  }
+}
+
+// Each phase, every rank writes its slot, waits, then checks everyone's slot
+// of this phase: a rank leaving a barrier early would read a stale value.
+TEST(TpPoolTest, BarrierSeparatesPhasesOverManyRuns) {
+  for (int32_t size : {2, 4, 6}) {  // 4 and 6 oversubscribe small machines
+    TpPool pool(size, {});
+    std::vector<std::atomic<int64_t>> slots(size);
+    std::atomic<int64_t> errors{0};
+    constexpr int kRuns = 200, kPhases = 20;
+    for (int run = 0; run < kRuns; ++run) {
+      pool.Run([&](int32_t rank) {
+        for (int phase = 0; phase < kPhases; ++phase) {
+          const int64_t stamp = int64_t{run} * kPhases + phase;
+          slots[rank].store(stamp, std::memory_order_relaxed);
+          pool.Barrier();
+          for (int32_t r = 0; r < size; ++r) {
+            if (slots[r].load(std::memory_order_relaxed) != stamp) ++errors;
+          }
+          pool.Barrier();
+        }
+      });
+      // Run returns only after every rank finished: all slots hold the last stamp.
+      for (int32_t r = 0; r < size; ++r) {
+        ASSERT_EQ(slots[r].load(), int64_t{run} * kPhases + kPhases - 1) << "size " << size;
+      }
+    }
+    EXPECT_EQ(errors.load(), 0) << "size " << size;
+  }
+}
+
+TEST(TpPoolTest, PlainMemoryWrittenBeforeABarrierIsSeenAfterIt) {
+  constexpr int32_t kSize = 3;
+  TpPool pool(kSize, {0, 1, 2});  // pinning to CPUs the machine may lack is ignored
+  std::vector<int64_t> data(kSize * 1024);
+  for (int run = 0; run < 100; ++run) {
+    int64_t sums[kSize] = {};
+    pool.Run([&](int32_t rank) {
+      for (int i = 0; i < 1024; ++i) data[rank * 1024 + i] = run + rank + i;
+      pool.Barrier();
+      int64_t sum = 0;
+      for (int64_t v : data) sum += v;
+      sums[rank] = sum;
+    });
+    int64_t want = 0;
+    for (int32_t r = 0; r < kSize; ++r) {
+      for (int i = 0; i < 1024; ++i) want += run + r + i;
+    }
+    for (int32_t r = 0; r < kSize; ++r) EXPECT_EQ(sums[r], want) << "run " << run;
+  }
+}
+
+// A rank thread that starts only after the first Run was posted must still
+// run that job (a fresh pool's threads may not be scheduled yet).
+TEST(TpPoolTest, FirstRunRightAfterConstructionReachesEveryRank) {
+  for (int i = 0; i < 100; ++i) {
+    TpPool pool(4, {});
+    std::atomic<int> ran{0};
+    pool.Run([&](int32_t) { ++ran; });
+    ASSERT_EQ(ran.load(), 4) << "pool " << i;
+  }
+}
+
+TEST(TpPoolTest, DestroysCleanlyWhileRanksSleep) {
+  for (int i = 0; i < 20; ++i) {
+    TpPool pool(3, {});
+    if (i % 2 == 0) pool.Run([](int32_t) {});
+  }
+}
+
+}  // namespace
+}  // namespace tern::worker

@@ -1,0 +1,498 @@
+#include "worker/model/executor.h"
+
+#include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "kernels/dispatch.h"
+#include "kernels/reference.h"
+#include "worker/model/tp_pool.h"
+
+namespace tern::worker {
+namespace {
+
+namespace k = ::tern::kernels;
+
+// Rows of the final-norm'd hidden states pushed through a rank's lm_head
+// slice at once when tp > 1: the partial logits go through a small buffer
+// (kLogitChunkRows x vocab / tp) before being scattered into the caller's
+// rows, instead of one buffer for max_batch_tokens full vocabularies.
+constexpr size_t kLogitChunkRows = 16;
+
+// Activation offsets are rounded to a cache line so no two ranks' buffers
+// (or two arrays of one rank) share one.
+constexpr size_t kAlignFloats = 16;
+
+size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+// Anonymous memory owned by one rank, written (first touched) by the thread
+// that allocates it, so its pages sit on that thread's NUMA node.
+class RankMemory {
+ public:
+  RankMemory() = default;
+  RankMemory(const RankMemory&) = delete;
+  RankMemory& operator=(const RankMemory&) = delete;
+  ~RankMemory() {
+    if (data_ != nullptr) ::munmap(data_, bytes_);
+  }
+
+  absl::Status Allocate(size_t bytes, const char* what) {
+    if (bytes == 0) return absl::OkStatus();
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot allocate ", bytes, " bytes for ", what, ": ", std::strerror(errno)));
+    }
+    (void)::madvise(p, bytes, MADV_HUGEPAGE);  // best effort: fewer TLB misses
+    std::memset(p, 0, bytes);
+    data_ = p;
+    bytes_ = bytes;
+    return absl::OkStatus();
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace
+
+struct Executor::Impl {
+  // One rank's slice of a layer. q/k/v/gate/up are row ranges of the
+  // checkpoint's matrices, read in place; o/down are column blocks, copied
+  // into the rank's memory when tp > 1 (in place when tp == 1).
+  struct RankLayer {
+    absl::Span<const uint16_t> q, k, v, gate, up, o, down;
+  };
+
+  struct Rank {
+    int32_t q_head_begin = 0, q_heads = 0;
+    int32_t kv_head_begin = 0, kv_heads = 0;
+    int32_t ffn_begin = 0, ffn = 0;
+    int32_t vocab_begin = 0, vocab_end = 0;
+    int32_t column_begin = 0, column_end = 0;  // hidden columns this rank reduces
+    std::vector<RankLayer> layers;
+    RankMemory weights;      // the copied o_proj / down_proj column blocks
+    RankMemory kv;           // per layer: keys then values, kernels::PagedKv layout
+    RankMemory activations;  // the buffers below
+    size_t kv_layer_floats = 0;
+    float *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr;
+    float *gate = nullptr, *up = nullptr, *partial = nullptr, *xn = nullptr;
+    float *logit_rows = nullptr, *logit_tmp = nullptr;
+
+    float* keys(int layer) const { return kv.as<float>() + 2 * layer * kv_layer_floats; }
+    float* values(int layer) const { return keys(layer) + kv_layer_floats; }
+  };
+
+  // One sequence of the current step.
+  struct SeqPlan {
+    int32_t offset = 0;  // its first token's row in the activations
+    int32_t count = 0;
+    int32_t start = 0;
+    const int32_t* block_table = nullptr;
+  };
+
+  absl::Status SetUpRank(int32_t r);
+  void RankStep(int32_t r, size_t n, absl::Span<float> logits);
+  void Attention(Rank& rk, int layer);
+  // x += the sum over ranks of their `partial`, summed in rank order.
+  void AllReduceAdd(int32_t r, size_t n);
+  void Logits(Rank& rk, absl::Span<float> logits);
+
+  const Model* model = nullptr;
+  ModelConfig c;
+  ExecutorOptions options;
+  const k::KernelSet* kern = &k::ActiveKernels();
+  int32_t tp = 1;
+  int32_t num_blocks = 0;
+  int64_t bytes_per_block = 0;
+  int64_t owned_weight_bytes = 0;
+  std::vector<Rank> ranks;
+  // Declared after `ranks`: its threads are joined before their memory goes.
+  std::unique_ptr<TpPool> pool;
+
+  // Shared by all ranks: the residual stream [max_batch_tokens x hidden]
+  // (each rank writes only its columns during the all-reduce), and per
+  // token row its position's RoPE cos/sin.
+  std::vector<float> x, cos, sin;
+  // The current step (set by Step before the ranks run).
+  std::vector<SeqPlan> plan;
+  std::vector<int32_t> logit_token_rows;
+};
+
+absl::Status Executor::Impl::SetUpRank(int32_t r) {
+  Rank& rk = ranks[r];
+  const size_t d = c.hidden_size, hd = c.head_dim;
+  const size_t qd = static_cast<size_t>(rk.q_heads) * hd;
+  const size_t kvd = static_cast<size_t>(rk.kv_heads) * hd;
+  const size_t q_dim = c.q_dim(), ffn_all = c.intermediate_size;
+  const size_t ffn = rk.ffn;
+
+  size_t owned_floats16 = 0;  // bf16 elements
+  if (tp > 1) owned_floats16 = static_cast<size_t>(c.num_hidden_layers) * d * (qd + ffn);
+  TERN_RETURN_IF_ERROR(rk.weights.Allocate(owned_floats16 * sizeof(uint16_t), "weight shards"));
+  uint16_t* owned = rk.weights.as<uint16_t>();
+  rk.layers.resize(c.num_hidden_layers);
+  for (int li = 0; li < c.num_hidden_layers; ++li) {
+    const Model::Layer& ml = model->layer(li);
+    RankLayer& rl = rk.layers[li];
+    rl.q = ml.q_proj.subspan(static_cast<size_t>(rk.q_head_begin) * hd * d, qd * d);
+    rl.k = ml.k_proj.subspan(static_cast<size_t>(rk.kv_head_begin) * hd * d, kvd * d);
+    rl.v = ml.v_proj.subspan(static_cast<size_t>(rk.kv_head_begin) * hd * d, kvd * d);
+    rl.gate = ml.gate_proj.subspan(static_cast<size_t>(rk.ffn_begin) * d, ffn * d);
+    rl.up = ml.up_proj.subspan(static_cast<size_t>(rk.ffn_begin) * d, ffn * d);
+    if (tp == 1) {
+      rl.o = ml.o_proj;
+      rl.down = ml.down_proj;
+      continue;
+    }
+    const size_t q_col = static_cast<size_t>(rk.q_head_begin) * hd;
+    for (size_t i = 0; i < d; ++i) {
+      std::memcpy(owned + i * qd, ml.o_proj.data() + i * q_dim + q_col, qd * sizeof(uint16_t));
+    }
+    rl.o = absl::MakeConstSpan(owned, d * qd);
+    owned += d * qd;
+    for (size_t i = 0; i < d; ++i) {
+      std::memcpy(owned + i * ffn, ml.down_proj.data() + i * ffn_all + rk.ffn_begin,
+                  ffn * sizeof(uint16_t));
+    }
+    rl.down = absl::MakeConstSpan(owned, d * ffn);
+    owned += d * ffn;
+  }
+
+  rk.kv_layer_floats =
+      static_cast<size_t>(num_blocks) * options.block_size * static_cast<size_t>(rk.kv_heads) * hd;
+  TERN_RETURN_IF_ERROR(rk.kv.Allocate(
+      2 * static_cast<size_t>(c.num_hidden_layers) * rk.kv_layer_floats * sizeof(float),
+      "the KV cache"));
+
+  const size_t t = options.max_batch_tokens;
+  const size_t vocab_rows = rk.vocab_end - rk.vocab_begin;
+  const size_t sizes[] = {
+      t * qd,  t * kvd, t * kvd, t * qd, t * ffn,
+      t * ffn, t * d,   t * d,   t * d,  tp > 1 ? kLogitChunkRows * vocab_rows : 0};
+  size_t total = 0;
+  for (size_t s : sizes) total += RoundUp(s, kAlignFloats);
+  TERN_RETURN_IF_ERROR(rk.activations.Allocate(total * sizeof(float), "activations"));
+  float* p = rk.activations.as<float>();
+  float** targets[] = {&rk.q,  &rk.k,       &rk.v,  &rk.attn,       &rk.gate,
+                       &rk.up, &rk.partial, &rk.xn, &rk.logit_rows, &rk.logit_tmp};
+  for (size_t i = 0; i < std::size(sizes); ++i) {
+    *targets[i] = p;
+    p += RoundUp(sizes[i], kAlignFloats);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const Model* model,
+                                                           ExecutorOptions options) {
+  auto impl = std::make_unique<Impl>();
+  impl->model = model;
+  impl->c = model->config();
+  const ModelConfig& c = impl->c;
+  if (options.block_size < 1) return absl::InvalidArgumentError("block_size must be positive");
+  if (options.max_batch_tokens < 1) {
+    return absl::InvalidArgumentError("max_batch_tokens must be positive");
+  }
+  if (options.tp < 0) return absl::InvalidArgumentError("tp must not be negative");
+  if (options.cpus.empty()) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+      for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (CPU_ISSET(cpu, &set)) options.cpus.push_back(cpu);
+      }
+    }
+  }
+  if (options.tp == 0) options.tp = std::max<int32_t>(1, static_cast<int32_t>(options.cpus.size()));
+  const int32_t tp = options.tp;
+  const int32_t heads = c.num_attention_heads, kv_heads = c.num_key_value_heads;
+  if (heads % tp != 0 || c.intermediate_size % tp != 0 ||
+      (kv_heads % tp != 0 && tp % kv_heads != 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tp ", tp, " does not divide the model (", heads, " attention heads, ",
+                     kv_heads, " kv heads, intermediate size ", c.intermediate_size,
+                     "); kv heads must be a multiple of tp, or tp a multiple of kv heads"));
+  }
+  impl->tp = tp;
+  impl->options = options;
+
+  // With tp > kv heads each kv head is replicated on tp / kv_heads ranks.
+  const int32_t kv_per_rank = kv_heads >= tp ? kv_heads / tp : 1;
+  impl->bytes_per_block = int64_t{2} * c.num_hidden_layers * options.block_size * tp * kv_per_rank *
+                          c.head_dim * static_cast<int64_t>(sizeof(float));
+  const int64_t blocks = options.kv_cache_bytes / impl->bytes_per_block;
+  if (blocks < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("kv_cache_bytes ", options.kv_cache_bytes,
+                                                   " holds no KV block of ", impl->bytes_per_block,
+                                                   " bytes"));
+  }
+  if (blocks > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError("kv_cache_bytes gives more than 2^31 blocks");
+  }
+  impl->num_blocks = static_cast<int32_t>(blocks);
+
+  impl->ranks = std::vector<Impl::Rank>(tp);
+  const int32_t d = c.hidden_size;
+  for (int32_t r = 0; r < tp; ++r) {
+    Impl::Rank& rk = impl->ranks[r];
+    rk.q_heads = heads / tp;
+    rk.q_head_begin = r * rk.q_heads;
+    rk.kv_heads = kv_per_rank;
+    rk.kv_head_begin = kv_heads >= tp ? r * kv_per_rank : r / (tp / kv_heads);
+    rk.ffn = c.intermediate_size / tp;
+    rk.ffn_begin = r * rk.ffn;
+    rk.vocab_begin = static_cast<int32_t>(int64_t{c.vocab_size} * r / tp);
+    rk.vocab_end = static_cast<int32_t>(int64_t{c.vocab_size} * (r + 1) / tp);
+    // Reduction columns in whole cache lines.
+    const int32_t step = static_cast<int32_t>(RoundUp((d + tp - 1) / tp, kAlignFloats));
+    rk.column_begin = std::min(d, r * step);
+    rk.column_end = std::min(d, (r + 1) * step);
+  }
+  const size_t t = options.max_batch_tokens;
+  impl->x.resize(t * d);
+  impl->cos.resize(t * (c.head_dim / 2));
+  impl->sin.resize(impl->cos.size());
+
+  impl->pool = std::make_unique<TpPool>(tp, options.cpus);
+  std::vector<absl::Status> statuses(tp);
+  Impl* raw = impl.get();
+  // The creating thread is not pinned: it may not be the one that runs Step,
+  // and threads it starts later would inherit its CPU.
+  impl->pool->Run([&](int32_t r) { statuses[r] = raw->SetUpRank(r); }, /*pin_caller=*/false);
+  for (const absl::Status& s : statuses) TERN_RETURN_IF_ERROR(s);
+  if (tp > 1) {
+    // The ranks hold their own copies of o_proj and down_proj now; drop this
+    // process's pages of those tensors (the file mapping stays valid: a later
+    // read, e.g. by Model::Forward, faults them back in from the file).
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    auto release = [page](absl::Span<const uint16_t> span) {
+      const uintptr_t begin = RoundUp(reinterpret_cast<uintptr_t>(span.data()), page);
+      const uintptr_t end = reinterpret_cast<uintptr_t>(span.data() + span.size()) / page * page;
+      if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+    };
+    for (int li = 0; li < c.num_hidden_layers; ++li) {
+      release(model->layer(li).o_proj);
+      release(model->layer(li).down_proj);
+    }
+  }
+  for (const Impl::Rank& rk : impl->ranks) {
+    impl->owned_weight_bytes += static_cast<int64_t>(rk.weights.bytes());
+  }
+  TERN_LOG(Info) << "executor: tp " << tp << ", " << impl->num_blocks << " KV blocks of "
+                 << options.block_size << " tokens (" << impl->bytes_per_block
+                 << " bytes each), weight shards " << impl->owned_weight_bytes << " bytes";
+  return std::unique_ptr<Executor>(new Executor(std::move(impl)));
+}
+
+Executor::Executor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Executor::~Executor() = default;
+
+absl::Status Executor::Step(absl::Span<const StepSequence> batch, absl::Span<float> logits) {
+  Impl& m = *impl_;
+  const ModelConfig& c = m.c;
+  const int32_t bs = m.options.block_size;
+  int64_t total = 0, logit_rows = 0;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const StepSequence& seq = batch[s];
+    if (seq.tokens.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, " has no tokens"));
+    }
+    for (size_t i = 0; i < seq.tokens.size(); ++i) {
+      if (seq.tokens[i] < 0 || seq.tokens[i] >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sequence ", s, ": token id ", seq.tokens[i], " at index ", i,
+                         " is outside the vocabulary [0, ", c.vocab_size, ")"));
+      }
+    }
+    const int64_t end = int64_t{seq.start_position} + static_cast<int64_t>(seq.tokens.size());
+    if (seq.start_position < 0 || end > std::numeric_limits<int32_t>::max()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", s, ": bad start position ", seq.start_position));
+    }
+    const int64_t blocks_needed = (end + bs - 1) / bs;
+    if (static_cast<int64_t>(seq.block_table.size()) < blocks_needed) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", s, ": block table has ", seq.block_table.size(),
+                       " blocks, positions up to ", end, " need ", blocks_needed));
+    }
+    for (int64_t b = 0; b < blocks_needed; ++b) {
+      if (seq.block_table[b] < 0 || seq.block_table[b] >= m.num_blocks) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sequence ", s, ": block ", seq.block_table[b],
+                         " is outside the pool [0, ", m.num_blocks, ")"));
+      }
+    }
+    total += static_cast<int64_t>(seq.tokens.size());
+    if (seq.want_logits) ++logit_rows;
+  }
+  if (total > m.options.max_batch_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("the batch has ", total,
+                                                   " tokens, more than max_batch_tokens ",
+                                                   m.options.max_batch_tokens));
+  }
+  if (static_cast<int64_t>(logits.size()) < logit_rows * c.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("logits hold ", logits.size(), " values, ",
+                                                   logit_rows, " rows need ",
+                                                   logit_rows * c.vocab_size));
+  }
+  if (total == 0) return absl::OkStatus();
+
+  // Plan, embeddings and rotary tables (shared by the ranks).
+  const size_t d = c.hidden_size, half = c.head_dim / 2;
+  m.plan.clear();
+  m.logit_token_rows.clear();
+  int32_t row = 0;
+  for (const StepSequence& seq : batch) {
+    const int32_t n = static_cast<int32_t>(seq.tokens.size());
+    m.plan.push_back({row, n, seq.start_position, seq.block_table.data()});
+    for (int32_t i = 0; i < n; ++i, ++row) {
+      const uint16_t* e = m.model->embed_tokens().data() + static_cast<size_t>(seq.tokens[i]) * d;
+      float* xr = m.x.data() + static_cast<size_t>(row) * d;
+      for (size_t j = 0; j < d; ++j) xr[j] = k::Bf16ToFloat(e[j]);
+      k::RopeCosSin(seq.start_position + i, m.model->inv_freq(),
+                    absl::MakeSpan(m.cos.data() + row * half, half),
+                    absl::MakeSpan(m.sin.data() + row * half, half));
+    }
+    if (seq.want_logits) m.logit_token_rows.push_back(row - 1);
+  }
+  const size_t n = static_cast<size_t>(total);
+  m.pool->Run([&](int32_t r) { m.RankStep(r, n, logits); });
+  return absl::OkStatus();
+}
+
+void Executor::Impl::RankStep(int32_t r, size_t n, absl::Span<float> logits) {
+  Rank& rk = ranks[r];
+  const size_t d = c.hidden_size, hd = c.head_dim;
+  const size_t qd = static_cast<size_t>(rk.q_heads) * hd;
+  const size_t kvd = static_cast<size_t>(rk.kv_heads) * hd;
+  const size_t ffn = rk.ffn;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const k::KernelSet& kn = *kern;
+  for (int li = 0; li < c.num_hidden_layers; ++li) {
+    const Model::Layer& ml = model->layer(li);
+    const RankLayer& rl = rk.layers[li];
+    // Attention block. Every rank normalizes all rows itself: cheaper than a
+    // barrier to share them.
+    for (size_t t = 0; t < n; ++t) {
+      kn.rms_norm(x.data() + t * d, ml.input_norm.data(), d, eps, rk.xn + t * d);
+    }
+    kn.matmul_bf16(rl.q.data(), qd, d, rk.xn, n, rk.q);
+    kn.matmul_bf16(rl.k.data(), kvd, d, rk.xn, n, rk.k);
+    kn.matmul_bf16(rl.v.data(), kvd, d, rk.xn, n, rk.v);
+    Attention(rk, li);
+    kn.matmul_bf16(rl.o.data(), d, qd, rk.attn, n, rk.partial);
+    AllReduceAdd(r, n);
+    // MLP block.
+    for (size_t t = 0; t < n; ++t) {
+      kn.rms_norm(x.data() + t * d, ml.post_attention_norm.data(), d, eps, rk.xn + t * d);
+    }
+    kn.matmul_bf16(rl.gate.data(), ffn, d, rk.xn, n, rk.gate);
+    kn.matmul_bf16(rl.up.data(), ffn, d, rk.xn, n, rk.up);
+    kn.silu_mul(rk.gate, rk.up, n * ffn);
+    kn.matmul_bf16(rl.down.data(), d, ffn, rk.gate, n, rk.partial);
+    AllReduceAdd(r, n);
+  }
+  if (!logit_token_rows.empty()) Logits(rk, logits);
+}
+
+void Executor::Impl::Attention(Rank& rk, int layer) {
+  const size_t hd = c.head_dim, half = hd / 2;
+  const size_t qd = static_cast<size_t>(rk.q_heads) * hd;
+  const size_t kvd = static_cast<size_t>(rk.kv_heads) * hd;
+  const int32_t bs = options.block_size;
+  float* keys = rk.keys(layer);
+  float* values = rk.values(layer);
+  const k::PagedKv kv{keys, values, bs, rk.kv_heads, c.head_dim};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  for (const SeqPlan& seq : plan) {
+    for (int32_t i = 0; i < seq.count; ++i) {
+      const size_t t = static_cast<size_t>(seq.offset + i);
+      absl::Span<const float> cs(cos.data() + t * half, half), sn(sin.data() + t * half, half);
+      for (int32_t h = 0; h < rk.q_heads; ++h) {
+        k::ApplyRopeRotateHalf(absl::MakeSpan(rk.q + t * qd + h * hd, hd), cs, sn);
+      }
+      float* kt = rk.k + t * kvd;
+      for (int32_t h = 0; h < rk.kv_heads; ++h) {
+        k::ApplyRopeRotateHalf(absl::MakeSpan(kt + h * hd, hd), cs, sn);
+      }
+      const int32_t p = seq.start + i;
+      const size_t slot =
+          static_cast<size_t>(seq.block_table[p / bs]) * bs + static_cast<size_t>(p % bs);
+      std::memcpy(keys + slot * kvd, kt, kvd * sizeof(float));
+      std::memcpy(values + slot * kvd, rk.v + t * kvd, kvd * sizeof(float));
+    }
+    const size_t first = static_cast<size_t>(seq.offset);
+    kern->paged_attention(kv, seq.block_table, seq.start, seq.count, rk.q + first * qd, rk.q_heads,
+                          scale, rk.attn + first * qd);
+  }
+}
+
+void Executor::Impl::AllReduceAdd(int32_t r, size_t n) {
+  const size_t d = c.hidden_size;
+  if (tp == 1) {
+    kern->add(x.data(), ranks[0].partial, n * d);
+    return;
+  }
+  pool->Barrier();  // every rank's partial is complete
+  const Rank& rk = ranks[r];
+  const size_t begin = rk.column_begin, width = rk.column_end - rk.column_begin;
+  if (width > 0) {
+    for (size_t t = 0; t < n; ++t) {
+      float* xr = x.data() + t * d + begin;
+      for (const Rank& other : ranks) kern->add(xr, other.partial + t * d + begin, width);
+    }
+  }
+  pool->Barrier();  // x is complete; partials may be overwritten
+}
+
+void Executor::Impl::Logits(Rank& rk, absl::Span<float> logits) {
+  const size_t d = c.hidden_size, vocab = c.vocab_size;
+  const size_t rows = logit_token_rows.size();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  for (size_t i = 0; i < rows; ++i) {
+    kern->rms_norm(x.data() + static_cast<size_t>(logit_token_rows[i]) * d,
+                   model->final_norm().data(), d, eps, rk.logit_rows + i * d);
+  }
+  const size_t vocab_rows = rk.vocab_end - rk.vocab_begin;
+  const uint16_t* w = model->lm_head().data() + static_cast<size_t>(rk.vocab_begin) * d;
+  if (tp == 1) {
+    kern->matmul_bf16(w, vocab, d, rk.logit_rows, rows, logits.data());
+    return;
+  }
+  for (size_t i0 = 0; i0 < rows; i0 += kLogitChunkRows) {
+    const size_t m = std::min(kLogitChunkRows, rows - i0);
+    kern->matmul_bf16(w, vocab_rows, d, rk.logit_rows + i0 * d, m, rk.logit_tmp);
+    for (size_t i = 0; i < m; ++i) {
+      std::memcpy(logits.data() + (i0 + i) * vocab + rk.vocab_begin, rk.logit_tmp + i * vocab_rows,
+                  vocab_rows * sizeof(float));
+    }
+  }
+}
+
+const ModelConfig& Executor::config() const { return impl_->c; }
+int32_t Executor::tp() const { return impl_->tp; }
+int32_t Executor::block_size() const { return impl_->options.block_size; }
+int32_t Executor::num_blocks() const { return impl_->num_blocks; }
+int32_t Executor::max_batch_tokens() const { return impl_->options.max_batch_tokens; }
+int64_t Executor::bytes_per_block() const { return impl_->bytes_per_block; }
+int64_t Executor::owned_weight_bytes() const { return impl_->owned_weight_bytes; }
+int64_t Executor::kv_pool_bytes() const {
+  return int64_t{impl_->num_blocks} * impl_->bytes_per_block;
+}
+
+}  // namespace tern::worker

@@ -1,0 +1,128 @@
+#include "worker/model/tp_pool.h"
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+#include <utility>
+
+namespace tern::worker {
+namespace {
+
+// About 50-100 us of spinning: long enough to cover the skew between ranks
+// finishing equal shares of a matmul, short enough not to starve a rank that
+// shares the core.
+constexpr int kSpinIterations = 2000;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+void PinThread(pthread_t thread, int32_t cpu) {
+  if (cpu < 0 || cpu >= CPU_SETSIZE) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  (void)pthread_setaffinity_np(thread, sizeof(set), &set);  // best effort
+}
+
+}  // namespace
+
+void FutexWord::Set(uint32_t value) {
+  // seq_cst store and load against WaitWhileEquals' seq_cst increment and
+  // load: either the sleeper sees the new value or we see the sleeper.
+  word_.store(value, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+            nullptr, 0);
+  }
+}
+
+void FutexWord::WaitWhileEquals(uint32_t value) {
+  for (int i = 0; i < kSpinIterations; ++i) {
+    if (word_.load(std::memory_order_acquire) != value) return;
+    CpuRelax();
+  }
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  // FUTEX_WAIT returns at once if the word already differs, so a Set between
+  // the load and the sleep is not missed.
+  while (word_.load(std::memory_order_seq_cst) == value) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word_), FUTEX_WAIT_PRIVATE, value, nullptr,
+            nullptr, 0);
+  }
+  sleepers_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void SpinFutexBarrier::ArriveAndWait() {
+  const uint32_t phase = phase_.Load();
+  if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == parties_) {
+    // Reset before publishing the new phase: a party that sees the new phase
+    // and re-enters immediately must count from zero.
+    arrived_.store(0, std::memory_order_relaxed);
+    phase_.Set(phase + 1);
+    return;
+  }
+  phase_.WaitWhileEquals(phase);
+}
+
+TpPool::TpPool(int32_t size, std::vector<int32_t> cpus)
+    : size_(size < 1 ? 1 : size), cpus_(std::move(cpus)), barrier_(size_) {
+  threads_.reserve(size_ - 1);
+  for (int32_t rank = 1; rank < size_; ++rank) {
+    threads_.emplace_back([this, rank] { RankLoop(rank); });
+    if (rank < static_cast<int32_t>(cpus_.size())) {
+      PinThread(threads_.back().native_handle(), cpus_[rank]);
+    }
+  }
+}
+
+TpPool::~TpPool() {
+  if (threads_.empty()) return;
+  stopping_.store(true, std::memory_order_relaxed);
+  generation_.Set(generation_.Load() + 1);
+  for (std::thread& t : threads_) t.join();
+}
+
+void TpPool::PinCallerIfNew() {
+  const std::thread::id self = std::this_thread::get_id();
+  if (self == pinned_caller_) return;
+  pinned_caller_ = self;
+  if (!cpus_.empty()) PinThread(pthread_self(), cpus_[0]);
+}
+
+void TpPool::Run(absl::FunctionRef<void(int32_t)> fn, bool pin_caller) {
+  if (size_ == 1) {
+    fn(0);
+    return;
+  }
+  if (pin_caller) PinCallerIfNew();
+  job_ = &fn;
+  generation_.Set(generation_.Load() + 1);
+  fn(0);
+  // Completion: every rank arrives after its share; the ranks then go back to
+  // waiting for the next generation, so job_ may be replaced right away.
+  barrier_.ArriveAndWait();
+  job_ = nullptr;
+}
+
+void TpPool::RankLoop(int32_t rank) {
+  // The generation the pool was built with: a thread that starts after the
+  // first Run has bumped it must still run that job.
+  uint32_t seen = 0;
+  while (true) {
+    generation_.WaitWhileEquals(seen);
+    seen = generation_.Load();
+    if (stopping_.load(std::memory_order_relaxed)) return;
+    (*job_)(rank);
+    barrier_.ArriveAndWait();
+  }
+}
+
+}  // namespace tern::worker

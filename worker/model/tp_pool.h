@@ -1,0 +1,105 @@
+// A persistent pool of tensor-parallel rank threads for the executor.
+//
+// Rank 0 is the thread that calls Run; ranks 1..size-1 are threads the pool
+// owns, each pinned to one CPU. Run(fn) executes fn(rank) on every rank at
+// once and returns when all have finished; inside fn, Barrier() waits until
+// every rank has reached it. With size 1 there are no threads at all: Run
+// calls fn(0) and Barrier returns at once.
+//
+// Waiting spins briefly (a rank usually arrives within microseconds of the
+// others) and then sleeps on a futex, so ranks that share cores with each
+// other or with other processes do not burn the time the slow rank needs.
+// (Raw futexes rather than std::atomic wait/notify: the spin length is ours,
+// and a wake costs a syscall only when some rank actually sleeps.)
+//
+// Thread contract: Run is called by one thread at a time; Barrier only from
+// inside fn, by every rank the same number of times. fn must not throw.
+#ifndef TERN_WORKER_MODEL_TP_POOL_H_
+#define TERN_WORKER_MODEL_TP_POOL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+
+namespace tern::worker {
+
+// A 32-bit word threads wait on until it changes: spin, then futex-wait.
+// Set publishes a new value (release) and wakes the sleepers, with a syscall
+// only when some thread sleeps.
+class FutexWord {
+ public:
+  uint32_t Load() const { return word_.load(std::memory_order_acquire); }
+  void Set(uint32_t value);
+  // Returns once the word no longer holds `value` (acquire).
+  void WaitWhileEquals(uint32_t value);
+
+ private:
+  std::atomic<uint32_t> word_{0};
+  std::atomic<int32_t> sleepers_{0};
+};
+
+// A reusable barrier for a fixed number of threads: spin, then futex-wait.
+class SpinFutexBarrier {
+ public:
+  explicit SpinFutexBarrier(int32_t parties) : parties_(parties) {}
+  SpinFutexBarrier(const SpinFutexBarrier&) = delete;
+  SpinFutexBarrier& operator=(const SpinFutexBarrier&) = delete;
+
+  // Returns once all `parties` threads have called it (for this phase).
+  // Everything written before by any party is visible after.
+  void ArriveAndWait();
+
+ private:
+  const int32_t parties_;
+  alignas(64) std::atomic<int32_t> arrived_{0};
+  alignas(64) FutexWord phase_;
+};
+
+class TpPool {
+ public:
+  // `cpus[r]` is the CPU of rank r (missing entries: no pinning). Rank 0's
+  // CPU is applied to the thread that calls Run (see there).
+  // Pinning failures are ignored (the kernel may not allow a CPU).
+  TpPool(int32_t size, std::vector<int32_t> cpus);
+  // Stops and joins the rank threads.
+  ~TpPool();
+
+  TpPool(const TpPool&) = delete;
+  TpPool& operator=(const TpPool&) = delete;
+
+  int32_t size() const { return size_; }
+
+  // Runs fn(rank) on all ranks, the caller as rank 0; returns when all ranks
+  // have returned from fn. With `pin_caller` (and size > 1) a calling thread
+  // new to the pool is pinned to cpus[0] (threads it starts afterwards
+  // inherit that).
+  void Run(absl::FunctionRef<void(int32_t)> fn, bool pin_caller = true);
+
+  // All ranks wait for each other; only from inside Run's fn.
+  void Barrier() {
+    if (size_ > 1) barrier_.ArriveAndWait();
+  }
+
+ private:
+  void RankLoop(int32_t rank);
+  void PinCallerIfNew();
+
+  const int32_t size_;
+  const std::vector<int32_t> cpus_;
+  SpinFutexBarrier barrier_;
+  // The job of the current generation; written by the caller before it bumps
+  // generation_, read by the ranks after they see the bump.
+  const absl::FunctionRef<void(int32_t)>* job_ = nullptr;
+  alignas(64) FutexWord generation_;
+  std::atomic<bool> stopping_{false};
+  std::thread::id pinned_caller_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace tern::worker
+
+#endif  // TERN_WORKER_MODEL_TP_POOL_H_
