@@ -65,8 +65,8 @@ absl::StatusOr<std::string> FindRuntimeFile(const RuntimeFile& file,
   }
   if (env_value.has_value() && !env_value->empty()) {
     if (Exists(*env_value)) return *env_value;
-    return absl::NotFoundError(absl::StrCat(file.what, ": ", file.env, " names '", *env_value,
-                                            "', which does not exist"));
+    return absl::NotFoundError(
+        absl::StrCat(file.what, ": ", file.env, " names '", *env_value, "', which does not exist"));
   }
   std::string looked;
   if (!file.installed.empty() && !data_dir.empty()) {

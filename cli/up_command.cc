@@ -148,15 +148,13 @@ int RunUpCommand(int argc, char** argv, int first) {
   }
   ClusterConfig config;
   const std::string config_path = flags->GetOr("config", "");
-  if (!config_path.empty()) {
-    auto loaded = LoadClusterConfig(config_path);
-    if (!loaded.ok()) {
-      std::cerr << "tern up: " << loaded.status().message() << "\n";
-      return 2;
-    }
-    config = *loaded;
+  const absl::Status configured = LoadConfigWithFlags(
+      *flags, &config,
+      {{"model", &config.model.path}, {"served-model-name", &config.model.served_name}});
+  if (!configured.ok()) {
+    std::cerr << "tern up: " << configured.message() << "\n";
+    return 2;
   }
-  if (auto v = flags->Get("model")) config.model.path = *v;
   if (config.model.path.empty()) {
     std::cerr << "tern up: --model DIR is required\n" << kUsage;
     return 2;
@@ -306,14 +304,12 @@ int RunUpCommand(int argc, char** argv, int first) {
   const std::string base =
       absl::StrCat("http://", host == "0.0.0.0" ? "127.0.0.1" : host, ":", gateway_port, "/v1");
   // The id the gateway serves the model under, as it derives it.
-  const std::string model_id = flags->GetOr(
-      "served-model-name", config.model.served_name.empty()
-                               ? DefaultServedModelName(config.model.path)
-                               : config.model.served_name);
-  const nlohmann::ordered_json example = {
-      {"model", model_id},
-      {"messages", {{{"role", "user"}, {"content", "Hello!"}}}},
-      {"max_tokens", 32}};
+  const std::string model_id = config.model.served_name.empty()
+                                   ? DefaultServedModelName(config.model.path)
+                                   : config.model.served_name;
+  const nlohmann::ordered_json example = {{"model", model_id},
+                                          {"messages", {{{"role", "user"}, {"content", "Hello!"}}}},
+                                          {"max_tokens", 32}};
   std::cout << "\n[tern up] ready: " << num_workers << " worker(s), model " << model_id
             << ", OpenAI API at " << base << "\n[tern up] try:\n  curl " << base
             << "/models\n  curl " << base

@@ -15,6 +15,7 @@ function(tern_binary name source)
   add_executable(${name} ${source})
   target_link_libraries(${name} PRIVATE ${ARGN})
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+  install(TARGETS ${name} RUNTIME DESTINATION bin)
 endfunction()
 
 # tern_test(SOURCE DEPS...): tests/<dir>/<name>_test.cc becomes the program

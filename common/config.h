@@ -129,8 +129,8 @@ class FlagOverride {
 
  private:
   std::string flag_;
-  std::variant<std::string*, int32_t*, double*, std::vector<std::string>*,
-               std::vector<int32_t>*, bool*>
+  std::variant<std::string*, int32_t*, double*, std::vector<std::string>*, std::vector<int32_t>*,
+               bool*>
       field_;
   bool value_when_given_ = true;
 };

@@ -12,8 +12,8 @@
 #include "gateway/http/http_server.h"
 #include "gateway/metrics.h"
 #include "gateway/model_registry.h"
-#include "gateway/router_client.h"
 #include "gateway/openai/served_model.h"
+#include "gateway/router_client.h"
 
 namespace {
 

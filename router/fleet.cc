@@ -23,8 +23,7 @@ std::vector<KvEvent> FromProto(
         break;
       case tern::v1::KvEvent::kRemoved:
         e.kind = KvEvent::Kind::kRemoved;
-        e.block_hashes.assign(m.removed().block_hashes().begin(),
-                              m.removed().block_hashes().end());
+        e.block_hashes.assign(m.removed().block_hashes().begin(), m.removed().block_hashes().end());
         break;
       case tern::v1::KvEvent::kCleared:
         e.kind = KvEvent::Kind::kCleared;
@@ -142,8 +141,7 @@ class Fleet::GrpcProber : public HealthProber {
     HealthReport report;
     if (!status.ok()) {
       report.failure = absl::StrCat("health check failed: ", status.error_message());
-    } else if (call->health_response.status() !=
-               grpc::health::v1::HealthCheckResponse::SERVING) {
+    } else if (call->health_response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
       report.draining = true;
       report.failure = "not serving (draining)";
     } else {

@@ -219,8 +219,8 @@ void GenerateRelay::OnWorkerResponse(Attempt* attempt, const tern::v1::GenerateR
   }
   if (report_prefix) {
     fleet_->state().OnPrefixReport(*attempt->worker(), response.usage().prompt_tokens(),
-                           attempt->predicted_cached_tokens(),
-                           response.usage().cached_prompt_tokens());
+                                   attempt->predicted_cached_tokens(),
+                                   response.usage().cached_prompt_tokens());
   }
   StartWrite(&pending_write_);
 }
@@ -269,8 +269,7 @@ void GenerateRelay::OnAttemptDone(Attempt* attempt, const grpc::Status& status) 
       ++retries_;
     }
   }
-  fleet_->state().OnCallResult(*worker, status.ok(), decision.worker_fault,
-                                 fleet_->clock()->Now());
+  fleet_->state().OnCallResult(*worker, status.ok(), decision.worker_fault, fleet_->clock()->Now());
   const size_t streamed = outcome.streamed;
   switch (decision.action) {
     case FailoverDecision::Action::kFinish:
@@ -304,8 +303,7 @@ void GenerateRelay::OnAttemptDone(Attempt* attempt, const grpc::Status& status) 
     return;
   }
   backoff_alarm_ = std::make_unique<grpc::Alarm>();
-  backoff_alarm_->Set(
-      std::chrono::system_clock::now() + absl::ToChronoNanoseconds(decision.delay),
+  backoff_alarm_->Set(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(decision.delay),
                       [this](bool /*fired*/) { OnBackoffDone(); });
 }
 

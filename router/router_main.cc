@@ -6,15 +6,14 @@
 #include <cstdio>
 #include <iostream>
 
-#include "absl/strings/str_split.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/metrics_server.h"
 #include "common/signals.h"
 #include "router/core/dispatcher.h"
-#include "router/fleet.h"
 #include "router/core/policy.h"
+#include "router/fleet.h"
 #include "router/router_metrics.h"
 #include "router/router_service.h"
 
@@ -40,31 +39,19 @@ int Run(int argc, char** argv) {
   tern::InitLogging("router", tern::ParseLogLevel(flags->GetOr("log-level", "info")));
 
   tern::ClusterConfig config;
-  if (auto path = flags->Get("config")) {
-    auto loaded = tern::LoadClusterConfig(*path);
-    if (!loaded.ok()) {
-      std::cerr << "tern-router: " << loaded.status().message() << "\n";
-      return 2;
-    }
-    config = *loaded;
-  }
   tern::RouterSection& section = config.router;
-  if (auto v = flags->Get("listen")) section.listen = *v;
-  if (auto v = flags->Get("workers")) {
-    section.workers = absl::StrSplit(*v, ',', absl::SkipEmpty());
-  }
-  if (auto v = flags->Get("policy")) section.policy = *v;
-  if (auto v = flags->Get("metrics-listen")) section.metrics_listen = *v;
-  for (const auto& [name, field] :
-       {std::pair<const char*, int32_t*>{"health-interval-ms", &section.health_interval_ms},
-        {"stall-timeout-ms", &section.stall_timeout_ms},
-        {"max-queue", &section.max_queue}}) {
-    auto value = flags->GetInt(name);
-    if (!value.ok()) {
-      std::cerr << "tern-router: " << value.status().message() << "\n";
-      return 2;
-    }
-    if (*value) *field = static_cast<int32_t>(**value);
+  if (const absl::Status configured = tern::LoadConfigWithFlags(
+          *flags, &config,
+          {{"listen", &section.listen},
+           {"workers", &section.workers},
+           {"policy", &section.policy},
+           {"metrics-listen", &section.metrics_listen},
+           {"health-interval-ms", &section.health_interval_ms},
+           {"stall-timeout-ms", &section.stall_timeout_ms},
+           {"max-queue", &section.max_queue}});
+      !configured.ok()) {
+    std::cerr << "tern-router: " << configured.message() << "\n";
+    return 2;
   }
   absl::StatusOr<tern::router::PolicyKind> policy = tern::router::ParsePolicyKind(section.policy);
   if (!policy.ok()) {

@@ -32,7 +32,8 @@ grpc::ServerUnaryReactor* RouterService::RegisterWorker(
     grpc::CallbackServerContext* context, const tern::v1::RegisterWorkerRequest* request,
     tern::v1::RegisterWorkerResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<absl::Duration> lease = fleet_->Register(request->address(), fleet_->clock()->Now());
+  absl::StatusOr<absl::Duration> lease =
+      fleet_->Register(request->address(), fleet_->clock()->Now());
   if (!lease.ok()) {
     reactor->Finish(
         grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(lease.status().message())));

@@ -38,8 +38,8 @@ void RouterRegistration::Loop() {
     const grpc::Status status = stub->RegisterWorker(&ctx, request, &response);
     if (status.ok()) {
       if (!registered) {
-        TERN_LOG(Info) << "registered with router " << router_ << " as " << advertise_
-                       << " (lease " << response.lease_ms() << " ms)";
+        TERN_LOG(Info) << "registered with router " << router_ << " as " << advertise_ << " (lease "
+                       << response.lease_ms() << " ms)";
       }
       registered = true;
       wait = std::max(absl::Milliseconds(100), absl::Milliseconds(response.lease_ms()) / 3);

@@ -55,25 +55,26 @@ int Run(int argc, char** argv) {
 
   tern::ClusterConfig config;
   tern::WorkerSection& section = config.worker;
-  const absl::Status configured = tern::LoadConfigWithFlags(
-      *flags, &config,
-      {{"model", &config.model.path},
-       {"served-model-name", &config.model.served_name},
-       {"max-model-len", &config.model.max_model_len},
-       {"listen", &section.listen},
-       {"metrics-listen", &section.metrics_listen},
-       {"max-num-seqs", &section.max_num_seqs},
-       {"tp", &section.tp},
-       {"max-num-batched-tokens", &section.max_num_batched_tokens},
-       {"block-size", &section.kv_block_size},
-       {"cpus", &section.cpus},
-       {"kv-cache-gib", &section.kv_cache_gib},
-       {"no-prefix-caching", &section.enable_prefix_caching, false}});
+  const absl::Status configured =
+      tern::LoadConfigWithFlags(*flags, &config,
+                                {{"model", &config.model.path},
+                                 {"served-model-name", &config.model.served_name},
+                                 {"max-model-len", &config.model.max_model_len},
+                                 {"listen", &section.listen},
+                                 {"metrics-listen", &section.metrics_listen},
+                                 {"max-num-seqs", &section.max_num_seqs},
+                                 {"tp", &section.tp},
+                                 {"max-num-batched-tokens", &section.max_num_batched_tokens},
+                                 {"block-size", &section.kv_block_size},
+                                 {"cpus", &section.cpus},
+                                 {"kv-cache-gib", &section.kv_cache_gib},
+                                 {"no-prefix-caching", &section.enable_prefix_caching, false}});
   if (!configured.ok()) return Fail(std::string(configured.message()));
   if (!(section.kv_cache_gib > 0)) {
-    return Fail(absl::StrCat("the KV cache size (--kv-cache-gib, worker.kv_cache_gib) must be "
-                             "positive, got ",
-                             section.kv_cache_gib));
+    return Fail(
+        absl::StrCat("the KV cache size (--kv-cache-gib, worker.kv_cache_gib) must be "
+                     "positive, got ",
+                     section.kv_cache_gib));
   }
   if (config.model.path.empty()) return Fail(std::string("--model DIR is required\n") + kUsage);
   if (config.model.served_name.empty()) {

@@ -161,11 +161,10 @@ int RunBenchCommand(int argc, char** argv, int first) {
     std::cerr << kUsage;
     return 2;
   }
-  auto flags = Flags::Parse(
-      argc, argv, first + 1,
-      {"model", "threads", "gguf", "llama-cpp-script", "node", "max-num-batched-tokens",
-       "kv-cache-mib"},
-      {"quick", "no-llama-cpp", "help"});
+  auto flags = Flags::Parse(argc, argv, first + 1,
+                            {"model", "threads", "gguf", "llama-cpp-script", "node",
+                             "max-num-batched-tokens", "kv-cache-mib"},
+                            {"quick", "no-llama-cpp", "help"});
   if (!flags.ok()) {
     std::cerr << "tern bench engine: " << flags.status().message() << "\n" << kUsage;
     return 2;

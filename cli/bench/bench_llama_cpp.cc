@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -18,25 +17,6 @@
 extern char** environ;
 
 namespace tern::cli {
-namespace {
-
-bool HasBenchScript(const std::filesystem::path& tests) {
-  std::error_code ec;
-  return std::filesystem::exists(tests / "bench" / "llama_cpp_engine.mjs", ec);
-}
-
-}  // namespace
-
-std::string FindTestsDir(const std::string& flag) {
-  if (!flag.empty()) return flag;
-  std::error_code ec;
-  auto dir = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
-  for (; !ec && !dir.empty() && dir != dir.root_path(); dir = dir.parent_path()) {
-    if (HasBenchScript(dir / "tests")) return (dir / "tests").string();
-  }
-  return "";
-}
-
 absl::StatusOr<LlamaCppFigures> ParseLlamaCppResult(const std::string& json_line) {
   try {
     const auto json = nlohmann::json::parse(json_line);

@@ -50,14 +50,6 @@ absl::StatusOr<LlamaCppFigures> ParseLlamaCppResult(const std::string& json_line
 // DEADLINE_EXCEEDED past options.timeout (the child is killed).
 absl::StatusOr<LlamaCppFigures> RunLlamaCppBench(const LlamaCppBenchOptions& options);
 
-// The tests/ folder holding bench/llama_cpp_engine.mjs and node_modules:
-// `flag` when given, else the first ancestor of this executable's folder
-// with tests/bench in it; empty when none is found. For programs built and
-// run inside a checkout (its tests): `tern bench engine` does not use it, it
-// takes the script from --llama-cpp-script or TERN_LLAMA_CPP_SCRIPT
-// (cli/runtime_files.h).
-std::string FindTestsDir(const std::string& flag);
-
 }  // namespace tern::cli
 
 #endif  // TERN_CLI_BENCH_BENCH_LLAMA_CPP_H_

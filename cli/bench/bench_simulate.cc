@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "cli/bench/decision_cost.h"
 #include "cli/bench/fleet_simulator.h"
 #include "common/flags.h"
 #include "common/log.h"

@@ -24,9 +24,12 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "cli/bench/bench_metrics.h"
+#include "router/core/dispatcher.h"
+#include "router/core/fleet_state.h"
 #include "router/core/policy.h"
 
 namespace tern::cli {
@@ -83,21 +86,18 @@ struct SimResult {
 absl::StatusOr<SimResult> SimulateFleet(const SimCostModel& model, int32_t workers,
                                         router::PolicyKind policy, const SimWorkload& workload);
 
-struct DecisionCost {
-  int32_t workers = 0;
-  int64_t queued = 0;
-  int64_t decisions = 0;
-  double p50_us = 0;
-  double p99_us = 0;
-  double max_us = 0;
-};
+// The model every simulated worker serves.
+inline constexpr char kSimModel[] = "sim";
 
-// Times the router's dispatcher with `workers` busy workers (one slot each,
-// holding prefixes in the index by their events) and `queued` requests
-// waiting: one decision is a call ending (Release: the freed worker takes
-// its best queued request, TakeFor over the scan window) plus a request
-// arriving (Admit: candidates over every worker, the policy, the queue).
-DecisionCost MeasureDecisionCost(int32_t workers, int64_t queued, int64_t decisions, uint64_t seed);
+// `workers` healthy members "sim-worker-<i>:1" in `state`, as the router's
+// gRPC shell would have made them (a SERVING health report with the cost
+// model's Info, a state stream's idle snapshot).
+std::vector<router::FleetMember*> AddSimulatedWorkers(router::FleetState& state, int32_t workers,
+                                                      const SimCostModel& model, absl::Time now);
+
+// The dispatcher's options for a simulation: `policy`, `slack` requests
+// beyond max_num_seqs, and a queue that neither fills nor expires.
+router::DispatcherOptions SimDispatcherOptions(router::PolicyKind policy, int32_t slack);
 
 }  // namespace tern::cli
 

@@ -432,8 +432,14 @@ absl::StatusOr<HttpRequest> ParseHttpRequest(std::string_view bytes,
       continue;
     }
     if (ec == http::error::need_more) {
-      // A connection would wait for more bytes; here the input has ended.
-      parser.put_eof(ec);
+      // A connection would wait for more bytes; here the input has ended,
+      // which Beast's read treats as below.
+      ec = {};
+      if (parser.got_some()) {
+        parser.put_eof(ec);
+      } else {
+        ec = http::error::end_of_stream;
+      }
       if (!ec && !parser.is_done()) ec = http::error::partial_message;
     }
     if (ec) break;

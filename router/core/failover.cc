@@ -8,7 +8,8 @@ FailoverDecision DecideFailover(const RelayOptions& options, const AttemptOutcom
                                 double jitter) {
   using End = AttemptOutcome::End;
   FailoverDecision decision;
-  const bool failed_by_worker = outcome.end == End::kWorkerFailure || outcome.end == End::kCancelled;
+  const bool failed_by_worker =
+      outcome.end == End::kWorkerFailure || outcome.end == End::kCancelled;
   decision.worker_fault = !outcome.client_gone && !outcome.worker_lost && failed_by_worker;
   if (outcome.end == End::kOk || outcome.client_gone) return decision;
   // A worker that died or was declared lost cancels its own calls.

@@ -133,8 +133,8 @@ void FleetState::UpdateHealthLocked(WorkerId id, absl::Time now, FleetEffects* e
   state.healthy = healthy;
   const FleetMember& member = *members_[id];
   if (healthy) {
-    TERN_LOG(Info) << "worker " << member.address() << " is healthy (model "
-                   << state.info.model_id << ")";
+    TERN_LOG(Info) << "worker " << member.address() << " is healthy (model " << state.info.model_id
+                   << ")";
     state.detail.clear();
     state.progress_at = now;
     effects->may_have_room = true;
@@ -254,9 +254,8 @@ FleetEffects FleetState::OnStreamEnded(FleetMember& worker, bool unimplemented,
 }
 
 absl::Duration FleetState::StallBoundLocked(const State& state) const {
-  return options_.stall_timeout +
-         options_.stall_step_factor * absl::Milliseconds(std::max<int64_t>(
-                                          0, state.load.expected_step_ms));
+  return options_.stall_timeout + options_.stall_step_factor * absl::Milliseconds(std::max<int64_t>(
+                                                                   0, state.load.expected_step_ms));
 }
 
 FleetEffects FleetState::CheckProgress(absl::Time now) {
@@ -274,9 +273,9 @@ FleetEffects FleetState::CheckProgress(absl::Time now) {
     const absl::Duration bound = StallBoundLocked(state);
     if (state.stalled || now - state.progress_at <= bound) continue;
     state.stalled = true;
-    state.detail = absl::StrCat("engine made no progress for ",
-                                absl::FormatDuration(now - state.progress_at),
-                                " with work (bound ", absl::FormatDuration(bound), ")");
+    state.detail =
+        absl::StrCat("engine made no progress for ", absl::FormatDuration(now - state.progress_at),
+                     " with work (bound ", absl::FormatDuration(bound), ")");
     UpdateHealthLocked(member->id(), now, &effects);
   }
   return effects;
@@ -341,8 +340,7 @@ std::optional<Candidate> FleetState::CandidateFor(const FleetMember& worker, abs
   return CandidateLocked(members_[worker.id()].get(), state);
 }
 
-int32_t FleetState::MatchedBlocks(const FleetMember& worker, PromptBlocks& prompt,
-                                  absl::Time now) {
+int32_t FleetState::MatchedBlocks(const FleetMember& worker, PromptBlocks& prompt, absl::Time now) {
   absl::MutexLock lock(&mu_);
   const State& state = *states_[worker.id()];
   const int32_t block_size = state.info.kv_block_size > 0 ? state.info.kv_block_size : 16;
@@ -451,16 +449,16 @@ std::vector<MemberStatus> FleetState::Status(absl::Time now) const {
 
 bool FleetState::WaitForStreams(absl::Duration timeout) const {
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(
-      absl::Condition(
-          +[](const std::vector<std::unique_ptr<State>>* states) {
-            return std::all_of(states->begin(), states->end(), [](const auto& s) {
-              return s->removed || !s->health_ok || s->healthy || s->stalled ||
-                     s->watch_unimplemented;
-            });
-          },
-          &states_),
-      timeout);
+  return mu_.AwaitWithTimeout(absl::Condition(
+                                  +[](const std::vector<std::unique_ptr<State>>* states) {
+                                    return std::all_of(
+                                        states->begin(), states->end(), [](const auto& s) {
+                                          return s->removed || !s->health_ok || s->healthy ||
+                                                 s->stalled || s->watch_unimplemented;
+                                        });
+                                  },
+                                  &states_),
+                              timeout);
 }
 
 }  // namespace tern::router

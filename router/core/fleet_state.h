@@ -131,8 +131,7 @@ class FleetState : public FleetView {
   FleetEffects CheckProgress(absl::Time now);
 
   // --- Dispatch (FleetView).
-  absl::StatusOr<std::vector<Candidate>> Candidates(const std::string& model,
-                                                    PromptBlocks& prompt,
+  absl::StatusOr<std::vector<Candidate>> Candidates(const std::string& model, PromptBlocks& prompt,
                                                     absl::Span<FleetMember* const> exclude,
                                                     absl::Time now) override;
   std::optional<Candidate> CandidateFor(const FleetMember& worker, absl::Time now,

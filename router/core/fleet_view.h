@@ -76,9 +76,10 @@ class FleetView {
   // The routable workers serving `model`, minus `exclude`, with their load
   // and the leading blocks of `prompt` each holds. NOT_FOUND when no current
   // member ever served the model, UNAVAILABLE when none is routable now.
-  virtual absl::StatusOr<std::vector<Candidate>> Candidates(
-      const std::string& model, PromptBlocks& prompt, absl::Span<FleetMember* const> exclude,
-      absl::Time now) = 0;
+  virtual absl::StatusOr<std::vector<Candidate>> Candidates(const std::string& model,
+                                                            PromptBlocks& prompt,
+                                                            absl::Span<FleetMember* const> exclude,
+                                                            absl::Time now) = 0;
   // `worker` as a candidate (its load, no prompt matched) and the model it
   // serves, when it is routable now; nullopt otherwise.
   virtual std::optional<Candidate> CandidateFor(const FleetMember& worker, absl::Time now,

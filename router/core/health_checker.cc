@@ -83,10 +83,9 @@ void HealthChecker::Finish(FleetMember* worker, uint64_t probe, const HealthRepo
 
 bool HealthChecker::WaitIdle(absl::Duration timeout) const {
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(
-      absl::Condition(
-          +[](const int* running) { return *running == 0; }, &running_),
-      timeout);
+  return mu_.AwaitWithTimeout(absl::Condition(
+                                  +[](const int* running) { return *running == 0; }, &running_),
+                              timeout);
 }
 
 uint64_t HealthChecker::probes_started(const FleetMember& worker) const {

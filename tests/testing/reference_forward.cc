@@ -145,8 +145,8 @@ absl::Status KvCache::Extend(int n) {
   return absl::OkStatus();
 }
 
-absl::Status ReferenceForward(const Model& model, absl::Span<const int32_t> tokens,
-                              KvCache& cache, std::vector<float>* logits_last) {
+absl::Status ReferenceForward(const Model& model, absl::Span<const int32_t> tokens, KvCache& cache,
+                              std::vector<float>* logits_last) {
   const ModelConfig& c = model.config();
   if (tokens.empty()) return absl::InvalidArgumentError("no tokens to run");
   for (size_t i = 0; i < tokens.size(); ++i) {

@@ -225,8 +225,8 @@ EngineLoad Engine::CurrentLoad() const {
   load.preemptions = scheduler_->preemptions();
   load.step_running = step_running_;
   // Between steps: a step of what is queued now, as the scheduler would cut it.
-  const int64_t next_step_tokens = std::clamp<int64_t>(
-      load.running + load.queued_prefill_tokens, 1, options_.max_num_batched_tokens);
+  const int64_t next_step_tokens = std::clamp<int64_t>(load.running + load.queued_prefill_tokens, 1,
+                                                       options_.max_num_batched_tokens);
   load.expected_step_ms = CeilMilliseconds(step_running_ ? running_step_expected_
                                                          : step_times_.Estimate(next_step_tokens));
   const KvBlockManagerStats stats = kv_->stats();
@@ -249,7 +249,10 @@ void Engine::Loop() {
     TakeSubmittedAndCancelled();
     const bool worked = RunStep();
     const bool busy = !live_.empty();
-    PublishState(busy ? StatePublisher::Urgency::kCadence : StatePublisher::Urgency::kFlush);
+    // A sequence that ended changes the load a router routes by: push it now.
+    PublishState(busy && final_events_.empty() ? StatePublisher::Urgency::kCadence
+                                               : StatePublisher::Urgency::kFlush);
+    DeliverFinalEvents();
     if (busy && worked) continue;
     // Idle (or, impossibly, live sequences with nothing to compute): sleep
     // until there is something to do.
@@ -274,6 +277,7 @@ void Engine::Loop() {
   std::sort(live.begin(), live.end(), [](Sequence* a, Sequence* b) { return a->id < b->id; });
   for (Sequence* seq : live) Finish(*seq, FinishReason::kCancelled, -1, absl::OkStatus());
   PublishState(StatePublisher::Urgency::kFlush);
+  DeliverFinalEvents();
   publisher_.CloseAll();
 }
 
@@ -406,7 +410,7 @@ void Engine::SampleAndEmit(Sequence& seq, absl::Span<const float> raw_logits) {
   event.completion_tokens = last.completion_tokens;
   event.cached_prompt_tokens = last.cached_prompt_tokens;
   finished_[static_cast<size_t>(FinishReason::kLength)].fetch_add(1);
-  seq.sink(std::move(event));
+  final_events_.emplace_back(std::move(seq.sink), std::move(event));
   const KvSequenceId id = seq.id;
   TERN_CHECK(scheduler_->Remove(id).ok());
   live_.erase(id);
@@ -440,10 +444,15 @@ void Engine::Finish(Sequence& seq, FinishReason reason, int32_t stop_token, absl
     TERN_LOG(Info) << "request " << seq.spec.request_id << " cancelled after " << seq.generated
                    << " tokens";
   }
-  seq.sink(std::move(event));
+  final_events_.emplace_back(std::move(seq.sink), std::move(event));
   const KvSequenceId id = seq.id;
   TERN_CHECK(scheduler_->Remove(id).ok());
   live_.erase(id);
+}
+
+void Engine::DeliverFinalEvents() {
+  for (auto& [sink, event] : final_events_) sink(std::move(event));
+  final_events_.clear();
 }
 
 void Engine::PublishState(StatePublisher::Urgency urgency) {
@@ -454,8 +463,13 @@ void Engine::PublishState(StatePublisher::Urgency urgency) {
     load_ = load;
     new_subscribers_ = false;
   }
+  // Compared with the last push as a router would see it: requests submitted
+  // but not yet taken count as waiting. (Comparing the loop's own view let a
+  // push that counted a just-submitted request stand after that request
+  // ended, until the next cadence push.)
+  const EngineLoad published = Load();
   publisher_.Publish(
-      kv_->DrainEvents(), load, urgency, [this] { return Load(); },
+      kv_->DrainEvents(), published, urgency, [&published] { return published; },
       [this] { return kv_->SnapshotEvents(); });
 }
 

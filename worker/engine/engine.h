@@ -186,6 +186,7 @@ class Engine {
   EngineLoad CurrentLoad() const;
   // Refreshes what Load() returns, and hands the KV events and the load to
   // the publisher, which pushes them as `urgency` and its cadence say.
+  void DeliverFinalEvents();
   void PublishState(StatePublisher::Urgency urgency);
 
   const Model* const model_;
@@ -196,6 +197,10 @@ class Engine {
   const std::unique_ptr<KvBlockManager> kv_;
   std::unique_ptr<Scheduler> scheduler_;
   absl::flat_hash_map<KvSequenceId, std::unique_ptr<Sequence>> live_;
+  // Last events of sequences that ended in this loop iteration, delivered
+  // after the state push that shows them gone (DeliverFinalEvents), so a
+  // router never hears a request end before the load that no longer counts it.
+  std::vector<std::pair<StreamSink, StreamEvent>> final_events_;
   std::vector<float> logits_;
   StepTimeModel step_times_;
   // Set while the executor runs a step, with that step's expected duration.

@@ -124,7 +124,10 @@ absl::Status SafetensorsCheckpoint::AddFile(const std::string& path,
   const uint8_t* data = file->data() + data_start;
 
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  for (const auto& [name, entry] : header.items()) {
+  for (const auto& item : header.items()) {
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture one.
+    const std::string& name = item.key();
+    const json& entry = item.value();
     if (name == "__metadata__") continue;
     auto bad_tensor = [&](const std::string& what) {
       return bad(absl::StrCat("tensor ", name, ": ", what));
@@ -148,8 +151,10 @@ absl::Status SafetensorsCheckpoint::AddFile(const std::string& path,
         return bad_tensor("shape must hold non-negative integers");
       }
       info.shape.push_back(d.get<int64_t>());
-      numel *= static_cast<uint64_t>(info.shape.back());
-      if (numel > kMaxElements) return bad_tensor("shape is too large");
+      // Checked before multiplying: a product past 2^64 would wrap around.
+      const uint64_t dim = static_cast<uint64_t>(info.shape.back());
+      if (dim != 0 && numel > kMaxElements / dim) return bad_tensor("shape is too large");
+      numel *= dim;
     }
     if (offsets_it == entry.end() || !offsets_it->is_array() || offsets_it->size() != 2 ||
         !(*offsets_it)[0].is_number_unsigned() || !(*offsets_it)[1].is_number_unsigned()) {

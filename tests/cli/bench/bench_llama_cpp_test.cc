@@ -1,6 +1,5 @@
 #include "cli/bench/bench_llama_cpp.h"
 
-#include <filesystem>
 
 #include "gtest/gtest.h"
 
@@ -31,14 +30,6 @@ TEST(LlamaCppResultTest, RejectsMalformedLines) {
   EXPECT_EQ(
       ParseLlamaCppResult(R"({"llama_cpp":{},"prefill":{"x":1},"decode":{}})").status().code(),
       absl::StatusCode::kInvalidArgument);
-}
-
-TEST(LlamaCppResultTest, FindsTheSourceTreesTestsFolder) {
-  EXPECT_EQ(FindTestsDir("/elsewhere/tests"), "/elsewhere/tests");
-  const std::string found = FindTestsDir("");
-  ASSERT_FALSE(found.empty());
-  EXPECT_TRUE(
-      std::filesystem::exists(std::filesystem::path(found) / "bench" / "llama_cpp_engine.mjs"));
 }
 
 TEST(LlamaCppBenchTest, MissingNodeIsUnavailable) {

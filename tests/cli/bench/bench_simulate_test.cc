@@ -1,6 +1,7 @@
 // `tern bench simulate`: the cost model's arithmetic, that the router's
 // prefix policy beats round-robin on a shared-prefix workload, and that the
 // routing-decision measurement runs (its timings are not asserted).
+#include "cli/bench/decision_cost.h"
 #include "cli/bench/fleet_simulator.h"
 #include "gtest/gtest.h"
 

@@ -28,8 +28,8 @@ TEST(FailoverTest, SuccessAndTheRequestsOwnErrorsFinish) {
 }
 
 TEST(FailoverTest, WorkerFailureBeforeTheFirstTokenRetries) {
-  const RelayOptions options{.max_retries = 3, .backoff = absl::Milliseconds(100),
-                             .backoff_multiplier = 2.0};
+  const RelayOptions options{
+      .max_retries = 3, .backoff = absl::Milliseconds(100), .backoff_multiplier = 2.0};
   const FailoverDecision d = DecideFailover(options, Outcome(End::kWorkerFailure, 0), 1.0);
   EXPECT_EQ(d.action, Action::kRetry);
   EXPECT_EQ(d.delay, absl::Milliseconds(100));
@@ -37,8 +37,8 @@ TEST(FailoverTest, WorkerFailureBeforeTheFirstTokenRetries) {
 }
 
 TEST(FailoverTest, WorkerFailureAfterTheFirstTokenResumes) {
-  const RelayOptions options{.max_retries = 3, .backoff = absl::Milliseconds(100),
-                             .backoff_multiplier = 2.0};
+  const RelayOptions options{
+      .max_retries = 3, .backoff = absl::Milliseconds(100), .backoff_multiplier = 2.0};
   const FailoverDecision d = DecideFailover(options, Outcome(End::kWorkerFailure, 5, 2), 1.2);
   EXPECT_EQ(d.action, Action::kRetry);
   EXPECT_EQ(d.delay, absl::Milliseconds(480)) << "100 ms * 2^2 * 1.2";

@@ -34,7 +34,8 @@ TEST(FleetStateTest, HealthyOnlyAfterHealthAndStateSnapshot) {
   TestFleet fleet;
   FleetMember* w = fleet.state.Reconcile({"a:1"}).added.at(0);
   EXPECT_FALSE(fleet.state.healthy(*w));
-  const FleetEffects effects = fleet.state.OnHealthReport(*w, Serving(Info("m", 4)), fleet.clock.Now());
+  const FleetEffects effects =
+      fleet.state.OnHealthReport(*w, Serving(Info("m", 4)), fleet.clock.Now());
   EXPECT_TRUE(effects.watch);
   EXPECT_FALSE(fleet.state.healthy(*w)) << "no state stream yet";
   ASSERT_TRUE(fleet.state.StartStream(*w));

@@ -1,12 +1,12 @@
 // Fleet membership: the diff that reconciles members with the addresses
 // wanted, and the resolution of "dns:" worker entries.
+#include "router/core/membership.h"
+
 #include <gtest/gtest.h>
 
 #include <memory>
 #include <string>
 #include <vector>
-
-#include "router/core/membership.h"
 
 namespace tern::router {
 namespace {

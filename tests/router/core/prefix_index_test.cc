@@ -164,13 +164,13 @@ TEST(PrefixIndexTest, RandomEventsMatchASetModel) {
 }
 
 TEST(PrefixIndexTest, MatchForOneWorkerAgreesWithMatchForAll) {
-  PrefixIndex index(PrefixIndexOptions{.approx_ttl = absl::Seconds(10),
-                                       .speculative_ttl = absl::Seconds(2)});
+  PrefixIndex index(
+      PrefixIndexOptions{.approx_ttl = absl::Seconds(10), .speculative_ttl = absl::Seconds(2)});
   const absl::Time t0 = absl::UnixEpoch() + absl::Hours(1);
   const std::vector<uint64_t> a = Blocks(0, 6);
   index.BeginStream(0);
   ASSERT_EQ(index.ApplyEvents(0, {Stored(1, {a[0], a[1], a[2]})}), PrefixIndex::ApplyResult::kOk);
-  index.RecordRouted(0, a, t0);  // speculative: a[3..5] for 2 s
+  index.RecordRouted(0, a, t0);             // speculative: a[3..5] for 2 s
   index.RecordRouted(1, {a[0], a[1]}, t0);  // approximate worker: 10 s
   for (const absl::Duration later : {absl::Seconds(1), absl::Seconds(3), absl::Seconds(11)}) {
     const std::vector<int32_t> all = Match(index, a, 3, t0 + later);

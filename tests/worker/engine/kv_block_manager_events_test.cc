@@ -1,7 +1,5 @@
 // KvBlockManager KV events: overflow and resynchronisation, snapshots, and a
 // long random workload whose drained events must rebuild the cached set.
-#include "worker/engine/kv_block_manager.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/block_hash.h"
 #include "tests/worker/engine/kv_block_manager_test_util.h"
+#include "worker/engine/kv_block_manager.h"
 
 namespace tern::worker {
 namespace {

@@ -1,7 +1,5 @@
 // KvBlockManager prefix caching: which cached blocks a new sequence reuses,
 // when full blocks enter the cache, duplicates, Reset, and caching turned off.
-#include "worker/engine/kv_block_manager.h"
-
 #include <gtest/gtest.h>
 
 #include <set>
@@ -9,6 +7,7 @@
 
 #include "common/block_hash.h"
 #include "tests/worker/engine/kv_block_manager_test_util.h"
+#include "worker/engine/kv_block_manager.h"
 
 namespace tern::worker {
 namespace {

@@ -18,10 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "cli/model/synth.h"
 #include "tests/testing/reference_forward.h"
 #include "tests/testing/tiny_model.h"
 #include "worker/model/model.h"
-#include "cli/model/synth.h"
 
 namespace tern::worker {
 namespace {

@@ -9,13 +9,13 @@
 #include <thread>
 #include <vector>
 
+#include "cli/model/synth.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/reference.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/reference_forward.h"
 #include "worker/model/safetensors.h"
-#include "cli/model/synth.h"
 
 namespace tern::worker {
 namespace {
@@ -237,9 +237,12 @@ TEST_F(ModelTest, IncrementalForwardEqualsFullPrompt) {
   for (int32_t t : prompt) ASSERT_TRUE(ReferenceForward(*model, {t}, one_by_one, &logits).ok());
   EXPECT_LE(MaxAbsDiff(full, logits), 1e-4f);
   KvCache mixed(model->config(), 64);
-  ASSERT_TRUE(ReferenceForward(*model, absl::MakeConstSpan(prompt).subspan(0, 7), mixed, nullptr).ok());
-  ASSERT_TRUE(ReferenceForward(*model, absl::MakeConstSpan(prompt).subspan(7, 20), mixed, nullptr).ok());
-  ASSERT_TRUE(ReferenceForward(*model, absl::MakeConstSpan(prompt).subspan(27), mixed, &logits).ok());
+  ASSERT_TRUE(
+      ReferenceForward(*model, absl::MakeConstSpan(prompt).subspan(0, 7), mixed, nullptr).ok());
+  ASSERT_TRUE(
+      ReferenceForward(*model, absl::MakeConstSpan(prompt).subspan(7, 20), mixed, nullptr).ok());
+  ASSERT_TRUE(
+      ReferenceForward(*model, absl::MakeConstSpan(prompt).subspan(27), mixed, &logits).ok());
   EXPECT_EQ(mixed.size(), 41);
   EXPECT_LE(MaxAbsDiff(full, logits), 1e-4f);
 }
@@ -256,7 +259,8 @@ TEST_F(ModelTest, TruncateThenReplayGivesTheSameLogits) {
   cache.Truncate(5);
   EXPECT_EQ(cache.size(), 5);
   std::vector<float> logits;
-  ASSERT_TRUE(ReferenceForward(*model, absl::MakeConstSpan(kPrompt).subspan(5), cache, &logits).ok());
+  ASSERT_TRUE(
+      ReferenceForward(*model, absl::MakeConstSpan(kPrompt).subspan(5), cache, &logits).ok());
   EXPECT_LE(MaxAbsDiff(full, logits), 1e-4f);
 }
 
@@ -355,9 +359,12 @@ TEST_F(ModelTest, RejectsBadTokensAndFullCaches) {
   ASSERT_NE(model, nullptr);
   KvCache cache(model->config(), 4);
   std::vector<float> logits;
-  EXPECT_EQ(ReferenceForward(*model, {}, cache, &logits).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ReferenceForward(*model, {1, -1}, cache, &logits).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ReferenceForward(*model, {128256}, cache, &logits).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReferenceForward(*model, {}, cache, &logits).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReferenceForward(*model, {1, -1}, cache, &logits).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReferenceForward(*model, {128256}, cache, &logits).code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(cache.size(), 0);
   ASSERT_TRUE(ReferenceForward(*model, {1, 2, 3}, cache, &logits).ok());
   EXPECT_EQ(ReferenceForward(*model, {4, 5}, cache, &logits).code(), absl::StatusCode::kOutOfRange);
@@ -365,7 +372,8 @@ TEST_F(ModelTest, RejectsBadTokensAndFullCaches) {
   auto other = MustLoad(Dir("tiny-untied"));
   ASSERT_NE(other, nullptr);
   KvCache wrong(other->config(), 8);
-  EXPECT_EQ(ReferenceForward(*model, {1}, wrong, &logits).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReferenceForward(*model, {1}, wrong, &logits).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(ModelTest, ConcurrentForwardsWithDistinctCaches) {
