@@ -20,16 +20,16 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "gateway/tokenizer/detokenizer.h"
 #include "gateway/http/http_exchange.h"
-#include "gateway/openai/logprobs.h"
 #include "gateway/metrics.h"
+#include "gateway/openai/logprobs.h"
 #include "gateway/openai/openai_request.h"
 #include "gateway/openai/openai_response.h"
 #include "gateway/openai/request_builder.h"
-#include "gateway/router_client.h"
 #include "gateway/openai/served_model.h"
 #include "gateway/openai/stop_matcher.h"
+#include "gateway/router_client.h"
+#include "gateway/tokenizer/detokenizer.h"
 
 namespace tern::gateway {
 

@@ -18,8 +18,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "gateway/router_client.h"
 #include "gateway/openai/served_model.h"
+#include "gateway/router_client.h"
 
 namespace tern::gateway {
 

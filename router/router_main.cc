@@ -40,15 +40,15 @@ int Run(int argc, char** argv) {
 
   tern::ClusterConfig config;
   tern::RouterSection& section = config.router;
-  if (const absl::Status configured = tern::LoadConfigWithFlags(
-          *flags, &config,
-          {{"listen", &section.listen},
-           {"workers", &section.workers},
-           {"policy", &section.policy},
-           {"metrics-listen", &section.metrics_listen},
-           {"health-interval-ms", &section.health_interval_ms},
-           {"stall-timeout-ms", &section.stall_timeout_ms},
-           {"max-queue", &section.max_queue}});
+  if (const absl::Status configured =
+          tern::LoadConfigWithFlags(*flags, &config,
+                                    {{"listen", &section.listen},
+                                     {"workers", &section.workers},
+                                     {"policy", &section.policy},
+                                     {"metrics-listen", &section.metrics_listen},
+                                     {"health-interval-ms", &section.health_interval_ms},
+                                     {"stall-timeout-ms", &section.stall_timeout_ms},
+                                     {"max-queue", &section.max_queue}});
       !configured.ok()) {
     std::cerr << "tern-router: " << configured.message() << "\n";
     return 2;

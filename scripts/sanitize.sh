@@ -7,26 +7,33 @@
 #   2. TSan (`tsan` preset): the test programs labelled `threaded` in
 #      tests/**/CMakeLists.txt (build/tsan/tern_threaded_test_programs.txt),
 #      with tests/tsan.supp for races inside Debian's uninstrumented gRPC and
-#      protobuf, and tests/tsan_absl_annotations.cc preloaded so that TSan
-#      understands Debian's absl::Mutex (see that file).
+#      protobuf, and tests/tsan_annotations.cc preloaded so that TSan sees
+#      the ordering of Debian's (uninstrumented) absl::Mutex and of gRPC's
+#      batches (see that file).
 #
-# Each program runs once, whole (one process, not one per test case), as
-# many at a time as there are cores; a failure prints the end of its log.
-# TERN_SANITIZE_STAGES="asan tsan" (the default) picks the stages.
+# Each program runs once, whole (one process, not one per test case), one
+# after the other: the router and worker tests bound how long an engine step
+# may take, and sanitized programs running side by side on two cores miss
+# those bounds. A failure prints the end of the program's log.
+#
+#   TERN_SANITIZE_STAGES   "asan tsan" (the default), or one of them
+#   TERN_SANITIZE_JOBS     test programs run at a time (default 1)
+#   TERN_SANITIZE_TIMEOUT  seconds one test program may take (default 900)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 stages="${TERN_SANITIZE_STAGES:-asan tsan}"
-jobs="$(nproc)"
-program_timeout="${TERN_SANITIZE_TIMEOUT:-900}"  # seconds per test program
+parallel="${TERN_SANITIZE_JOBS:-1}"
+program_timeout="${TERN_SANITIZE_TIMEOUT:-900}"
+program_env=()  # VAR=value settings for the test programs of the current stage
 
 # run_program STAGE TARGET PATH LOG_DIR: one test program; leaves
 # LOG_DIR/TARGET.log and, on failure, LOG_DIR/TARGET.failed.
 run_program() {
   local stage=$1 target=$2 path=$3 log_dir=$4
   local log="$log_dir/$target.log" start=$SECONDS
-  if timeout --kill-after=30 "$program_timeout" "$path" --gtest_brief=1 </dev/null >"$log" 2>&1; then
+  if timeout --kill-after=30 "$program_timeout" env "${program_env[@]}" "$path" --gtest_brief=1 </dev/null >"$log" 2>&1; then
     echo "[sanitize] $stage: $target ok ($((SECONDS - start)) s)"
   else
     local rc=$?
@@ -45,9 +52,9 @@ run_stage() {
   mkdir -p "$log_dir"
   local count
   count=$(grep -c . "$list" || true)
-  echo "[sanitize] $stage: running $count test programs, $jobs at a time (logs: $log_dir)"
+  echo "[sanitize] $stage: running $count test programs, $parallel at a time (logs: $log_dir)"
   while read -r target path; do
-    while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
+    while (($(jobs -rp | wc -l) >= parallel)); do wait -n || true; done
     run_program "$stage" "$target" "$path" "$log_dir" &
   done <"$list"
   wait
@@ -59,6 +66,7 @@ run_stage() {
     failed+=("$target")
     echo "[sanitize] $stage: ---- $target (last 60 lines of $log_dir/$target.log) ----"
     tail -60 "$log_dir/$target.log"
+    grep -m 20 'SUMMARY: .*Sanitizer' "$log_dir/$target.log" | sed "s/^/[sanitize] $stage: $target: /" || true
   done
   if ((${#failed[@]})); then
     echo "[sanitize] $stage: FAILED: ${failed[*]}"
@@ -72,8 +80,8 @@ build_stage() {
   local preset=$1 target=$2 start=$SECONDS
   echo "[sanitize] $preset: configuring (build/$preset)"
   cmake --preset "$preset" >/dev/null
-  echo "[sanitize] $preset: compiling $target with $jobs jobs"
-  cmake --build --preset "$preset" -j "$jobs" --target "$target"
+  echo "[sanitize] $preset: compiling $target with $(nproc) jobs"
+  cmake --build --preset "$preset" -j "$(nproc)" --target "$target"
   echo "[sanitize] $preset: built in $((SECONDS - start)) s"
 }
 
@@ -82,24 +90,22 @@ for stage in $stages; do
   case "$stage" in
     asan)
       build_stage asan tern_test_programs
-      export ASAN_OPTIONS=detect_leaks=1:check_initialization_order=1
-      export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+      program_env=(ASAN_OPTIONS=detect_leaks=1:check_initialization_order=1
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1)
       run_stage asan build/asan/tern_test_programs.txt || status=1
-      unset ASAN_OPTIONS UBSAN_OPTIONS
       ;;
     tsan)
       build_stage tsan tern_threaded_test_programs
-      shim=build/tsan/libtern_tsan_absl_annotations.so
-      if [ ! -f "$shim" ] || [ tests/tsan_absl_annotations.cc -nt "$shim" ]; then
-        echo "[sanitize] tsan: compiling the absl::Mutex annotations ($shim)"
-        c++ -std=c++20 -O1 -g -shared -fPIC tests/tsan_absl_annotations.cc -o "$shim"
+      shim=build/tsan/libtern_tsan_annotations.so
+      if [ ! -f "$shim" ] || [ tests/tsan_annotations.cc -nt "$shim" ]; then
+        echo "[sanitize] tsan: compiling the abseil/gRPC annotations ($shim)"
+        c++ -std=c++20 -O1 -g -shared -fPIC tests/tsan_annotations.cc -o "$shim"
       fi
-      # halt_on_error=0: every report of a program is printed, and the
-      # program still fails (exit 66) at the end.
-      export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp:second_deadlock_stack=1:history_size=4"
-      export LD_PRELOAD="$root/$shim"
+      # TSan's defaults otherwise: every report is printed and a program
+      # with any report exits with 66 at the end.
+      program_env=("TSAN_OPTIONS=suppressions=$root/tests/tsan.supp:second_deadlock_stack=1:history_size=4"
+        "LD_PRELOAD=$root/$shim")
       run_stage tsan build/tsan/tern_threaded_test_programs.txt || status=1
-      unset TSAN_OPTIONS LD_PRELOAD
       ;;
     *)
       echo "[sanitize] unknown stage '$stage' (asan, tsan)" >&2

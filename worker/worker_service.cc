@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <deque>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -48,14 +49,18 @@ class GenerateReactor : public grpc::ServerWriteReactor<tern::v1::GenerateRespon
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) {
-      // The caller is gone; the engine will end the sequence at its next step.
-      if (handle_) handle_->Cancel();
-      queue_.clear();
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        // The caller is gone; the engine will end the sequence at its next step.
+        if (handle_) handle_->Cancel();
+        queue_.clear();
+      }
+      finish = WriteNextLocked();
     }
-    WriteNextLocked();
+    if (finish) Finish(*std::move(finish));
   }
 
   void OnCancel() override {
@@ -83,7 +88,8 @@ class GenerateReactor : public grpc::ServerWriteReactor<tern::v1::GenerateRespon
       response.set_seed(event.seed);
       response.set_has_seed(true);
     }
-    absl::MutexLock lock(&mu_);
+    std::optional<grpc::Status> finish;
+    absl::ReleasableMutexLock lock(&mu_);
     if (event.finished) {
       response.set_finish_reason(ToProto(event.finish_reason));
       if (event.stop_token_id >= 0) {
@@ -101,22 +107,28 @@ class GenerateReactor : public grpc::ServerWriteReactor<tern::v1::GenerateRespon
       }
     }
     if (final_status_.ok()) queue_.push_back(std::move(response));
-    WriteNextLocked();
+    finish = WriteNextLocked();
+    lock.Release();
+    if (finish) Finish(*std::move(finish));
   }
 
-  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_ || done_) return;
+  // Starts the next write, or returns the status to finish the call with.
+  // The caller calls Finish once mu_ is released: gRPC may run OnDone, which
+  // deletes this reactor, on another thread as soon as Finish is called.
+  std::optional<grpc::Status> WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || done_) return std::nullopt;
     if (!queue_.empty()) {
       current_ = std::move(queue_.front());
       queue_.pop_front();
       writing_ = true;
       StartWrite(&current_);
-      return;
+      return std::nullopt;
     }
     if (finished_) {
       done_ = true;
-      Finish(final_status_);
+      return final_status_;
     }
+    return std::nullopt;
   }
 
   absl::Mutex mu_;

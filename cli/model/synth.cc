@@ -9,10 +9,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/model/gguf_writer.h"
 #include "common/status_macros.h"
 #include "kernels/reference.h"
 #include "nlohmann/json.hpp"
-#include "cli/model/gguf_writer.h"
 
 namespace tern::worker {
 namespace {

@@ -29,12 +29,12 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "cli/model/synth.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/executor.h"
 #include "worker/model/model.h"
 #include "worker/model/model_config.h"
 #include "worker/model/sampler.h"
-#include "cli/model/synth.h"
 
 namespace {
 

@@ -8,7 +8,6 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
-
 #include "tests/router/router_fixture.h"
 
 namespace tern::router {
@@ -183,12 +182,10 @@ TEST_F(RouterServiceTest, ClusterStateReportsLoadStreamAndCircuit) {
 TEST_F(RouterServiceTest, AWorkerWithLongStepsStaysHealthy) {
   // Every step takes 1 s, more than three times the stall timeout: the worker
   // announces each step and its expected duration, and the router waits.
-  InProcessWorker slow(model_.get(), "tiny", [](int64_t) {
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-  });
-  StartRouter({slow.address()}, {}, [](FleetOptions& options) {
-    options.stall_timeout = absl::Milliseconds(300);
-  });
+  InProcessWorker slow(model_.get(), "tiny",
+                       [](int64_t) { std::this_thread::sleep_for(std::chrono::seconds(1)); });
+  StartRouter({slow.address()}, {},
+              [](FleetOptions& options) { options.stall_timeout = absl::Milliseconds(300); });
   const absl::Time start = absl::Now();
   const Result result = Generate(Request("tiny", 3), std::chrono::seconds(60));
   ASSERT_TRUE(result.status.ok()) << result.status.error_message();
@@ -206,9 +203,8 @@ TEST_F(RouterServiceTest, AHungEngineIsCaughtWithinTheStallBound) {
   InProcessWorker worker(model_.get(), "tiny", [&](int64_t) {
     if (hang.load()) release.WaitForNotification();
   });
-  StartRouter({worker.address()}, {}, [](FleetOptions& options) {
-    options.stall_timeout = absl::Milliseconds(300);
-  });
+  StartRouter({worker.address()}, {},
+              [](FleetOptions& options) { options.stall_timeout = absl::Milliseconds(300); });
   ASSERT_TRUE(Generate(Request("tiny", 2), std::chrono::seconds(30)).status.ok());
   hang.store(true);
   const absl::Time start = absl::Now();

@@ -1,6 +1,5 @@
 #include "cli/bench/bench_llama_cpp.h"
 
-
 #include "gtest/gtest.h"
 
 namespace tern::cli {

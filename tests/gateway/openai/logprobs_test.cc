@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "gateway/tokenizer/detokenizer.h"
 #include "gateway/openai/stop_matcher.h"
+#include "gateway/tokenizer/detokenizer.h"
 #include "gateway/tokenizer/tokenizer.h"
 
 namespace tern::gateway {

@@ -363,7 +363,8 @@ TEST_F(Llama3TokenizerTest, ConcurrentEncodesAgree) {
   for (int i = 0; i < 200; ++i) long_text += text + std::to_string(i);
   const Ids expected = tok().Encode(long_text, true);
   std::vector<std::thread> threads;
-  std::vector<bool> same(4, false);
+  // Not vector<bool>: its elements share words, so the threads' writes would race.
+  std::vector<char> same(4, false);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       bool ok = true;

@@ -1,7 +1,8 @@
-// ThreadSanitizer annotations for Debian's abseil, preloaded (LD_PRELOAD)
-// into the TSan test runs by scripts/sanitize.sh; not part of any build.
+// ThreadSanitizer annotations for Debian's abseil and gRPC, preloaded
+// (LD_PRELOAD) into the TSan test runs by scripts/sanitize.sh; not part of
+// any build.
 //
-// Why: Debian's libabsl_synchronization.so is not built with TSan, so the
+// abseil: Debian's libabsl_synchronization.so is not built with TSan, so the
 // lock-free fast paths and futex waits of absl::Mutex, CondVar and
 // Notification are invisible to it, and every access that our code guards
 // with an absl::Mutex would be reported as a race. abseil has the annotations
@@ -13,6 +14,15 @@
 // evaluated inside the real calls fall between a pre_ and a post_
 // annotation, where TSan ignores memory accesses, as abseil's own
 // annotations arrange.
+//
+// gRPC: a batch of operations handed to gRPC core (grpc_call_start_batch)
+// completes on another thread, ordered by core's own uninstrumented queues.
+// The C++ API brackets every batch: its completion (CallOpSet::
+// FinalizeResult) drops the batch's reference on the call with
+// grpc_call_unref before running the reaction. A release on the call at
+// start_batch and an acquire at unref tell TSan that what a thread did
+// before starting a batch happened before the batch's reaction, e.g. that a
+// reactor built before its first StartWrite is visible in OnWriteDone.
 //
 // The __tsan_* functions come from the TSan runtime of the program; they are
 // weak here so that a program without TSan that inherits LD_PRELOAD still
@@ -45,7 +55,21 @@ constexpr unsigned kReadLock = 1 << 3;
 constexpr unsigned kTryLock = 1 << 4;
 constexpr unsigned kTryLockFailed = 1 << 5;
 
-bool Annotating() { return __tsan_mutex_pre_lock != nullptr; }
+// How deep this thread is in interposed calls. abseil's functions call each
+// other through the PLT too (AwaitWithTimeout calls AwaitWithDeadline,
+// Notify calls Lock, ...); only the outermost call is annotated.
+thread_local int t_depth = 0;
+
+bool Annotating() { return __tsan_mutex_pre_lock != nullptr && t_depth == 1; }
+
+// Marks one interposed call for its duration.
+class Interposed {
+ public:
+  Interposed() { ++t_depth; }
+  ~Interposed() { --t_depth; }
+  Interposed(const Interposed&) = delete;
+  Interposed& operator=(const Interposed&) = delete;
+};
 
 void PreLock(void* mu, unsigned flags) {
   if (Annotating()) __tsan_mutex_pre_lock(mu, flags);
@@ -96,17 +120,38 @@ auto Reacquiring(void* mu, unsigned flags, Call call) {
 
 }  // namespace
 
+extern "C" {
+
+// grpc/grpc.h: grpc_call_error grpc_call_start_batch(grpc_call*, const
+// grpc_op*, size_t, void* tag, void* reserved); void grpc_call_unref(grpc_call*).
+int grpc_call_start_batch(void* call, const void* ops, size_t nops, void* tag, void* reserved) {
+  static const auto real = reinterpret_cast<int (*)(void*, const void*, size_t, void*, void*)>(
+      dlsym(RTLD_NEXT, __func__));
+  if (__tsan_release != nullptr) __tsan_release(call);
+  return real(call, ops, nops, tag, reserved);
+}
+
+void grpc_call_unref(void* call) {
+  static const auto real = reinterpret_cast<void (*)(void*)>(dlsym(RTLD_NEXT, __func__));
+  if (__tsan_acquire != nullptr) __tsan_acquire(call);
+  real(call);
+}
+
+}  // extern "C"
+
 namespace absl {
 ABSL_NAMESPACE_BEGIN
 
 Mutex::~Mutex() {
   static const auto real = Real<void (*)(Mutex*)>(false, "5MutexD1Ev");
-  if (__tsan_mutex_destroy != nullptr) __tsan_mutex_destroy(this, kNotStatic);
+  const Interposed call;
+  if (Annotating()) __tsan_mutex_destroy(this, kNotStatic);
   real(this);
 }
 
 void Mutex::Lock() {
   static const auto real = Real<void (*)(Mutex*)>(false, "5Mutex4LockEv");
+  const Interposed call;
   PreLock(this, 0);
   real(this);
   PostLock(this, 0);
@@ -114,6 +159,7 @@ void Mutex::Lock() {
 
 void Mutex::ReaderLock() {
   static const auto real = Real<void (*)(Mutex*)>(false, "5Mutex10ReaderLockEv");
+  const Interposed call;
   PreLock(this, kReadLock);
   real(this);
   PostLock(this, kReadLock);
@@ -121,6 +167,7 @@ void Mutex::ReaderLock() {
 
 bool Mutex::TryLock() {
   static const auto real = Real<bool (*)(Mutex*)>(false, "5Mutex7TryLockEv");
+  const Interposed call;
   PreLock(this, kTryLock);
   const bool locked = real(this);
   PostLock(this, locked ? kTryLock : kTryLock | kTryLockFailed);
@@ -129,6 +176,7 @@ bool Mutex::TryLock() {
 
 bool Mutex::ReaderTryLock() {
   static const auto real = Real<bool (*)(Mutex*)>(false, "5Mutex13ReaderTryLockEv");
+  const Interposed call;
   PreLock(this, kReadLock | kTryLock);
   const bool locked = real(this);
   PostLock(this, locked ? kReadLock | kTryLock : kReadLock | kTryLock | kTryLockFailed);
@@ -137,6 +185,7 @@ bool Mutex::ReaderTryLock() {
 
 void Mutex::Unlock() {
   static const auto real = Real<void (*)(Mutex*)>(false, "5Mutex6UnlockEv");
+  const Interposed call;
   PreUnlock(this, 0);
   real(this);
   PostUnlock(this, 0);
@@ -144,6 +193,7 @@ void Mutex::Unlock() {
 
 void Mutex::ReaderUnlock() {
   static const auto real = Real<void (*)(Mutex*)>(false, "5Mutex12ReaderUnlockEv");
+  const Interposed call;
   PreUnlock(this, kReadLock);
   real(this);
   PostUnlock(this, kReadLock);
@@ -152,6 +202,7 @@ void Mutex::ReaderUnlock() {
 void Mutex::LockWhen(const Condition& cond) {
   static const auto real =
       Real<void (*)(Mutex*, const Condition&)>(false, "5Mutex8LockWhenERKNS0_9ConditionE");
+  const Interposed call;
   PreLock(this, 0);
   real(this, cond);
   PostLock(this, 0);
@@ -160,6 +211,7 @@ void Mutex::LockWhen(const Condition& cond) {
 bool Mutex::LockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Duration)>(
       false, "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  const Interposed call;
   PreLock(this, 0);
   const bool result = real(this, cond, timeout);
   PostLock(this, 0);
@@ -169,6 +221,7 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
 bool Mutex::LockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Time)>(
       false, "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  const Interposed call;
   PreLock(this, 0);
   const bool result = real(this, cond, deadline);
   PostLock(this, 0);
@@ -178,6 +231,7 @@ bool Mutex::LockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
 void Mutex::ReaderLockWhen(const Condition& cond) {
   static const auto real =
       Real<void (*)(Mutex*, const Condition&)>(false, "5Mutex14ReaderLockWhenERKNS0_9ConditionE");
+  const Interposed call;
   PreLock(this, kReadLock);
   real(this, cond);
   PostLock(this, kReadLock);
@@ -186,6 +240,7 @@ void Mutex::ReaderLockWhen(const Condition& cond) {
 bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Duration)>(
       false, "5Mutex25ReaderLockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  const Interposed call;
   PreLock(this, kReadLock);
   const bool result = real(this, cond, timeout);
   PostLock(this, kReadLock);
@@ -195,6 +250,7 @@ bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, absl::Duration time
 bool Mutex::ReaderLockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Time)>(
       false, "5Mutex26ReaderLockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  const Interposed call;
   PreLock(this, kReadLock);
   const bool result = real(this, cond, deadline);
   PostLock(this, kReadLock);
@@ -206,6 +262,7 @@ bool Mutex::ReaderLockWhenWithDeadline(const Condition& cond, absl::Time deadlin
 void Mutex::Await(const Condition& cond) {
   static const auto real =
       Real<void (*)(Mutex*, const Condition&)>(false, "5Mutex5AwaitERKNS0_9ConditionE");
+  const Interposed call;
   Reacquiring(this, 0, [&] {
     real(this, cond);
     return true;
@@ -215,17 +272,20 @@ void Mutex::Await(const Condition& cond) {
 bool Mutex::AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Duration)>(
       false, "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  const Interposed call;
   return Reacquiring(this, 0, [&] { return real(this, cond, timeout); });
 }
 
 bool Mutex::AwaitWithDeadline(const Condition& cond, absl::Time deadline) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Time)>(
       false, "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  const Interposed call;
   return Reacquiring(this, 0, [&] { return real(this, cond, deadline); });
 }
 
 void CondVar::Wait(Mutex* mu) {
   static const auto real = Real<void (*)(CondVar*, Mutex*)>(false, "7CondVar4WaitEPNS0_5MutexE");
+  const Interposed call;
   Reacquiring(mu, 0, [&] {
     real(this, mu);
     return true;
@@ -235,12 +295,14 @@ void CondVar::Wait(Mutex* mu) {
 bool CondVar::WaitWithTimeout(Mutex* mu, absl::Duration timeout) {
   static const auto real = Real<bool (*)(CondVar*, Mutex*, absl::Duration)>(
       false, "7CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE");
+  const Interposed call;
   return Reacquiring(mu, 0, [&] { return real(this, mu, timeout); });
 }
 
 bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
   static const auto real = Real<bool (*)(CondVar*, Mutex*, absl::Time)>(
       false, "7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
+  const Interposed call;
   return Reacquiring(mu, 0, [&] { return real(this, mu, deadline); });
 }
 
@@ -249,22 +311,25 @@ bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
 // a release/acquire on the flag's address orders them after Notify().
 void Notification::Notify() {
   static const auto real = Real<void (*)(Notification*)>(false, "12Notification6NotifyEv");
-  if (__tsan_release != nullptr) __tsan_release(&notified_yet_);
+  const Interposed call;
+  if (Annotating()) __tsan_release(&notified_yet_);
   real(this);
 }
 
 void Notification::WaitForNotification() const {
   static const auto real =
       Real<void (*)(const Notification*)>(true, "12Notification19WaitForNotificationEv");
+  const Interposed call;
   real(this);
-  if (__tsan_acquire != nullptr) __tsan_acquire(const_cast<std::atomic<bool>*>(&notified_yet_));
+  if (Annotating()) __tsan_acquire(const_cast<std::atomic<bool>*>(&notified_yet_));
 }
 
 bool Notification::WaitForNotificationWithTimeout(absl::Duration timeout) const {
   static const auto real = Real<bool (*)(const Notification*, absl::Duration)>(
       true, "12Notification30WaitForNotificationWithTimeoutENS0_8DurationE");
+  const Interposed call;
   const bool notified = real(this, timeout);
-  if (notified && __tsan_acquire != nullptr) {
+  if (notified && Annotating()) {
     __tsan_acquire(const_cast<std::atomic<bool>*>(&notified_yet_));
   }
   return notified;
@@ -273,8 +338,9 @@ bool Notification::WaitForNotificationWithTimeout(absl::Duration timeout) const 
 bool Notification::WaitForNotificationWithDeadline(absl::Time deadline) const {
   static const auto real = Real<bool (*)(const Notification*, absl::Time)>(
       true, "12Notification31WaitForNotificationWithDeadlineENS0_4TimeE");
+  const Interposed call;
   const bool notified = real(this, deadline);
-  if (notified && __tsan_acquire != nullptr) {
+  if (notified && Annotating()) {
     __tsan_acquire(const_cast<std::atomic<bool>*>(&notified_yet_));
   }
   return notified;
