@@ -76,9 +76,12 @@ void HealthChecker::Finish(FleetMember* worker, uint64_t probe, const HealthRepo
     if (schedule.probe != probe) return;
     schedule.probe = 0;
     schedule.next_due = now + options_.interval;
-    --running_;
   }
   on_effects_(*worker, state_->OnHealthReport(*worker, report, now));
+  // Counted as running until its result is in the state and its effects
+  // are carried out, so WaitIdle means "every result applied".
+  absl::MutexLock lock(&mu_);
+  --running_;
 }
 
 bool HealthChecker::WaitIdle(absl::Duration timeout) const {

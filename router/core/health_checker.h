@@ -51,7 +51,8 @@ class HealthChecker {
   void Tick();
   // Probes `worker` now unless a probe of it is already running.
   void CheckNow(FleetMember& worker);
-  // Waits (real time) until no probe is running; false on timeout.
+  // Waits (real time) until no probe is running and every result has been
+  // applied to the state; false on timeout.
   bool WaitIdle(absl::Duration timeout) const;
 
   // Probes started on `worker` so far.
