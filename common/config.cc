@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -104,6 +105,13 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(g, "io_threads", &config.gateway.io_threads);
     Read(g, "api_keys", &config.gateway.api_keys);
   }
+  TERN_RETURN_IF_ERROR(ValidateClusterConfig(config));
+  return config;
+}
+
+}  // namespace
+
+absl::Status ValidateClusterConfig(const ClusterConfig& config) {
   if (config.worker.max_num_seqs <= 0) {
     return absl::InvalidArgumentError("worker.max_num_seqs must be positive");
   }
@@ -126,10 +134,28 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
   if (config.gateway.max_body_bytes <= 0) {
     return absl::InvalidArgumentError("gateway.max_body_bytes must be positive");
   }
-  return config;
+  const std::pair<const char*, int64_t> positive[] = {
+      {"router.health_interval_ms", config.router.health_interval_ms},
+      {"router.health_timeout_ms", config.router.health_timeout_ms},
+      {"router.stall_timeout_ms", config.router.stall_timeout_ms},
+      {"router.max_queue_wait_ms", config.router.max_queue_wait_ms},
+      {"router.circuit_failures", config.router.circuit_failures},
+      {"router.circuit_cooldown_ms", config.router.circuit_cooldown_ms},
+      {"gateway.request_timeout_s", config.gateway.request_timeout_s}};
+  for (const auto& [key, value] : positive) {
+    if (value <= 0) return absl::InvalidArgumentError(absl::StrCat(key, " must be positive"));
+  }
+  const std::pair<const char*, int64_t> not_negative[] = {
+      {"worker.max_queue", config.worker.max_queue},
+      {"router.slack", config.router.slack},
+      {"router.max_queue", config.router.max_queue},
+      {"router.max_retries", config.router.max_retries},
+      {"gateway.io_threads", config.gateway.io_threads}};
+  for (const auto& [key, value] : not_negative) {
+    if (value < 0) return absl::InvalidArgumentError(absl::StrCat(key, " must not be negative"));
+  }
+  return absl::OkStatus();
 }
-
-}  // namespace
 
 absl::StatusOr<ClusterConfig> ParseClusterConfig(const std::string& yaml_text) {
   try {
@@ -209,7 +235,7 @@ absl::Status LoadConfigWithFlags(const Flags& flags, ClusterConfig* config,
     TERN_ASSIGN_OR_RETURN(*config, LoadClusterConfig(*path));
   }
   for (const FlagOverride& override_ : overrides) TERN_RETURN_IF_ERROR(override_.Apply(flags));
-  return absl::OkStatus();
+  return ValidateClusterConfig(*config);
 }
 
 }  // namespace tern

@@ -101,6 +101,9 @@ struct ClusterConfig {
 
 // Parses YAML text. Unknown keys are rejected so typos do not pass silently.
 absl::StatusOr<ClusterConfig> ParseClusterConfig(const std::string& yaml_text);
+// The range checks ParseClusterConfig applies (sizes and periods positive);
+// INVALID_ARGUMENT naming the key.
+absl::Status ValidateClusterConfig(const ClusterConfig& config);
 // The name clients use for a model when none is configured: the base name of
 // its directory ("models/x/" and "models/x/." give "x"). Gateway and worker
 // must agree on it, so both call this. Empty when the path names no folder.
@@ -137,9 +140,10 @@ class FlagOverride {
 
 // What every binary's main does with its flags and tern.yaml: fills
 // `*config` from the file named by --config (the defaults when the flag is
-// absent), then applies each override whose flag was given, in order. The
-// overrides point into `*config`. NOT_FOUND / INVALID_ARGUMENT from
-// LoadClusterConfig; INVALID_ARGUMENT from FlagOverride::Apply.
+// absent), then applies each override whose flag was given, in order, and
+// validates the result. The overrides point into `*config`. NOT_FOUND /
+// INVALID_ARGUMENT from LoadClusterConfig; INVALID_ARGUMENT from
+// FlagOverride::Apply and ValidateClusterConfig.
 //
 //   tern::ClusterConfig config;
 //   absl::Status status = tern::LoadConfigWithFlags(*flags, &config, {

@@ -36,7 +36,9 @@ CompletionHandler::CompletionHandler(const Dependencies& deps, const OpenAiReque
       stop_matcher_(request.stop, request.include_stop_str_in_output) {}
 
 CompletionHandler::~CompletionHandler() {
-  if (!done_) deps_.metrics->RequestFinished();
+  if (done_) return;
+  deps_.metrics->RequestFinished();
+  if (stream_started_) deps_.metrics->StreamClosed();
 }
 
 void CompletionHandler::Begin(tern::v1::RouterGenerateRequest rpc) {
@@ -60,9 +62,17 @@ void CompletionHandler::Begin(tern::v1::RouterGenerateRequest rpc) {
 void CompletionHandler::OnResponse(const tern::v1::GenerateResponse& response) {
   if (done_) return;
   const int n = response.token_ids_size();
-  if (n > 0 && !first_token_seen_) {
-    first_token_seen_ = true;
-    deps_.metrics->ObserveTimeToFirstToken(absl::Now() - received_);
+  if (n > 0) {
+    const absl::Time now = absl::Now();
+    if (!first_token_seen_) {
+      first_token_seen_ = true;
+      deps_.metrics->ObserveTimeToFirstToken(now - received_);
+      // The first token's gap is its TTFT; the message's others follow it.
+      deps_.metrics->ObserveInterTokenLatency(absl::ZeroDuration(), n - 1);
+    } else {
+      deps_.metrics->ObserveInterTokenLatency(now - last_token_, n);
+    }
+    last_token_ = now;
   }
   completion_tokens_ += n;
   if (logprobs_ && response.logprobs_size() != n) {
@@ -129,6 +139,7 @@ void CompletionHandler::OnDone(const absl::Status& status) {
 void CompletionHandler::OnClientGone() {
   if (done_) return;
   call_->Cancel();
+  deps_.metrics->ClientDisconnected();
   Finished(499);
   TERN_LOG(Debug) << "client went away request_id=" << identity_.id
                   << " completion_tokens=" << completion_tokens_;
@@ -137,6 +148,7 @@ void CompletionHandler::OnClientGone() {
 void CompletionHandler::EnsureStreamStarted() {
   if (!stream_ || stream_started_) return;
   stream_started_ = true;
+  deps_.metrics->StreamOpened();
   exchange_->StartEventStream();
   if (identity_.endpoint == Endpoint::kChatCompletions)
     exchange_->SendEvent(SseEvent(ChatRoleChunk(identity_)));
@@ -183,6 +195,7 @@ void CompletionHandler::Complete(const char* finish_reason) {
   usage.completion_tokens = std::max(completion_tokens_, reported_completion_tokens_);
   usage.cached_tokens = cached_tokens_;
   deps_.metrics->AddGenerationTokens(usage.completion_tokens);
+  deps_.metrics->ObserveRequestTokens(usage.prompt_tokens, usage.completion_tokens);
   if (stream_) {
     EnsureStreamStarted();
     exchange_->SendEvent(SseEvent(identity_.endpoint == Endpoint::kChatCompletions
@@ -216,7 +229,9 @@ void CompletionHandler::Fail(const absl::Status& status) {
   deps_.metrics->AddGenerationTokens(completion_tokens_);
   if (stream_started_) {
     // The 200 is out: report in-band, as vLLM does and the OpenAI SDKs expect.
-    exchange_->SendEvent(SseEvent(ToApiError(status).body));
+    const ApiError error = ToApiError(status);
+    deps_.metrics->RecordStreamError(error.body["error"].value("type", "server_error"));
+    exchange_->SendEvent(SseEvent(error.body));
     exchange_->SendEvent(SseDone());
     exchange_->EndEventStream();
     Finished(200);
@@ -231,6 +246,7 @@ void CompletionHandler::Fail(const absl::Status& status) {
 
 void CompletionHandler::Finished(int http_status) {
   done_ = true;
+  if (stream_started_) deps_.metrics->StreamClosed();
   deps_.metrics->RecordRequest(endpoint_label_, http_status);
   deps_.metrics->RequestFinished();
   deps_.metrics->ObserveRequestLatency(absl::Now() - received_);

@@ -93,6 +93,7 @@ class CompletionHandler : public std::enable_shared_from_this<CompletionHandler>
   int32_t cached_tokens_ = 0;
   bool stream_started_ = false;
   bool first_token_seen_ = false;
+  absl::Time last_token_;  // when the latest tokens arrived
   bool worker_error_ = false;
   bool done_ = false;
 };

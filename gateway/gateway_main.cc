@@ -20,7 +20,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: tern-gateway [--config tern.yaml] [--model DIR] [--listen HOST:PORT] [--router "
     "HOST:PORT]\n"
-    "                    [--served-model-name NAME] [--io-threads N] [--log-level info]\n";
+    "                    [--served-model-name NAME] [--io-threads N] [--log-level info]\n"
+    "                    [--check-config]\n";
 
 int Fail(const std::string& message) {
   std::cerr << "tern-gateway: " << message << "\n";
@@ -32,7 +33,7 @@ int Run(int argc, char** argv) {
   auto flags = tern::Flags::Parse(
       argc, argv, 1,
       {"config", "model", "listen", "router", "served-model-name", "io-threads", "log-level"},
-      {"help"});
+      {"help", "check-config"});
   if (!flags.ok() || flags->Has("help")) {
     if (!flags.ok()) std::cerr << "tern-gateway: " << flags.status().message() << "\n";
     std::cerr << kUsage;
@@ -53,6 +54,10 @@ int Run(int argc, char** argv) {
   if (config.model.path.empty()) return Fail("no model directory (--model DIR or model.path)");
   auto listen = ParseHostPort(section.listen);
   if (!listen.ok()) return Fail(std::string(listen.status().message()));
+  if (flags->Has("check-config")) {
+    std::cout << "tern-gateway: config ok\n";
+    return 0;
+  }
 
   auto model = LoadServedModel(config.model.path, config.model.served_name);
   if (!model.ok()) return Fail(std::string(model.status().message()));

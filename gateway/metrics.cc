@@ -8,57 +8,73 @@
 #include <prometheus/text_serializer.h>
 
 #include <string>
+#include <utility>
+
+#include "common/metric_buckets.h"
+#include "common/process_metrics.h"
+#include "gateway/http/api_error.h"
 
 namespace tern::gateway {
 namespace {
 
-// Seconds; the same spread vLLM uses for its latency histograms.
-const prometheus::Histogram::BucketBoundaries& TtftBuckets() {
-  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
-      0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25, 0.5,
-      0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0};
-  return *buckets;
-}
-
-const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
-  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
-      0.3,  0.5,  0.8,  1.0,  1.5,  2.0,   2.5,   5.0,   10.0, 15.0,
-      20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0};
-  return *buckets;
+prometheus::Histogram* AddHistogram(prometheus::Registry& registry, const std::string& name,
+                                    const std::string& help, std::vector<double> buckets) {
+  return &prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add(
+      {}, std::move(buckets));
 }
 
 }  // namespace
 
 GatewayMetrics::GatewayMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  prometheus::Registry& r = *registry_;
   requests_ = &prometheus::BuildCounter()
                    .Name("tern_gateway_requests_total")
                    .Help("HTTP requests answered, by endpoint and status code")
-                   .Register(*registry_);
+                   .Register(r);
+  errors_ = &prometheus::BuildCounter()
+                 .Name("tern_gateway_errors_total")
+                 .Help("Error responses, by OpenAI error type")
+                 .Register(r);
   in_flight_ = &prometheus::BuildGauge()
                     .Name("tern_gateway_requests_in_flight")
                     .Help("Generation requests being served")
-                    .Register(*registry_)
+                    .Register(r)
                     .Add({});
+  active_streams_ = &prometheus::BuildGauge()
+                         .Name("tern_gateway_active_streams")
+                         .Help("Server-sent event streams open")
+                         .Register(r)
+                         .Add({});
+  client_disconnects_ = &prometheus::BuildCounter()
+                             .Name("tern_gateway_client_disconnects_total")
+                             .Help("Requests whose client went away before the answer was complete")
+                             .Register(r)
+                             .Add({});
   prompt_tokens_ = &prometheus::BuildCounter()
                         .Name("tern_gateway_prompt_tokens_total")
                         .Help("Prompt tokens sent to the router")
-                        .Register(*registry_)
+                        .Register(r)
                         .Add({});
   generation_tokens_ = &prometheus::BuildCounter()
                             .Name("tern_gateway_generation_tokens_total")
                             .Help("Generated tokens received from the router")
-                            .Register(*registry_)
+                            .Register(r)
                             .Add({});
-  ttft_ = &prometheus::BuildHistogram()
-               .Name("tern_gateway_time_to_first_token_seconds")
-               .Help("Time from receiving a request to its first generated token")
-               .Register(*registry_)
-               .Add({}, TtftBuckets());
-  e2e_ = &prometheus::BuildHistogram()
-              .Name("tern_gateway_e2e_request_latency_seconds")
-              .Help("Time from receiving a generation request to its last response byte queued")
-              .Register(*registry_)
-              .Add({}, LatencyBuckets());
+  ttft_ = AddHistogram(r, "tern_gateway_time_to_first_token_seconds",
+                       "Time from receiving a request to its first generated token",
+                       metric_buckets::TimeToFirstToken());
+  itl_ = AddHistogram(r, "tern_gateway_inter_token_latency_seconds",
+                      "Time between consecutive generated tokens of a request",
+                      metric_buckets::InterTokenLatency());
+  e2e_ = AddHistogram(r, "tern_gateway_e2e_request_latency_seconds",
+                      "Time from receiving a generation request to its last response byte queued",
+                      metric_buckets::RequestLatency());
+  request_prompt_tokens_ = AddHistogram(r, "tern_gateway_request_prompt_tokens",
+                                        "Prompt length of answered generation requests, in tokens",
+                                        metric_buckets::RequestTokens());
+  request_generation_tokens_ = AddHistogram(r, "tern_gateway_request_generation_tokens",
+                                            "Tokens generated for answered generation requests",
+                                            metric_buckets::RequestTokens());
 }
 
 GatewayMetrics::~GatewayMetrics() = default;
@@ -66,7 +82,18 @@ GatewayMetrics::~GatewayMetrics() = default;
 void GatewayMetrics::RecordRequest(std::string_view endpoint, int http_status) {
   requests_->Add({{"endpoint", std::string(endpoint)}, {"status", std::to_string(http_status)}})
       .Increment();
+  if (http_status >= 400 && http_status != 499) {
+    RecordStreamError(ErrorTypeForHttpStatus(http_status));
+  }
 }
+
+void GatewayMetrics::RecordStreamError(std::string_view type) {
+  errors_->Add({{"type", std::string(type)}}).Increment();
+}
+
+void GatewayMetrics::StreamOpened() { active_streams_->Increment(); }
+void GatewayMetrics::StreamClosed() { active_streams_->Decrement(); }
+void GatewayMetrics::ClientDisconnected() { client_disconnects_->Increment(); }
 
 void GatewayMetrics::RequestStarted() { in_flight_->Increment(); }
 void GatewayMetrics::RequestFinished() { in_flight_->Decrement(); }
@@ -83,12 +110,27 @@ void GatewayMetrics::ObserveTimeToFirstToken(absl::Duration latency) {
   ttft_->Observe(absl::ToDoubleSeconds(latency));
 }
 
+void GatewayMetrics::ObserveInterTokenLatency(absl::Duration gap, int tokens) {
+  if (tokens <= 0) return;
+  const double each = absl::ToDoubleSeconds(gap) / tokens;
+  for (int i = 0; i < tokens; ++i) itl_->Observe(each);
+}
+
+void GatewayMetrics::ObserveRequestTokens(int64_t prompt_tokens, int64_t generation_tokens) {
+  request_prompt_tokens_->Observe(static_cast<double>(prompt_tokens));
+  request_generation_tokens_->Observe(static_cast<double>(generation_tokens));
+}
+
 void GatewayMetrics::ObserveRequestLatency(absl::Duration latency) {
   e2e_->Observe(absl::ToDoubleSeconds(latency));
 }
 
 std::string GatewayMetrics::Serialize() const {
-  return prometheus::TextSerializer().Serialize(registry_->Collect());
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (prometheus::MetricFamily& family : ProcessMetricFamilies("gateway")) {
+    families.push_back(std::move(family));
+  }
+  return prometheus::TextSerializer().Serialize(families);
 }
 
 }  // namespace tern::gateway

@@ -1,12 +1,9 @@
-// The gateway's Prometheus metrics, served as text on GET /metrics.
-//
-//   tern_gateway_requests_total{endpoint, status}   requests answered, by HTTP status
-//                                                   ("499": the client went away)
-//   tern_gateway_requests_in_flight                 generation requests being served
-//   tern_gateway_prompt_tokens_total                prompt tokens sent to the router
-//   tern_gateway_generation_tokens_total            tokens received from the router
-//   tern_gateway_time_to_first_token_seconds        request received -> first token
-//   tern_gateway_e2e_request_latency_seconds        request received -> last byte queued
+// The gateway's Prometheus metrics (docs/metrics.md, "Gateway"), served as
+// text on GET /metrics: requests by endpoint and status, errors by OpenAI
+// error type, requests in flight, open SSE streams, client disconnects,
+// tokens, and the client's view of time to first token, inter-token
+// latency, end-to-end latency and request lengths (vLLM's bucket edges);
+// plus the process families every tier exports.
 //
 // Thread-safe (prometheus-cpp metrics are atomic; families lock internally).
 #ifndef TERN_GATEWAY_METRICS_H_
@@ -37,12 +34,23 @@ class GatewayMetrics {
   GatewayMetrics(const GatewayMetrics&) = delete;
   GatewayMetrics& operator=(const GatewayMetrics&) = delete;
 
+  // A response; one with status 400 or more (but not 499, the client went
+  // away) also counts as an error of the OpenAI type that status maps to.
   void RecordRequest(std::string_view endpoint, int http_status);
+  // An error sent inside an event stream that had started with 200.
+  void RecordStreamError(std::string_view type);
+  void StreamOpened();
+  void StreamClosed();
+  void ClientDisconnected();
   void RequestStarted();
   void RequestFinished();
   void AddPromptTokens(int64_t tokens);
   void AddGenerationTokens(int64_t tokens);
   void ObserveTimeToFirstToken(absl::Duration latency);
+  // `gap` since the previous token; a message of n tokens counts n gaps of gap/n.
+  void ObserveInterTokenLatency(absl::Duration gap, int tokens);
+  // Lengths of an answered request.
+  void ObserveRequestTokens(int64_t prompt_tokens, int64_t generation_tokens);
   void ObserveRequestLatency(absl::Duration latency);
 
   // Prometheus text exposition format (version 0.0.4).
@@ -51,11 +59,17 @@ class GatewayMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Counter>* errors_;
   prometheus::Gauge* in_flight_;
+  prometheus::Gauge* active_streams_;
+  prometheus::Counter* client_disconnects_;
   prometheus::Counter* prompt_tokens_;
   prometheus::Counter* generation_tokens_;
   prometheus::Histogram* ttft_;
+  prometheus::Histogram* itl_;
   prometheus::Histogram* e2e_;
+  prometheus::Histogram* request_prompt_tokens_;
+  prometheus::Histogram* request_generation_tokens_;
 };
 
 }  // namespace tern::gateway

@@ -370,6 +370,7 @@ tern::v1::ClusterStateResponse Fleet::ClusterState() const {
     status->set_address(member.address);
     status->set_healthy(member.healthy);
     status->set_model_id(member.model_id);
+    status->set_kv_blocks_total(member.kv_blocks_total);
     if (member.has_load) *status->mutable_load() = ToProto(member.load);
     status->set_inflight(member.inflight);
     status->set_cached_blocks(member.cached_blocks);

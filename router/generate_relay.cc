@@ -103,11 +103,12 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
 };
 
 GenerateRelay::GenerateRelay(Fleet* fleet, Dispatcher* dispatcher, RelayOptions options,
-                             grpc::CallbackServerContext* context,
+                             RelayCounters* counters, grpc::CallbackServerContext* context,
                              const tern::v1::RouterGenerateRequest* request)
     : fleet_(fleet),
       dispatcher_(dispatcher),
       options_(options),
+      counters_(counters),
       context_(context),
       request_(request),
       ticket_(reinterpret_cast<uintptr_t>(this)) {
@@ -302,6 +303,7 @@ void GenerateRelay::OnAttemptDone(Attempt* attempt, const grpc::Status& status) 
     StartWriteAndFinish(&pending_write_, grpc::WriteOptions(), grpc::Status::OK);
     return;
   }
+  (streamed == 0 ? counters_->retries : counters_->resumes).fetch_add(1);
   backoff_alarm_ = std::make_unique<grpc::Alarm>();
   backoff_alarm_->Set(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(decision.delay),
                       [this](bool /*fired*/) { OnBackoffDone(); });

@@ -19,6 +19,7 @@
 #include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -32,11 +33,17 @@
 
 namespace tern::router {
 
+// Failovers of all calls, for metrics (router/router_metrics.h).
+struct RelayCounters {
+  std::atomic<uint64_t> retries{0};  // re-dispatched before the first token
+  std::atomic<uint64_t> resumes{0};  // resumed mid-stream on another worker
+};
+
 class GenerateRelay : public grpc::ServerWriteReactor<tern::v1::GenerateResponse>,
                       public DispatchWaiter {
  public:
-  // `fleet` and `dispatcher` must outlive the call.
-  GenerateRelay(Fleet* fleet, Dispatcher* dispatcher, RelayOptions options,
+  // `fleet`, `dispatcher` and `counters` must outlive the call.
+  GenerateRelay(Fleet* fleet, Dispatcher* dispatcher, RelayOptions options, RelayCounters* counters,
                 grpc::CallbackServerContext* context,
                 const tern::v1::RouterGenerateRequest* request);
 
@@ -64,6 +71,7 @@ class GenerateRelay : public grpc::ServerWriteReactor<tern::v1::GenerateResponse
   Fleet* const fleet_;
   Dispatcher* const dispatcher_;
   const RelayOptions options_;
+  RelayCounters* const counters_;
   grpc::CallbackServerContext* const context_;
   const tern::v1::RouterGenerateRequest* const request_;
   const uint64_t ticket_;

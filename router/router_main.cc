@@ -24,13 +24,13 @@ constexpr char kUsage[] =
     "                   [--workers HOST:PORT,dns:NAME:PORT,...]\n"
     "                   [--policy prefix|least-loaded|round-robin|random]\n"
     "                   [--health-interval-ms N] [--stall-timeout-ms N] [--max-queue N]\n"
-    "                   [--metrics-listen HOST:PORT] [--log-level info]\n";
+    "                   [--metrics-listen HOST:PORT] [--log-level info] [--check-config]\n";
 
 int Run(int argc, char** argv) {
   auto flags = tern::Flags::Parse(argc, argv, 1,
                                   {"config", "listen", "workers", "policy", "health-interval-ms",
                                    "stall-timeout-ms", "max-queue", "log-level", "metrics-listen"},
-                                  {"help"});
+                                  {"help", "check-config"});
   if (!flags.ok() || flags->Has("help")) {
     if (!flags.ok()) std::cerr << "tern-router: " << flags.status().message() << "\n";
     std::cerr << kUsage;
@@ -64,6 +64,10 @@ int Run(int argc, char** argv) {
     std::cerr << "tern-router: " << model_policies.status().message() << "\n";
     return 2;
   }
+  if (flags->Has("check-config")) {
+    std::cout << "tern-router: config ok\n";
+    return 0;
+  }
   if (section.workers.empty()) {
     TERN_LOG(Info) << "no workers configured: serving those that register (RegisterWorker)";
   }
@@ -86,6 +90,8 @@ int Run(int argc, char** argv) {
   dispatcher_options.slack = section.slack;
   dispatcher_options.queue.max_length = section.max_queue;
   dispatcher_options.queue.max_wait = absl::Milliseconds(section.max_queue_wait_ms);
+  tern::router::RouterMetrics router_metrics;
+  dispatcher_options.observer = &router_metrics;
   tern::router::Dispatcher dispatcher(&fleet.state(), dispatcher_options);
   fleet.SetListener([&dispatcher] { dispatcher.Pump(); });
   fleet.Start();
@@ -95,9 +101,9 @@ int Run(int argc, char** argv) {
 
   std::unique_ptr<tern::MetricsServer> metrics;
   if (!section.metrics_listen.empty()) {
-    auto started = tern::MetricsServer::Start(section.metrics_listen, [&fleet, &service] {
-      return tern::router::CollectRouterMetrics(fleet, service);
-    });
+    auto started = tern::MetricsServer::Start(
+        section.metrics_listen,
+        [&router_metrics, &fleet, &service] { return router_metrics.Collect(fleet, service); });
     if (!started.ok()) {
       std::cerr << "tern-router: " << started.status().message() << "\n";
       return 2;

@@ -1,25 +1,46 @@
-// The router's Prometheus metrics, computed at scrape time:
-//   tern_router_requests_total                      Generate calls received
-//   tern_router_worker_healthy{worker, model}       1 when healthy
-//   tern_router_worker_inflight{worker}             requests relayed to it now
-//   tern_router_worker_cached_blocks{worker}        prefix blocks it holds (KV events)
-//   tern_router_queue_depth                         requests waiting for a worker
-//   tern_router_{dispatched,queued,rejected,prefix_hits,index_resyncs}_total
-// Thread-safe.
+// The router's Prometheus metrics (docs/metrics.md, "Router"): per-worker
+// health, circuit, load, cached blocks and prefix-hit accounting from the
+// fleet's ClusterState, dispatch and failover counters, queue depth by
+// priority, computed at scrape time; the queue-time and routing-decision
+// histograms, fed by the dispatcher as its DispatchObserver; and the process
+// families every tier exports.
+//
+// Thread contract: the observer methods run on the dispatcher's callers'
+// threads, Collect on the metrics server's; all are thread-safe.
 #ifndef TERN_ROUTER_ROUTER_METRICS_H_
 #define TERN_ROUTER_ROUTER_METRICS_H_
 
+#include <prometheus/histogram.h>
 #include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
 
+#include <memory>
 #include <vector>
 
+#include "router/core/dispatcher.h"
 #include "router/fleet.h"
 #include "router/router_service.h"
 
 namespace tern::router {
 
-std::vector<prometheus::MetricFamily> CollectRouterMetrics(const Fleet& fleet,
-                                                           const RouterService& service);
+class RouterMetrics final : public DispatchObserver {
+ public:
+  RouterMetrics();
+
+  RouterMetrics(const RouterMetrics&) = delete;
+  RouterMetrics& operator=(const RouterMetrics&) = delete;
+
+  void OnBound(absl::Duration queue_time) override;
+  void OnAdmitted(absl::Duration decision_time) override;
+
+  std::vector<prometheus::MetricFamily> Collect(const Fleet& fleet,
+                                                const RouterService& service) const;
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Histogram* queue_time_;
+  prometheus::Histogram* decision_time_;
+};
 
 }  // namespace tern::router
 

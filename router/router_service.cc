@@ -5,7 +5,7 @@ namespace tern::router {
 grpc::ServerWriteReactor<tern::v1::GenerateResponse>* RouterService::Generate(
     grpc::CallbackServerContext* context, const tern::v1::RouterGenerateRequest* request) {
   requests_received_.fetch_add(1);
-  return new GenerateRelay(fleet_, dispatcher_, relay_options_, context, request);
+  return new GenerateRelay(fleet_, dispatcher_, relay_options_, &relay_counters_, context, request);
 }
 
 grpc::ServerUnaryReactor* RouterService::ListModels(grpc::CallbackServerContext* context,

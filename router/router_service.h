@@ -24,6 +24,7 @@ class RouterService final : public tern::v1::Router::CallbackService {
   // Generate calls received since start.
   uint64_t requests_received() const { return requests_received_.load(); }
   const Dispatcher& dispatcher() const { return *dispatcher_; }
+  const RelayCounters& relay_counters() const { return relay_counters_; }
 
   grpc::ServerWriteReactor<tern::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context,
@@ -43,6 +44,7 @@ class RouterService final : public tern::v1::Router::CallbackService {
   Dispatcher* const dispatcher_;
   const RelayOptions relay_options_;
   std::atomic<uint64_t> requests_received_{0};
+  RelayCounters relay_counters_;
 };
 
 }  // namespace tern::router

@@ -91,6 +91,17 @@ void PostUnlock(void* mu, unsigned flags) {
 #define TERN_STRINGIFY_INNER(x) #x
 #define TERN_STRINGIFY(x) TERN_STRINGIFY_INNER(x)
 
+// The next definition of `name` (the library's own); aborts if there is none.
+template <typename Fn>
+Fn Next(const std::string& name) {
+  void* fn = dlsym(RTLD_NEXT, name.c_str());
+  if (fn == nullptr) {
+    std::fprintf(stderr, "tsan_annotations: %s not found\n", name.c_str());
+    std::abort();
+  }
+  return reinterpret_cast<Fn>(fn);
+}
+
 // The real definition of an absl function, by its mangled name without the
 // leading "_ZN" / "_ZNK" + "4absl" + inline namespace.
 template <typename Fn>
@@ -101,13 +112,7 @@ Fn Real(bool is_const, const char* rest) {
 #else
   const std::string prefix = "4absl";
 #endif
-  const std::string name = (is_const ? "_ZNK" : "_ZN") + prefix + rest;
-  void* fn = dlsym(RTLD_NEXT, name.c_str());
-  if (fn == nullptr) {
-    std::fprintf(stderr, "tsan_absl_annotations: %s not found\n", name.c_str());
-    std::abort();
-  }
-  return reinterpret_cast<Fn>(fn);
+  return Next<Fn>((is_const ? "_ZNK" : "_ZN") + prefix + rest);
 }
 
 // A call that holds `mu` on entry and on return but may release it while
@@ -129,14 +134,13 @@ extern "C" {
 // grpc/grpc.h: grpc_call_error grpc_call_start_batch(grpc_call*, const
 // grpc_op*, size_t, void* tag, void* reserved); void grpc_call_unref(grpc_call*).
 int grpc_call_start_batch(void* call, const void* ops, size_t nops, void* tag, void* reserved) {
-  static const auto real = reinterpret_cast<int (*)(void*, const void*, size_t, void*, void*)>(
-      dlsym(RTLD_NEXT, __func__));
+  static const auto real = Next<int (*)(void*, const void*, size_t, void*, void*)>(__func__);
   if (__tsan_release != nullptr) __tsan_release(call);
   return real(call, ops, nops, tag, reserved);
 }
 
 void grpc_call_unref(void* call) {
-  static const auto real = reinterpret_cast<void (*)(void*)>(dlsym(RTLD_NEXT, __func__));
+  static const auto real = Next<void (*)(void*)>(__func__);
   if (__tsan_acquire != nullptr) __tsan_acquire(call);
   real(call);
 }
@@ -157,17 +161,16 @@ extern "C" void TernExecutorRunClosures(const char* name, void* head, void* tail
     "_ZN9grpc_core8Executor11RunClosuresEPKc17grpc_closure_list");
 
 void TernExecutorRun(void* closure, void* error, int type, int job_type) {
-  static const auto real = reinterpret_cast<void (*)(void*, void*, int, int)>(
-      dlsym(RTLD_NEXT,
-            "_ZN9grpc_core8Executor3RunEP12grpc_closureN4absl7debian36StatusENS_12ExecutorTypeENS_"
-            "15ExecutorJobTypeE"));
+  static const auto real = Next<void (*)(void*, void*, int, int)>(
+      "_ZN9grpc_core8Executor3RunEP12grpc_closureN4absl7debian36StatusENS_12ExecutorTypeENS_"
+      "15ExecutorJobTypeE");
   if (__tsan_release != nullptr && closure != nullptr) __tsan_release(closure);
   real(closure, error, type, job_type);
 }
 
 void TernExecutorRunClosures(const char* name, void* head, void* tail) {
-  static const auto real = reinterpret_cast<void (*)(const char*, void*, void*)>(
-      dlsym(RTLD_NEXT, "_ZN9grpc_core8Executor11RunClosuresEPKc17grpc_closure_list"));
+  static const auto real = Next<void (*)(const char*, void*, void*)>(
+      "_ZN9grpc_core8Executor11RunClosuresEPKc17grpc_closure_list");
   if (__tsan_acquire != nullptr) {
     for (void* closure = head; closure != nullptr; closure = *static_cast<void**>(closure)) {
       __tsan_acquire(closure);

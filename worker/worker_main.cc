@@ -32,7 +32,8 @@ constexpr char kUsage[] =
     "                   [--tp N] [--cpus 0,1,2] [--kv-cache-gib G] [--block-size N]\n"
     "                   [--max-num-batched-tokens N] [--no-prefix-caching]\n"
     "                   [--metrics-listen HOST:PORT] [--log-level info]\n"
-    "                   [--register-with ROUTER_HOST:PORT [--advertise HOST:PORT]]\n";
+    "                   [--register-with ROUTER_HOST:PORT [--advertise HOST:PORT]]\n"
+    "                   [--check-config]\n";
 
 int Fail(const std::string& message) {
   std::cerr << "tern-worker: " << message << "\n";
@@ -45,7 +46,7 @@ int Run(int argc, char** argv) {
       {"config", "model", "listen", "served-model-name", "max-num-seqs", "max-model-len",
        "log-level", "drain-timeout-s", "metrics-listen", "tp", "cpus", "kv-cache-gib",
        "max-num-batched-tokens", "block-size", "register-with", "advertise"},
-      {"help", "no-prefix-caching"});
+      {"help", "no-prefix-caching", "check-config"});
   if (!flags.ok()) return Fail(std::string(flags.status().message()) + "\n" + kUsage);
   if (flags->Has("help")) {
     std::cout << kUsage;
@@ -70,12 +71,6 @@ int Run(int argc, char** argv) {
                                  {"kv-cache-gib", &section.kv_cache_gib},
                                  {"no-prefix-caching", &section.enable_prefix_caching, false}});
   if (!configured.ok()) return Fail(std::string(configured.message()));
-  if (!(section.kv_cache_gib > 0)) {
-    return Fail(
-        absl::StrCat("the KV cache size (--kv-cache-gib, worker.kv_cache_gib) must be "
-                     "positive, got ",
-                     section.kv_cache_gib));
-  }
   if (config.model.path.empty()) return Fail(std::string("--model DIR is required\n") + kUsage);
   if (config.model.served_name.empty()) {
     config.model.served_name = tern::DefaultServedModelName(config.model.path);
@@ -83,6 +78,10 @@ int Run(int argc, char** argv) {
   if (config.model.served_name.empty()) {
     return Fail("cannot derive a model name from " + config.model.path +
                 "; pass --served-model-name");
+  }
+  if (flags->Has("check-config")) {
+    std::cout << "tern-worker: config ok\n";
+    return 0;
   }
 
   tern::BlockTerminationSignals();
@@ -110,6 +109,9 @@ int Run(int argc, char** argv) {
   engine_options.max_model_len = static_cast<int32_t>(
       config.model.max_model_len > 0 ? std::min<int64_t>(config.model.max_model_len, model_max)
                                      : std::min<int64_t>(model_max, 8192));
+  // Before the engine, which reports to it from its first step.
+  tern::worker::WorkerMetrics worker_metrics(config.model.served_name);
+  engine_options.observer = &worker_metrics;
   auto created = tern::worker::Engine::Create(model->get(), engine_options);
   if (!created.ok()) {
     std::cerr << "tern-worker: cannot start the engine: " << created.status().message() << "\n";
@@ -129,9 +131,9 @@ int Run(int argc, char** argv) {
 
   std::unique_ptr<tern::MetricsServer> metrics;
   if (!config.worker.metrics_listen.empty()) {
-    auto started = tern::MetricsServer::Start(config.worker.metrics_listen, [&engine] {
-      return tern::worker::CollectWorkerMetrics(engine);
-    });
+    auto started = tern::MetricsServer::Start(
+        config.worker.metrics_listen,
+        [&worker_metrics, &engine] { return worker_metrics.Collect(engine); });
     if (!started.ok()) return Fail(std::string(started.status().message()));
     metrics = *std::move(started);
     TERN_LOG(Info) << "metrics on http://"

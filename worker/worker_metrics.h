@@ -1,25 +1,56 @@
-// The worker's Prometheus metrics, computed from the engine at scrape time:
-//   tern_worker_running_sequences, tern_worker_waiting_sequences   gauges
-//   tern_worker_engine_steps_total                                   counter
-//   tern_worker_prompt_tokens_total, tern_worker_generation_tokens_total
-//   tern_worker_requests_total{finish_reason}                        counter
-//   tern_worker_kv_blocks_{total,free,cached}                        gauges
-//   tern_worker_queued_prefill_tokens                                gauge
-//   tern_worker_preemptions_total                                    counter
-//   tern_worker_prefix_cache_{query,hit}_tokens_total                counters
-// Thread-safe (Engine::Load is).
+// The worker's Prometheus metrics (docs/metrics.md, "Worker"): gauges and
+// counters computed from Engine::Load at scrape time, under tern's names and
+// under the four vLLM names of the Gateway API Inference Extension's
+// model-server protocol; histograms fed by the engine as an EngineObserver
+// (step duration and batch size; time to first token, inter-token latency,
+// end-to-end latency, queue time and request lengths, as the engine sees
+// them); and the process families every tier exports.
+//
+// Thread contract: the observer methods run on the engine thread, Collect
+// on the metrics server's threads; prometheus-cpp's histograms are
+// thread-safe and Engine::Load is.
 #ifndef TERN_WORKER_WORKER_METRICS_H_
 #define TERN_WORKER_WORKER_METRICS_H_
 
+#include <prometheus/histogram.h>
 #include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
 
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "worker/engine/engine.h"
 
 namespace tern::worker {
 
-std::vector<prometheus::MetricFamily> CollectWorkerMetrics(const Engine& engine);
+class WorkerMetrics final : public EngineObserver {
+ public:
+  // `model_name` labels every family (vLLM's `model_name`).
+  explicit WorkerMetrics(std::string model_name);
+
+  WorkerMetrics(const WorkerMetrics&) = delete;
+  WorkerMetrics& operator=(const WorkerMetrics&) = delete;
+
+  void OnStep(const StepReport& step) override;
+  void OnInterTokenLatency(absl::Duration gap) override;
+  void OnSequenceFinished(const SequenceReport& sequence) override;
+
+  // Everything above, with the engine's current load.
+  std::vector<prometheus::MetricFamily> Collect(const Engine& engine) const;
+
+ private:
+  const std::string model_name_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Histogram* step_duration_;
+  prometheus::Histogram* batch_size_;
+  prometheus::Histogram* ttft_;
+  prometheus::Histogram* itl_;
+  prometheus::Histogram* e2e_;
+  prometheus::Histogram* queue_time_;
+  prometheus::Histogram* prompt_tokens_;
+  prometheus::Histogram* generation_tokens_;
+};
 
 }  // namespace tern::worker
 

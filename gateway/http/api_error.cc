@@ -85,13 +85,14 @@ Mapping MappingFor(absl::StatusCode code) {
   }
 }
 
-const char* TypeForHttpStatus(int http_status) {
+}  // namespace
+
+const char* ErrorTypeForHttpStatus(int http_status) {
   if (http_status == 429) return "rate_limit_error";
   if (http_status == 403) return "permission_error";
+  if (http_status == 501) return "not_supported_error";
   return http_status < 500 ? "invalid_request_error" : "server_error";
 }
-
-}  // namespace
 
 absl::Status WithOpenAiDetails(absl::Status status, std::string_view param, std::string_view code) {
   if (!param.empty()) status.SetPayload(kParamUrl, absl::Cord(AbslView(param)));
@@ -133,7 +134,7 @@ ApiError ToApiError(const absl::Status& status) {
     if (ec == std::errc() && ptr == forced->data() + forced->size() && value >= 400 &&
         value <= 599) {
       error.http_status = value;
-      type = TypeForHttpStatus(value);
+      type = ErrorTypeForHttpStatus(value);
       error.retry_after_s = (value == 429 || value == 503) ? 1 : 0;
     }
   }

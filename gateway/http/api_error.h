@@ -50,6 +50,10 @@ std::string DumpJson(const nlohmann::ordered_json& json);
 // Maps a non-OK status. An OK status is a caller bug and maps to 500.
 ApiError ToApiError(const absl::Status& status);
 
+// The OpenAI error type of an HTTP error status ("invalid_request_error",
+// "rate_limit_error", "server_error", ...).
+const char* ErrorTypeForHttpStatus(int http_status);
+
 // ToApiError as a complete HTTP response (JSON body, Retry-After when set).
 HttpResponse ToHttpResponse(const absl::Status& status);
 

@@ -1,6 +1,7 @@
 #include "router/core/dispatcher.h"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -61,6 +62,7 @@ std::optional<Admission> Dispatcher::ChooseLocked(absl::Span<const Candidate> ca
   chosen.worker->AddInflight(1);
   fleet_->OnRouted(*chosen.worker, blocks, now);
   ++stats_.dispatched;
+  if (options_.observer != nullptr) options_.observer->OnBound(absl::ZeroDuration());
   if (decision.reason == DecisionReason::kSticky) ++stats_.sticky;
   if (chosen.view.matched_blocks > 0) ++stats_.cache_hits;
   const int64_t predicted = int64_t{chosen.view.matched_blocks} * chosen.block_size;
@@ -69,8 +71,18 @@ std::optional<Admission> Dispatcher::ChooseLocked(absl::Span<const Candidate> ca
 }
 
 absl::StatusOr<Admission> Dispatcher::Admit(DispatchRequest request) {
+  const auto started = std::chrono::steady_clock::now();
+  absl::StatusOr<Admission> admission = AdmitUntimed(std::move(request));
+  if (options_.observer != nullptr) {
+    options_.observer->OnAdmitted(absl::FromChrono(std::chrono::steady_clock::now() - started));
+  }
+  return admission;
+}
+
+absl::StatusOr<Admission> Dispatcher::AdmitUntimed(DispatchRequest request) {
   const absl::Time now = clock_->Now();
-  auto waiting = std::make_unique<Waiting>(Waiting{std::move(request), PromptBlocks({})});
+  auto waiting =
+      std::make_unique<Waiting>(Waiting{std::move(request), PromptBlocks({}), absl::Time()});
   waiting->blocks = PromptBlocks(waiting->request.prompt);
   const DispatchRequest& r = waiting->request;
   std::vector<Outcome> outcomes;
@@ -84,7 +96,10 @@ absl::StatusOr<Admission> Dispatcher::Admit(DispatchRequest request) {
     if (it == queues_.end() || it->second->queue.empty()) {
       absl::StatusOr<std::vector<Candidate>> candidates =
           fleet_->Candidates(r.model, waiting->blocks, r.exclude, now);
-      if (!candidates.ok()) return candidates.status();
+      if (!candidates.ok()) {
+        ++stats_.no_worker;
+        return candidates.status();
+      }
       if (it == queues_.end()) {
         it = queues_.emplace(r.model, std::make_unique<ModelQueue>(options_.queue)).first;
       }
@@ -99,6 +114,7 @@ absl::StatusOr<Admission> Dispatcher::Admit(DispatchRequest request) {
       return pushed;
     }
     ++stats_.queued;
+    waiting->queued_at = now;
     const std::string model = r.model;
     waiting_.emplace(r.ticket, std::move(waiting));
     // A higher-priority request may be placeable at once where others are not.
@@ -172,6 +188,7 @@ void Dispatcher::PumpModelLocked(const std::string& model, ModelQueue& queue, ab
         queue.queue.Remove(id);
         auto node = waiting_.extract(id);
         outcomes->push_back({node.mapped()->request.waiter, nullptr, 0, candidates.status()});
+        ++stats_.no_worker;
       }
       return;
     }
@@ -221,6 +238,7 @@ bool Dispatcher::DispatchOneLocked(const std::string& model, ModelQueue& queue,
                                               static_cast<int64_t>(w.blocks.num_tokens()));
   outcomes->push_back(
       {w.request.waiter, worker, static_cast<int32_t>(predicted), absl::OkStatus()});
+  if (options_.observer != nullptr) options_.observer->OnBound(now - w.queued_at);
   waiting_.erase(*id);
   return true;
 }
@@ -233,6 +251,17 @@ void Dispatcher::Deliver(const std::vector<Outcome>& outcomes) {
       o.waiter->OnRejected(o.status);
     }
   }
+}
+
+std::vector<std::pair<int32_t, int64_t>> Dispatcher::QueuedByPriority() const {
+  absl::flat_hash_map<int32_t, int64_t> counts;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [ticket, waiting] : waiting_) ++counts[waiting->request.priority];
+  }
+  std::vector<std::pair<int32_t, int64_t>> sorted(counts.begin(), counts.end());
+  std::sort(sorted.begin(), sorted.end());
+  return sorted;
 }
 
 size_t Dispatcher::queued() const {

@@ -29,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -54,6 +55,22 @@ class DispatchWaiter {
   virtual void OnRejected(const absl::Status& status) = 0;
 };
 
+// Hears the timings of dispatch, for metrics (router/router_metrics.h).
+// Called from the dispatcher's callers' threads, some with the
+// dispatcher's lock held: implementations must be quick, must not block and
+// must not call back into the dispatcher.
+class DispatchObserver {
+ public:
+  virtual ~DispatchObserver() = default;
+  // A request was bound to a worker after waiting `queue_time` (zero when
+  // it was bound at admission).
+  virtual void OnBound(absl::Duration queue_time) = 0;
+  // Admit took `decision_time` of real time to bind or queue a request
+  // (prompt hashing, index lookups, scoring). Measured on a steady clock,
+  // not the injected one: it is the router's own cost.
+  virtual void OnAdmitted(absl::Duration decision_time) = 0;
+};
+
 struct DispatcherOptions {
   // The policy of models without an entry in `model_policies`.
   PolicyOptions policy;
@@ -64,6 +81,8 @@ struct DispatcherOptions {
   // Requests a worker may have in flight beyond its max_num_seqs.
   int32_t slack = 2;
   AdmissionQueueOptions queue;
+  // May be null; must outlive the dispatcher.
+  DispatchObserver* observer = nullptr;
 };
 
 struct DispatchRequest {
@@ -92,6 +111,7 @@ struct DispatcherStats {
   uint64_t queued = 0;  // requests that had to wait
   uint64_t rejected_full = 0;
   uint64_t expired = 0;
+  uint64_t no_worker = 0;   // turned away because no worker could serve the model
   uint64_t cache_hits = 0;  // dispatches to a worker holding part of the prompt
   uint64_t sticky = 0;      // dispatches decided by session affinity
 };
@@ -112,6 +132,8 @@ class Dispatcher {
   void Pump();
 
   size_t queued() const;
+  // Waiting requests by priority.
+  std::vector<std::pair<int32_t, int64_t>> QueuedByPriority() const;
   DispatcherStats stats() const;
   const DispatcherOptions& options() const { return options_; }
   // The policy kind for `model` by configuration (no per-request override).
@@ -121,6 +143,7 @@ class Dispatcher {
   struct Waiting {
     DispatchRequest request;
     PromptBlocks blocks;
+    absl::Time queued_at;  // when it entered the queue
   };
   struct ModelQueue {
     explicit ModelQueue(const AdmissionQueueOptions& options) : queue(options) {}
@@ -133,6 +156,8 @@ class Dispatcher {
     absl::Status status;
   };
 
+  // Admit, less telling the observer how long it took.
+  absl::StatusOr<Admission> AdmitUntimed(DispatchRequest request);
   // Binds to the best of `candidates` with room, if any.
   std::optional<Admission> ChooseLocked(absl::Span<const Candidate> candidates,
                                         PromptBlocks& blocks, const DispatchRequest& request,

@@ -433,6 +433,7 @@ std::vector<MemberStatus> FleetState::Status(absl::Time now) const {
     status.address = member->address();
     status.healthy = state.healthy;
     status.model_id = state.has_info ? state.info.model_id : std::string();
+    status.kv_blocks_total = state.has_info ? state.info.kv_blocks_total : 0;
     status.has_load = state.has_load;
     status.load = state.load;
     status.inflight = member->inflight();

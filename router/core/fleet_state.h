@@ -79,6 +79,7 @@ struct MemberStatus {
   std::string address;
   bool healthy = false;
   std::string model_id;
+  int64_t kv_blocks_total = 0;  // from Info; 0 before it
   bool has_load = false;
   WorkerLoad load;
   int inflight = 0;

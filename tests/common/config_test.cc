@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <utility>
+
 namespace tern {
 namespace {
 
@@ -34,6 +36,30 @@ TEST(ConfigTest, MalformedYamlIsAnErrorNotACrash) {
   EXPECT_FALSE(ParseClusterConfig("model: [unclosed").ok());
   EXPECT_FALSE(ParseClusterConfig("worker:\n  max_num_seqs: many\n").ok());
   EXPECT_FALSE(ParseClusterConfig("worker:\n  max_num_seqs: 0\n").ok());
+}
+
+TEST(ConfigTest, RangeChecksNameTheKey) {
+  const std::pair<const char*, const char*> bad[] = {
+      {"router:\n  health_timeout_ms: 0\n", "router.health_timeout_ms"},
+      {"router:\n  max_retries: -1\n", "router.max_retries"},
+      {"gateway:\n  request_timeout_s: 0\n", "gateway.request_timeout_s"},
+      {"worker:\n  kv_cache_gib: 0\n", "worker.kv_cache_gib"}};
+  for (const auto& [yaml, key] : bad) {
+    auto config = ParseClusterConfig(yaml);
+    ASSERT_FALSE(config.ok()) << yaml;
+    EXPECT_NE(config.status().message().find(key), std::string::npos) << config.status();
+  }
+}
+
+TEST(ConfigTest, FlagOverridesAreValidatedToo) {
+  const char* argv[] = {"tern-worker", "--kv-cache-gib", "-1"};
+  auto flags = Flags::Parse(3, const_cast<char**>(argv), 1, {"kv-cache-gib"}, {});
+  ASSERT_TRUE(flags.ok()) << flags.status();
+  ClusterConfig config;
+  const absl::Status status =
+      LoadConfigWithFlags(*flags, &config, {{"kv-cache-gib", &config.worker.kv_cache_gib}});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("worker.kv_cache_gib"), std::string::npos) << status;
 }
 
 TEST(ConfigTest, RouterModelPoliciesAndSessionAffinity) {

@@ -63,6 +63,12 @@ struct Engine::Sequence {
   // Tokens generated so far, resumed ones included.
   int32_t generated = 0;
   bool seed_sent = false;
+  // For the observer: when it was submitted, first scheduled, and last
+  // produced a token (InfinitePast: not yet).
+  absl::Time submitted;
+  absl::Time scheduled = absl::InfinitePast();
+  absl::Time last_token = absl::InfinitePast();
+  std::optional<absl::Duration> time_to_first_token;
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model* model, EngineOptions options) {
@@ -166,6 +172,7 @@ absl::StatusOr<std::shared_ptr<SequenceHandle>> Engine::Submit(SequenceSpec spec
     spec.sampling.seed = (static_cast<uint64_t>(device()) << 32) ^ device();
   }
   auto seq = std::make_unique<Sequence>();
+  seq->submitted = absl::Now();
   seq->handle = std::make_shared<SequenceHandle>();
   seq->initial_tokens = spec.prompt;
   seq->initial_tokens.insert(seq->initial_tokens.end(), spec.resume.begin(), spec.resume.end());
@@ -316,9 +323,12 @@ bool Engine::RunStep() {
   size_t logit_rows = 0;
   int64_t step_tokens = 0;
   uint64_t prompt_tokens = 0;
+  const absl::Time planned = absl::Now();
   for (const ScheduledChunk& chunk : plan.chunks) {
     const ScheduledSequence* s = scheduler_->Find(chunk.id);
-    const int32_t prompt_len = static_cast<int32_t>(live_.at(chunk.id)->initial_tokens.size());
+    Sequence& planned_seq = *live_.at(chunk.id);
+    if (planned_seq.scheduled == absl::InfinitePast()) planned_seq.scheduled = planned;
+    const int32_t prompt_len = static_cast<int32_t>(planned_seq.initial_tokens.size());
     // Prompt tokens computed: recomputation after a preemption counts again,
     // cached ones do not.
     prompt_tokens += static_cast<uint64_t>(std::max(
@@ -340,7 +350,14 @@ bool Engine::RunStep() {
   if (options_.before_step_for_testing) options_.before_step_for_testing(step_tokens);
   const absl::Status status = executor_->Step(batch, absl::MakeSpan(logits_));
   // Failed steps stop at validation, so their durations say nothing.
-  if (status.ok()) step_times_.Observe(step_tokens, absl::Now() - step_start);
+  const absl::Duration step_duration = absl::Now() - step_start;
+  if (status.ok()) {
+    step_times_.Observe(step_tokens, step_duration);
+    if (options_.observer != nullptr) {
+      options_.observer->OnStep(
+          StepReport{step_duration, static_cast<int32_t>(plan.chunks.size()), step_tokens});
+    }
+  }
   step_running_ = false;
   {
     absl::MutexLock lock(&mu_);
@@ -380,6 +397,13 @@ void Engine::SampleAndEmit(Sequence& seq, absl::Span<const float> raw_logits) {
                                     position, seq.spec.prompt.size());
   ++seq.generated;
   generation_tokens_.fetch_add(1);
+  const absl::Time now = absl::Now();
+  if (seq.last_token == absl::InfinitePast()) {
+    seq.time_to_first_token = now - seq.submitted;
+  } else if (options_.observer != nullptr) {
+    options_.observer->OnInterTokenLatency(now - seq.last_token);
+  }
+  seq.last_token = now;
 
   const bool is_eos = !seq.spec.ignore_eos && Contains(config.eos_token_ids, token);
   const bool is_stop = Contains(seq.spec.stop_token_ids, token);
@@ -410,6 +434,7 @@ void Engine::SampleAndEmit(Sequence& seq, absl::Span<const float> raw_logits) {
   event.completion_tokens = last.completion_tokens;
   event.cached_prompt_tokens = last.cached_prompt_tokens;
   finished_[static_cast<size_t>(FinishReason::kLength)].fetch_add(1);
+  ReportFinished(seq, FinishReason::kLength);
   final_events_.emplace_back(std::move(seq.sink), std::move(event));
   const KvSequenceId id = seq.id;
   TERN_CHECK(scheduler_->Remove(id).ok());
@@ -433,8 +458,22 @@ StreamEvent Engine::LastEvent(Sequence& seq, FinishReason reason) const {
   return event;
 }
 
+void Engine::ReportFinished(const Sequence& seq, FinishReason reason) const {
+  if (options_.observer == nullptr) return;
+  const absl::Time now = absl::Now();
+  SequenceReport report;
+  report.reason = reason;
+  report.queue_time = (seq.scheduled == absl::InfinitePast() ? now : seq.scheduled) - seq.submitted;
+  report.time_to_first_token = seq.time_to_first_token;
+  report.e2e = now - seq.submitted;
+  report.prompt_tokens = static_cast<int32_t>(seq.spec.prompt.size());
+  report.generation_tokens = seq.generated - static_cast<int32_t>(seq.spec.resume.size());
+  options_.observer->OnSequenceFinished(report);
+}
+
 void Engine::Finish(Sequence& seq, FinishReason reason, int32_t stop_token, absl::Status error) {
   finished_[static_cast<size_t>(reason)].fetch_add(1);
+  ReportFinished(seq, reason);
   StreamEvent event = LastEvent(seq, reason);
   event.stop_token_id = stop_token;
   event.error = std::move(error);

@@ -33,6 +33,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,6 +112,37 @@ class SequenceHandle {
   std::atomic<bool> cancelled_{false};
 };
 
+// What the engine tells an EngineObserver.
+struct StepReport {
+  absl::Duration duration;  // the executor's step, sampling excluded
+  int32_t sequences = 0;    // in the batch
+  int64_t tokens = 0;       // computed (decodes plus prefill chunks)
+};
+
+struct SequenceReport {
+  FinishReason reason = FinishReason::kStop;
+  // Submit -> first scheduled (-> the end, when it never was).
+  absl::Duration queue_time;
+  // Submit -> first token; unset when it produced none.
+  std::optional<absl::Duration> time_to_first_token;
+  // Submit -> the end.
+  absl::Duration e2e;
+  int32_t prompt_tokens = 0;
+  int32_t generation_tokens = 0;  // produced here (resumed tokens excluded)
+};
+
+// Hears about steps and sequences as they happen, for metrics
+// (worker/worker_metrics.h). Called on the engine thread: implementations
+// must be quick, must not block and must not call back into the engine.
+class EngineObserver {
+ public:
+  virtual ~EngineObserver() = default;
+  virtual void OnStep(const StepReport& step) = 0;
+  // The time since the sequence's previous token, for each token after its first.
+  virtual void OnInterTokenLatency(absl::Duration gap) = 0;
+  virtual void OnSequenceFinished(const SequenceReport& sequence) = 0;
+};
+
 struct EngineOptions {
   int32_t max_num_seqs = 8;
   // Waiting sequences beyond max_num_seqs before Submit says RESOURCE_EXHAUSTED.
@@ -123,6 +155,8 @@ struct EngineOptions {
   // Executor settings: tp, cpus, block_size, kv_cache_bytes. Its
   // max_batch_tokens is set from max_num_batched_tokens.
   ExecutorOptions executor;
+  // Told about steps and finished sequences; may be null. Must outlive the engine.
+  EngineObserver* observer = nullptr;
   // Tests only: called on the engine thread right before every executor
   // step (warm-up steps included) with the step's token count, inside the
   // step's measured duration; a test sleeps in it to stand in for a slow
@@ -179,6 +213,8 @@ class Engine {
   // Samples the next token of `seq` from its raw logits row and emits it;
   // may end the sequence.
   void SampleAndEmit(Sequence& seq, absl::Span<const float> raw_logits);
+  // Tells the observer, if any, how `seq` went.
+  void ReportFinished(const Sequence& seq, FinishReason reason) const;
   // Sends the last event and forgets the sequence (scheduler and KV included).
   void Finish(Sequence& seq, FinishReason reason, int32_t stop_token, absl::Status error);
   // The last event of a sequence, usage filled.

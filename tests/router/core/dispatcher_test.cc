@@ -7,6 +7,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/block_hash.h"
@@ -211,6 +212,57 @@ TEST_F(DispatcherTest, ADrainingWorkerGetsNothingNew) {
     ASSERT_TRUE(admission.ok());
     EXPECT_EQ(admission->worker, w[1]);
   }
+}
+
+// Records what the dispatcher tells its observer.
+class RecordingObserver : public DispatchObserver {
+ public:
+  void OnBound(absl::Duration queue_time) override { bound.push_back(queue_time); }
+  void OnAdmitted(absl::Duration decision_time) override { decisions.push_back(decision_time); }
+
+  std::vector<absl::Duration> bound;
+  std::vector<absl::Duration> decisions;
+};
+
+TEST_F(DispatcherTest, ObserverHearsQueueTimesOnTheInjectedClockAndEveryAdmission) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(1, "m", /*max_num_seqs=*/1);
+  RecordingObserver observer;
+  DispatcherOptions options = Options();
+  options.observer = &observer;
+  Dispatcher dispatcher(&fleet_.state, options, &fleet_.clock);
+  const std::vector<int32_t> prompt = Prompt(0, 2);
+  RecordingWaiter a, b;
+  auto first = dispatcher.Admit(Request(1, prompt, &a));
+  auto second = dispatcher.Admit(Request(2, prompt, &b));
+  ASSERT_TRUE(first.ok() && second.ok());
+  ASSERT_EQ(second->worker, nullptr) << "the only slot is taken";
+  fleet_.clock.Advance(absl::Milliseconds(1500));
+  dispatcher.Release(w[0]);
+  ASSERT_EQ(b.dispatched_to, w[0]);
+  ASSERT_EQ(observer.bound.size(), 2u);
+  EXPECT_EQ(observer.bound[0], absl::ZeroDuration()) << "bound at admission";
+  EXPECT_EQ(observer.bound[1], absl::Milliseconds(1500)) << "waited on the injected clock";
+  ASSERT_EQ(observer.decisions.size(), 2u) << "both admissions, bound or queued";
+  for (absl::Duration d : observer.decisions) EXPECT_GE(d, absl::ZeroDuration());
+  EXPECT_EQ(dispatcher.QueuedByPriority().size(), 0u);
+}
+
+TEST_F(DispatcherTest, QueueDepthByPriorityAndNoWorkerRejections) {
+  fleet_.AddHealthy(1, "m", /*max_num_seqs=*/1);
+  Dispatcher dispatcher(&fleet_.state, Options(), &fleet_.clock);
+  const std::vector<int32_t> prompt = Prompt(0, 1);
+  RecordingWaiter a, b, c, d;
+  ASSERT_TRUE(dispatcher.Admit(Request(1, prompt, &a)).ok());
+  DispatchRequest high = Request(2, prompt, &b);
+  high.priority = 5;
+  ASSERT_TRUE(dispatcher.Admit(high).ok());
+  ASSERT_TRUE(dispatcher.Admit(Request(3, prompt, &c)).ok());
+  const std::vector<std::pair<int32_t, int64_t>> expected = {{0, 1}, {5, 1}};
+  EXPECT_EQ(dispatcher.QueuedByPriority(), expected);
+  DispatchRequest other = Request(4, prompt, &d);
+  other.model = "no-such-model";
+  EXPECT_FALSE(dispatcher.Admit(other).ok());
+  EXPECT_EQ(dispatcher.stats().no_worker, 1u);
 }
 
 }  // namespace
