@@ -1,10 +1,12 @@
 // tern: the operator's command. `tern up` runs a local cluster, `tern model`
-// makes and inspects checkpoints, `tern bench` measures.
+// makes and inspects checkpoints, `tern bench` measures, `tern neuron plan`
+// renders the vLLM Neuron servers for a trn2 instance.
 #include <cstring>
 #include <iostream>
 
 #include "cli/bench/bench_command.h"
 #include "cli/model/model_command.h"
+#include "cli/neuron/neuron_command.h"
 #include "cli/status_command.h"
 #include "cli/up_command.h"
 
@@ -18,6 +20,8 @@ constexpr char kUsage[] =
     "          serve: an OpenAI HTTP load generator; simulate: the router against\n"
     "          simulated fleets\n"
     "  status  the router's view of the cluster: workers, health, load, cache\n"
+    "  neuron  plan: the vLLM Neuron `vllm serve` commands for one trn2.48xlarge\n"
+    "          (unverified on hardware)\n"
     "Run `tern <command> --help` for its flags.\n";
 
 }  // namespace
@@ -31,6 +35,7 @@ int main(int argc, char** argv) {
   if (command == "up") return tern::cli::RunUpCommand(argc, argv, 2);
   if (command == "model") return tern::cli::RunModelCommand(argc, argv, 2);
   if (command == "bench") return tern::cli::RunBenchCommand(argc, argv, 2);
+  if (command == "neuron") return tern::cli::RunNeuronCommand(argc, argv, 2);
   if (command == "status") return tern::cli::RunStatus(argc - 1, argv + 1);
   std::cerr << "tern: unknown command '" << command << "'\n" << kUsage;
   return 2;

@@ -40,7 +40,8 @@ void Read(const YAML::Node& node, const char* key, T* out) {
 absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
   ClusterConfig config;
   if (!root || root.IsNull()) return config;
-  TERN_RETURN_IF_ERROR(CheckKeys(root, "tern.yaml", {"model", "worker", "router", "gateway"}));
+  TERN_RETURN_IF_ERROR(
+      CheckKeys(root, "tern.yaml", {"model", "worker", "router", "gateway", "neuron"}));
   if (const YAML::Node m = root["model"]) {
     TERN_RETURN_IF_ERROR(CheckKeys(m, "model", {"path", "served_name", "max_model_len"}));
     Read(m, "path", &config.model.path);
@@ -105,6 +106,50 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(g, "io_threads", &config.gateway.io_threads);
     Read(g, "api_keys", &config.gateway.api_keys);
   }
+  if (const YAML::Node n = root["neuron"]) {
+    TERN_RETURN_IF_ERROR(CheckKeys(n, "neuron",
+                                   {"instance_type",
+                                    "lnc",
+                                    "tp",
+                                    "servers",
+                                    "max_model_len",
+                                    "max_num_seqs",
+                                    "max_num_batched_tokens",
+                                    "block_size",
+                                    "optimization_level",
+                                    "prefill_buckets",
+                                    "kv_segment_size_buckets",
+                                    "num_seqs_buckets",
+                                    "fp8",
+                                    "host",
+                                    "port",
+                                    "kv_events_port",
+                                    "kv_replay_port",
+                                    "cache_root",
+                                    "remote_cache",
+                                    "extra_args"}));
+    NeuronSection& neuron = config.neuron;
+    Read(n, "instance_type", &neuron.instance_type);
+    Read(n, "lnc", &neuron.lnc);
+    Read(n, "tp", &neuron.tp);
+    Read(n, "servers", &neuron.servers);
+    Read(n, "max_model_len", &neuron.max_model_len);
+    Read(n, "max_num_seqs", &neuron.max_num_seqs);
+    Read(n, "max_num_batched_tokens", &neuron.max_num_batched_tokens);
+    Read(n, "block_size", &neuron.block_size);
+    Read(n, "optimization_level", &neuron.optimization_level);
+    Read(n, "prefill_buckets", &neuron.prefill_buckets);
+    Read(n, "kv_segment_size_buckets", &neuron.kv_segment_size_buckets);
+    Read(n, "num_seqs_buckets", &neuron.num_seqs_buckets);
+    Read(n, "fp8", &neuron.fp8);
+    Read(n, "host", &neuron.host);
+    Read(n, "port", &neuron.port);
+    Read(n, "kv_events_port", &neuron.kv_events_port);
+    Read(n, "kv_replay_port", &neuron.kv_replay_port);
+    Read(n, "cache_root", &neuron.cache_root);
+    Read(n, "remote_cache", &neuron.remote_cache);
+    Read(n, "extra_args", &neuron.extra_args);
+  }
   TERN_RETURN_IF_ERROR(ValidateClusterConfig(config));
   return config;
 }
@@ -150,9 +195,17 @@ absl::Status ValidateClusterConfig(const ClusterConfig& config) {
       {"router.slack", config.router.slack},
       {"router.max_queue", config.router.max_queue},
       {"router.max_retries", config.router.max_retries},
-      {"gateway.io_threads", config.gateway.io_threads}};
+      {"gateway.io_threads", config.gateway.io_threads},
+      {"neuron.servers", config.neuron.servers},
+      {"neuron.max_model_len", config.neuron.max_model_len},
+      {"neuron.max_num_batched_tokens", config.neuron.max_num_batched_tokens}};
   for (const auto& [key, value] : not_negative) {
     if (value < 0) return absl::InvalidArgumentError(absl::StrCat(key, " must not be negative"));
+  }
+  const std::string& fp8 = config.neuron.fp8;
+  if (fp8 != "auto" && fp8 != "true" && fp8 != "false") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("neuron.fp8 must be auto, true or false, got '", fp8, "'"));
   }
   return absl::OkStatus();
 }

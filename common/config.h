@@ -92,11 +92,52 @@ struct GatewaySection {
   std::vector<std::string> api_keys;
 };
 
+// vLLM Neuron servers on one trn2.48xlarge, as `tern neuron plan` renders
+// them (cli/neuron/neuron_plan.h checks how these keys fit together; here only
+// that the "0: derived" ones are not negative). Unverified on hardware.
+struct NeuronSection {
+  std::string instance_type = "trn2.48xlarge";
+  // Physical NeuronCores per logical core: 2 (the default, 64 cores) or 1 (128).
+  int32_t lnc = 2;
+  int32_t tp = 16;
+  // vLLM servers on the instance; 0: logical cores / tp.
+  int32_t servers = 0;
+  // 0: model.max_model_len (the gateway's context limit).
+  int32_t max_model_len = 0;
+  int32_t max_num_seqs = 8;
+  // 0: the last prefill bucket (it must equal it when set).
+  int32_t max_num_batched_tokens = 0;
+  int32_t block_size = 128;
+  int32_t optimization_level = 2;
+  // neuron_config.num_batched_tokens_buckets, ascending.
+  std::vector<int32_t> prefill_buckets = {8192};
+  // Empty: prefill_buckets (it must equal them when set).
+  std::vector<int32_t> kv_segment_size_buckets;
+  // Empty: [max_num_seqs].
+  std::vector<int32_t> num_seqs_buckets;
+  // auto | true | false: FP8 (ModelOpt) checkpoint, hence packed FP8 KV;
+  // auto reads model.path/config.json.
+  std::string fp8 = "auto";
+  // Servers listen on host; server i on port + i, its KV events on
+  // kv_events_port + i and the replay socket on kv_replay_port + i.
+  std::string host = "127.0.0.1";
+  int32_t port = 8100;
+  int32_t kv_events_port = 5557;
+  int32_t kv_replay_port = 5657;
+  // VLLM_CACHE_ROOT (the compile cache) and NEURON_LIBTORCH_REMOTE_CACHE
+  // (a shared tier; empty: none).
+  std::string cache_root = "/var/cache/tern/vllm";
+  std::string remote_cache;
+  // More `vllm serve` arguments; none the plan derives, never --quantization.
+  std::vector<std::string> extra_args;
+};
+
 struct ClusterConfig {
   ModelSection model;
   WorkerSection worker;
   RouterSection router;
   GatewaySection gateway;
+  NeuronSection neuron;
 };
 
 // Parses YAML text. Unknown keys are rejected so typos do not pass silently.

@@ -126,3 +126,41 @@ TEST(ConfigTest, DefaultServedModelNameIsTheFolderName) {
 
 }  // namespace
 }  // namespace tern
+
+namespace tern {
+namespace {
+
+TEST(ConfigTest, NeuronSectionParsesAndRejectsUnknownKeys) {
+  auto config = ParseClusterConfig(R"(
+neuron:
+  lnc: 2
+  tp: 16
+  prefill_buckets: [4096, 8192]
+  fp8: true
+  extra_args: ["--num-gpu-blocks-override", "512"]
+)");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->neuron.tp, 16);
+  EXPECT_EQ(config->neuron.prefill_buckets, (std::vector<int32_t>{4096, 8192}));
+  EXPECT_EQ(config->neuron.fp8, "true");
+  EXPECT_EQ(config->neuron.extra_args.size(), 2u);
+  EXPECT_EQ(config->neuron.block_size, 128);
+  auto unknown = ParseClusterConfig("neuron:\n  tensor_parallel: 16\n");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("tensor_parallel"), std::string::npos);
+  EXPECT_NE(unknown.status().message().find("neuron"), std::string::npos);
+  auto fp8 = ParseClusterConfig("neuron:\n  fp8: maybe\n");
+  ASSERT_FALSE(fp8.ok());
+  EXPECT_NE(fp8.status().message().find("neuron.fp8"), std::string::npos);
+  EXPECT_FALSE(ParseClusterConfig("neuron:\n  servers: -1\n").ok());
+}
+
+TEST(ConfigTest, Trn2ExampleConfigParses) {
+  auto config = LoadClusterConfig(TERN_SOURCE_DIR "/deploy/trn2.example.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->neuron.instance_type, "trn2.48xlarge");
+  EXPECT_EQ(config->model.max_model_len, 16384);
+}
+
+}  // namespace
+}  // namespace tern
