@@ -40,15 +40,22 @@ std::optional<Admission> Dispatcher::ChooseLocked(absl::Span<const Candidate> ca
                                                   const DispatchRequest& request, absl::Time now) {
   std::vector<const Candidate*> roomy;
   std::vector<WorkerLoadView> views;
+  int32_t smallest_block = 0;
   for (const Candidate& c : candidates) {
     if (!HasRoom(c)) continue;
     roomy.push_back(&c);
-    views.push_back(c.view);
+    WorkerLoadView view = c.view;
+    // Each worker's prompt blocks at its own block size (mixed fleets).
+    view.block_size = c.block_size;
+    view.prompt_blocks = static_cast<int32_t>(blocks.For(c.block_size).size());
+    views.push_back(view);
+    if (smallest_block == 0 || c.block_size < smallest_block) smallest_block = c.block_size;
   }
   if (roomy.empty()) return std::nullopt;
   PolicyOptions policy = options_.policy;
   policy.kind = request.policy.value_or(PolicyFor(request.model));
-  policy.block_size = roomy.front()->block_size;
+  // The unit costs are counted in; with one block size in the fleet, that size.
+  policy.block_size = smallest_block;
   std::vector<uint64_t> session_weights;
   if (options_.session_affinity && !request.session_key.empty()) {
     for (const Candidate* c : roomy) {

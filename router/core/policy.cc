@@ -123,10 +123,18 @@ const char* DecisionReasonName(DecisionReason reason) {
 
 double PrefixCost(const PolicyOptions& options, const WorkerLoadView& worker,
                   int32_t prompt_blocks) {
-  const int64_t block = std::max(1, options.block_size);
-  const int64_t missing = std::max(0, prompt_blocks - worker.matched_blocks);
-  const int64_t queued_blocks = (worker.queued_prefill_tokens + block - 1) / block;
-  return options.alpha * static_cast<double>(missing + queued_blocks) +
+  const int64_t unit = std::max(1, options.block_size);
+  const int64_t own_block = worker.block_size > 0 ? worker.block_size : unit;
+  const int64_t own_prompt_blocks =
+      worker.prompt_blocks >= 0 ? worker.prompt_blocks : prompt_blocks;
+  // Missing prompt tokens in units of the policy's block size: the same as
+  // missing blocks when the worker's block size is that size.
+  const double missing =
+      static_cast<double>(std::max<int64_t>(0, own_prompt_blocks - worker.matched_blocks) *
+                          own_block) /
+      static_cast<double>(unit);
+  const int64_t queued_blocks = (worker.queued_prefill_tokens + unit - 1) / unit;
+  return options.alpha * (missing + static_cast<double>(queued_blocks)) +
          options.beta * static_cast<double>(Load(worker));
 }
 

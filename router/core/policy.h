@@ -70,6 +70,13 @@ struct WorkerLoadView {
   int32_t inflight = 0;        // requests the router has open on it
   double kv_usage = 0.0;       // fraction of KV blocks in use, 0..1
   int32_t matched_blocks = 0;  // leading prompt blocks it holds (prefix index)
+  // The worker's KV block size, in which matched_blocks counts; 0: the
+  // policy's block_size. Workers of one model may differ (16 on tern's
+  // engine, 128 on vLLM Neuron): the prefix cost counts missing prompt
+  // tokens, in units of the policy's block_size, so they compare.
+  int32_t block_size = 0;
+  // The prompt's full blocks at that size; -1: ChooseWorker's prompt_blocks.
+  int32_t prompt_blocks = -1;
 };
 
 enum class DecisionReason {

@@ -265,5 +265,46 @@ TEST_F(DispatcherTest, QueueDepthByPriorityAndNoWorkerRejections) {
   EXPECT_EQ(dispatcher.stats().no_worker, 1u);
 }
 
+// Workers of one model with different KV block sizes (tern's engine: 16,
+// vLLM Neuron: 128): each prompt is hashed at each worker's block size and
+// the worker holding more of it, in tokens, wins.
+TEST_F(DispatcherTest, MixedBlockSizesCompareCachedTokensNotBlocks) {
+  FleetMember* small = fleet_.AddHealthy(1, "m", /*max_num_seqs=*/8, /*kv_block_size=*/16)[0];
+  FleetMember* large = fleet_.AddHealthy(1, "m", /*max_num_seqs=*/8, /*kv_block_size=*/128)[0];
+  Dispatcher dispatcher(&fleet_.state, Options(), &fleet_.clock);
+  const std::vector<int32_t> whole_on_large = Prompt(0, 32);     // 512 tokens
+  const std::vector<int32_t> whole_on_small = Prompt(5000, 32);  // 512 tokens
+  const std::vector<int32_t> split = Prompt(9000, 32);           // 512 tokens
+  // `large` holds all of one prompt and the first 128 tokens of `split`;
+  // `small` holds all of another and the first 64 tokens of `split`.
+  std::vector<uint64_t> large_blocks = HashPrefixBlocks(whole_on_large, 128);
+  const std::vector<uint64_t> split_large = HashPrefixBlocks(split, 128);
+  large_blocks.push_back(split_large[0]);
+  std::vector<uint64_t> small_blocks = HashPrefixBlocks(whole_on_small, 16);
+  const std::vector<uint64_t> split_small = HashPrefixBlocks(split, 16);
+  small_blocks.insert(small_blocks.end(), split_small.begin(), split_small.begin() + 4);
+  const KvEvent on_large{1, KvEvent::Kind::kStored, large_blocks};
+  const KvEvent on_small{1, KvEvent::Kind::kStored, small_blocks};
+  fleet_.state.OnStateMessage(*large, Idle(), {&on_large, 1}, fleet_.clock.Now());
+  fleet_.state.OnStateMessage(*small, Idle(), {&on_small, 1}, fleet_.clock.Now());
+
+  RecordingWaiter a, b, c;
+  auto to_large = dispatcher.Admit(Request(1, whole_on_large, &a));
+  ASSERT_TRUE(to_large.ok());
+  EXPECT_EQ(to_large->worker, large);
+  EXPECT_EQ(to_large->predicted_cached_tokens, 512);
+  dispatcher.Release(large);
+  auto to_small = dispatcher.Admit(Request(2, whole_on_small, &b));
+  ASSERT_TRUE(to_small.ok());
+  EXPECT_EQ(to_small->worker, small);
+  EXPECT_EQ(to_small->predicted_cached_tokens, 512);
+  dispatcher.Release(small);
+  // 128 cached tokens (1 block of 128) beat 64 (4 blocks of 16).
+  auto to_split = dispatcher.Admit(Request(3, split, &c));
+  ASSERT_TRUE(to_split.ok());
+  EXPECT_EQ(to_split->worker, large);
+  EXPECT_EQ(to_split->predicted_cached_tokens, 128);
+}
+
 }  // namespace
 }  // namespace tern::router
