@@ -29,7 +29,7 @@ stage() {
   echo "[test] $name: done in $((SECONDS - start)) s"
 }
 
-bash scripts/build.sh
+stage "build (dependencies, release preset)" bash scripts/build.sh
 if [ "${TERN_SKIP_FORMAT:-0}" != 1 ]; then
   stage "formatting (clang-format 14)" bash scripts/check-format.sh
 fi
