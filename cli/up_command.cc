@@ -35,10 +35,13 @@ constexpr char kUsage[] =
     "               [--policy prefix|least-loaded|round-robin|random]\n"
     "               [--config tern.yaml] [--host 127.0.0.1] [--max-num-seqs N]\n"
     "               [--max-model-len N] [--served-model-name NAME] [--log-level info]\n"
-    "               [--tp N]\n"
+    "               [--tp N] [--vllm URL[,events=EP][,replay=EP][,model=NAME]]...\n"
     "The workers share the CPUs this process may run on: each gets its own\n"
     "contiguous group (--cpus) and, unless --tp says otherwise, one\n"
-    "tensor-parallel rank per CPU of its group.\n";
+    "tensor-parallel rank per CPU of its group.\n"
+    "--vllm fronts a vLLM server that is already running (repeatable): each\n"
+    "gets a tern-worker --engine vllm, and --workers defaults to 0 native ones.\n"
+    "events= and replay= are its --kv-events-config endpoints, for prefix routing.\n";
 
 using Clock = std::chrono::steady_clock;
 
@@ -136,7 +139,7 @@ bool WaitUntil(ProcessSupervisor& supervisor, const std::string& what, std::chro
 int RunUpCommand(int argc, char** argv, int first) {
   auto flags = Flags::Parse(argc, argv, first,
                             {"model", "port", "workers", "policy", "config", "host", "max-num-seqs",
-                             "max-model-len", "served-model-name", "log-level", "tp"},
+                             "max-model-len", "served-model-name", "log-level", "tp", "vllm"},
                             {"help"});
   if (!flags.ok()) {
     std::cerr << "tern up: " << flags.status().message() << "\n" << kUsage;
@@ -186,16 +189,18 @@ int RunUpCommand(int argc, char** argv, int first) {
   }
   const std::string host = flags->GetOr("host", "127.0.0.1");
   const int gateway_port = port->value_or(8000);
-  const int num_workers = static_cast<int>(workers->value_or(1));
-  if (num_workers < 1 || num_workers > 64) {
-    std::cerr << "tern up: --workers must be in [1, 64]\n";
+  const std::vector<std::string> vllm_servers = flags->GetAll("vllm");
+  const int num_native = static_cast<int>(workers->value_or(vllm_servers.empty() ? 1 : 0));
+  const int num_workers = num_native + static_cast<int>(vllm_servers.size());
+  if (num_native < 0 || num_workers < 1 || num_workers > 64) {
+    std::cerr << "tern up: --workers must be in [1, 64] (or 0 with --vllm)\n";
     return 2;
   }
   const std::string policy = flags->GetOr("policy", config.router.policy);
   const std::string log_level = flags->GetOr("log-level", "info");
   // CPUs named in the config are shared out instead of the whole affinity set.
-  const std::vector<std::vector<int32_t>> worker_cpus =
-      DivideCpus(config.worker.cpus.empty() ? ProcessCpus() : config.worker.cpus, num_workers);
+  const std::vector<std::vector<int32_t>> worker_cpus = DivideCpus(
+      config.worker.cpus.empty() ? ProcessCpus() : config.worker.cpus, std::max(1, num_native));
 
   // Ctrl-C reaches the whole foreground process group; the children stop on
   // their own and the supervisor waits for them.
@@ -206,7 +211,7 @@ int RunUpCommand(int argc, char** argv, int first) {
 
   std::vector<std::string> worker_addresses;
   std::vector<std::string> metrics_urls;
-  for (int i = 0; i < num_workers; ++i) {
+  for (int i = 0; i < num_native; ++i) {
     auto worker_port = PickFreePort();
     auto metrics_port = PickFreePort();
     if (!worker_port.ok() || !metrics_port.ok()) {
@@ -239,7 +244,7 @@ int RunUpCommand(int argc, char** argv, int first) {
     }
     args.insert(args.end(),
                 {"--cpus", CpuListFlag(worker_cpus[i]), "--tp", std::to_string(worker_tp)});
-    Say(absl::StrCat("starting worker ", i + 1, "/", num_workers, " on ", address, " (CPUs ",
+    Say(absl::StrCat("starting worker ", i + 1, "/", num_native, " on ", address, " (CPUs ",
                      CpuListFlag(worker_cpus[i]), ", tp ", worker_tp, ")"));
     if (auto started = supervisor.Start(absl::StrCat("worker ", i + 1), args); !started.ok()) {
       std::cerr << "tern up: " << started.status().message() << "\n";
@@ -247,7 +252,45 @@ int RunUpCommand(int argc, char** argv, int first) {
     }
     worker_addresses.push_back(address);
   }
-  Say("loading the model in each worker");
+  // One tern-worker per vLLM server, each its own routable worker.
+  for (size_t i = 0; i < vllm_servers.size(); ++i) {
+    auto worker_port = PickFreePort();
+    auto metrics_port = PickFreePort();
+    if (!worker_port.ok() || !metrics_port.ok()) {
+      std::cerr << "tern up: cannot find free ports\n";
+      return 1;
+    }
+    const std::string address = absl::StrCat("127.0.0.1:", *worker_port);
+    const std::string metrics = absl::StrCat("127.0.0.1:", *metrics_port);
+    const std::string name = absl::StrCat("vllm worker ", i + 1);
+    metrics_urls.push_back(absl::StrCat("http://", metrics, "/metrics (", name, ")"));
+    std::vector<std::string> args = {(bin / "tern-worker").string(),
+                                     "--engine",
+                                     "vllm",
+                                     "--vllm",
+                                     vllm_servers[i],
+                                     "--model",
+                                     config.model.path,
+                                     "--listen",
+                                     address,
+                                     "--metrics-listen",
+                                     metrics,
+                                     "--log-level",
+                                     log_level};
+    if (!config_path.empty()) args.insert(args.end(), {"--config", config_path});
+    for (const char* flag : {"max-num-seqs", "max-model-len", "served-model-name"}) {
+      if (auto v = flags->Get(flag)) args.insert(args.end(), {std::string("--") + flag, *v});
+    }
+    Say(absl::StrCat("starting ", name, "/", vllm_servers.size(), " on ", address, " in front of ",
+                     vllm_servers[i]));
+    if (auto started = supervisor.Start(name, args); !started.ok()) {
+      std::cerr << "tern up: " << started.status().message() << "\n";
+      return 1;
+    }
+    worker_addresses.push_back(address);
+  }
+  Say(vllm_servers.empty() ? "loading the model in each worker"
+                           : "waiting for every worker (vLLM servers: until they answer /health)");
   for (const std::string& address : worker_addresses) {
     if (!WaitUntil(supervisor, "worker " + address, std::chrono::seconds(600),
                    [&] { return WorkerServing(address); })) {

@@ -51,8 +51,10 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
   if (const YAML::Node w = root["worker"]) {
     TERN_RETURN_IF_ERROR(CheckKeys(
         w, "worker",
-        {"listen", "max_num_seqs", "max_queue", "kv_block_size", "kv_cache_gib",
+        {"engine", "vllm", "listen", "max_num_seqs", "max_queue", "kv_block_size", "kv_cache_gib",
          "max_num_batched_tokens", "enable_prefix_caching", "tp", "cpus", "metrics_listen"}));
+    Read(w, "engine", &config.worker.engine);
+    Read(w, "vllm", &config.worker.vllm);
     Read(w, "listen", &config.worker.listen);
     Read(w, "max_num_seqs", &config.worker.max_num_seqs);
     Read(w, "max_queue", &config.worker.max_queue);
@@ -159,6 +161,10 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
 absl::Status ValidateClusterConfig(const ClusterConfig& config) {
   if (config.worker.max_num_seqs <= 0) {
     return absl::InvalidArgumentError("worker.max_num_seqs must be positive");
+  }
+  if (config.worker.engine != "native" && config.worker.engine != "vllm") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker.engine must be native or vllm, got \"", config.worker.engine, "\""));
   }
   if (config.worker.kv_block_size <= 0) {
     return absl::InvalidArgumentError("worker.kv_block_size must be positive");

@@ -26,6 +26,12 @@ struct ModelSection {
 };
 
 struct WorkerSection {
+  // "native": tern's own engine on the CPUs; "vllm": the vLLM servers below.
+  std::string engine = "native";
+  // engine vllm: one "URL[,events=ENDPOINT][,replay=ENDPOINT][,model=NAME]"
+  // per vLLM server (worker/vllm/vllm_server_spec.h); server i is served as
+  // its own routable worker on the listen port + i.
+  std::vector<std::string> vllm;
   std::string listen = "127.0.0.1:50061";
   // Sequences the worker accepts at once; more wait in its queue.
   int32_t max_num_seqs = 8;

@@ -37,6 +37,7 @@ absl::StatusOr<Flags> Flags::Parse(int argc, char** argv, int first,
       value = argv[++i];
     }
     flags.values_[name] = *value;
+    flags.all_values_[name].push_back(*value);
   }
   return flags;
 }
@@ -44,6 +45,12 @@ absl::StatusOr<Flags> Flags::Parse(int argc, char** argv, int first,
 std::optional<std::string> Flags::Get(const std::string& name) const {
   auto it = values_.find(name);
   if (it == values_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::string> Flags::GetAll(const std::string& name) const {
+  auto it = all_values_.find(name);
+  if (it == all_values_.end()) return {};
   return it->second;
 }
 

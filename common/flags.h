@@ -22,7 +22,10 @@ class Flags {
                                      const std::set<std::string>& with_value,
                                      const std::set<std::string>& booleans);
 
+  // The last value given for `name`.
   std::optional<std::string> Get(const std::string& name) const;
+  // Every value given for `name`, in order (a repeatable flag).
+  std::vector<std::string> GetAll(const std::string& name) const;
   std::string GetOr(const std::string& name, const std::string& fallback) const;
   // INVALID_ARGUMENT when the value is not an integer.
   absl::StatusOr<std::optional<int64_t>> GetInt(const std::string& name) const;
@@ -31,6 +34,7 @@ class Flags {
 
  private:
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> all_values_;
   std::vector<std::string> positional_;
 };
 

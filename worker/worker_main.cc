@@ -3,13 +3,17 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -20,7 +24,10 @@
 #include "common/signals.h"
 #include "worker/engine/engine.h"
 #include "worker/model/model.h"
+#include "worker/model/model_config.h"
 #include "worker/router_registration.h"
+#include "worker/vllm/vllm_engine.h"
+#include "worker/vllm/vllm_server_spec.h"
 #include "worker/worker_metrics.h"
 #include "worker/worker_service.h"
 
@@ -28,6 +35,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: tern-worker --model DIR [--config tern.yaml] [--listen HOST:PORT]\n"
+    "                   [--engine native|vllm] [--vllm "
+    "URL[,events=EP][,replay=EP][,model=NAME]]...\n"
     "                   [--served-model-name NAME] [--max-num-seqs N] [--max-model-len N]\n"
     "                   [--tp N] [--cpus 0,1,2] [--kv-cache-gib G] [--block-size N]\n"
     "                   [--max-num-batched-tokens N] [--no-prefix-caching]\n"
@@ -35,9 +44,216 @@ constexpr char kUsage[] =
     "                   [--register-with ROUTER_HOST:PORT [--advertise HOST:PORT]]\n"
     "                   [--check-config]\n";
 
+constexpr char kVersion[] = "0.1.0";
+
 int Fail(const std::string& message) {
   std::cerr << "tern-worker: " << message << "\n";
   return 2;
+}
+
+// The address a worker serving on `listen` (port `port`) tells a router.
+absl::StatusOr<std::string> AdvertiseAddress(const tern::Flags& flags, const std::string& listen,
+                                             int port, int offset) {
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  if (auto advertise = flags.Get("advertise")) {
+    const size_t colon = advertise->rfind(':');
+    int advertised_port = 0;
+    if (colon == std::string::npos ||
+        !absl::SimpleAtoi(advertise->substr(colon + 1), &advertised_port)) {
+      return absl::InvalidArgumentError("--advertise must be HOST:PORT");
+    }
+    return absl::StrCat(advertise->substr(0, colon), ":", advertised_port + offset);
+  }
+  if (host.empty() || host == "0.0.0.0" || host == "[::]") {
+    return absl::InvalidArgumentError(
+        "--register-with needs --advertise HOST:PORT when listening on " + listen);
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+// One vLLM server served as one routable worker: its engine, metrics,
+// Worker service and gRPC server.
+// Members are destroyed bottom-up: the metrics, which the engine reports
+// to, outlive it.
+struct VllmServing {
+  std::unique_ptr<tern::worker::WorkerMetrics> metrics;
+  std::unique_ptr<tern::worker::vllm::VllmEngine> engine;
+  std::unique_ptr<tern::worker::WorkerService> service;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<tern::worker::RouterRegistration> registration;
+  int port = 0;
+  bool serving = false;
+};
+
+// tern-worker --engine vllm: one engine per --vllm server, engine i served
+// on the listen port + i (each its own ephemeral port with port 0). An
+// engine's gRPC health is SERVING while its server answers /health.
+// Unverified against a real vLLM: tested against a protocol test double.
+int RunVllmWorker(const tern::Flags& flags, const tern::ClusterConfig& config,
+                  int32_t expected_block_size) {
+  const tern::WorkerSection& section = config.worker;
+  if (section.vllm.empty()) {
+    return Fail("--engine vllm needs at least one --vllm URL[,events=...][,replay=...]");
+  }
+  std::vector<tern::worker::vllm::VllmServerSpec> specs;
+  for (const std::string& text : section.vllm) {
+    auto spec = tern::worker::vllm::ParseVllmServerSpec(text);
+    if (!spec.ok()) return Fail(std::string(spec.status().message()));
+    specs.push_back(*std::move(spec));
+  }
+  const size_t colon = section.listen.rfind(':');
+  int base_port = 0;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(section.listen.substr(colon + 1), &base_port)) {
+    return Fail("--listen must be HOST:PORT, got " + section.listen);
+  }
+  const std::string host = section.listen.substr(0, colon);
+  // Only the checkpoint's config: the vocabulary and the EOS ids.
+  auto model_config = tern::worker::LoadModelConfig(config.model.path);
+  if (!model_config.ok()) {
+    return Fail("cannot read the checkpoint's config: " +
+                std::string(model_config.status().message()));
+  }
+  const int32_t max_model_len = static_cast<int32_t>(
+      config.model.max_model_len > 0
+          ? std::min<int64_t>(config.model.max_model_len, model_config->max_position_embeddings)
+          : model_config->max_position_embeddings);
+  if (flags.Has("check-config")) {
+    std::cout << "tern-worker: config ok (engine vllm, " << specs.size() << " server"
+              << (specs.size() == 1 ? "" : "s") << ")\n";
+    return 0;
+  }
+
+  tern::BlockTerminationSignals();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::vector<VllmServing> servings(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    VllmServing& s = servings[i];
+    s.metrics =
+        std::make_unique<tern::worker::WorkerMetrics>(config.model.served_name, std::to_string(i));
+    tern::worker::vllm::VllmEngineOptions options;
+    options.server = specs[i];
+    options.served_model_name = config.model.served_name;
+    options.block_size = expected_block_size;
+    options.max_num_seqs = section.max_num_seqs;
+    options.max_queue = section.max_queue;
+    options.max_model_len = max_model_len;
+    options.vocab_size = model_config->vocab_size;
+    options.eos_token_ids = model_config->eos_token_ids;
+    options.observer = s.metrics.get();
+    auto engine = tern::worker::vllm::VllmEngine::Create(options);
+    if (!engine.ok()) return Fail(std::string(engine.status().message()));
+    s.engine = *std::move(engine);
+    s.service = std::make_unique<tern::worker::WorkerService>(
+        s.engine.get(), tern::worker::WorkerIdentity{config.model.served_name, kVersion});
+    grpc::ServerBuilder builder;
+    const std::string listen =
+        absl::StrCat(host, ":", base_port == 0 ? 0 : base_port + static_cast<int>(i));
+    builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &s.port);
+    builder.RegisterService(s.service.get());
+    s.server = builder.BuildAndStart();
+    if (!s.server || s.port == 0) {
+      std::cerr << "tern-worker: cannot listen on " << listen << "\n";
+      return 1;
+    }
+    s.server->GetHealthCheckService()->SetServingStatus(false);
+    TERN_LOG(Info) << "engine " << i << ": vLLM at " << specs[i].url
+                   << (specs[i].events.empty() ? " (no KV events: routed by load only)"
+                                               : absl::StrCat(", KV events from ", specs[i].events))
+                   << "; serving " << config.model.served_name << " on " << host << ":" << s.port;
+  }
+
+  std::unique_ptr<tern::MetricsServer> metrics;
+  if (!section.metrics_listen.empty()) {
+    auto started = tern::MetricsServer::Start(section.metrics_listen, [&servings] {
+      std::vector<std::pair<const tern::worker::WorkerMetrics*, const tern::worker::ServingEngine*>>
+          engines;
+      for (const VllmServing& s : servings) engines.emplace_back(s.metrics.get(), s.engine.get());
+      return tern::worker::CollectWorkerMetrics(engines);
+    });
+    if (!started.ok()) return Fail(std::string(started.status().message()));
+    metrics = *std::move(started);
+    TERN_LOG(Info) << "metrics on http://"
+                   << section.metrics_listen.substr(0, section.metrics_listen.rfind(':')) << ":"
+                   << metrics->port() << "/metrics";
+  }
+
+  // Readiness: each engine is SERVING once its server answers /health and
+  // its block size is known; a block size other than the configured one
+  // stops the worker.
+  std::atomic<bool> stop{false};
+  std::atomic<int> fatal{0};
+  std::thread readiness([&] {
+    while (!stop.load()) {
+      for (size_t i = 0; i < servings.size(); ++i) {
+        VllmServing& s = servings[i];
+        const bool ready = s.engine->healthy() && s.engine->Info().kv_block_size > 0;
+        if (!ready && s.engine->healthy()) {
+          absl::Status waited = s.engine->WaitReady(absl::Milliseconds(1));
+          if (absl::IsFailedPrecondition(waited)) {
+            std::cerr << "tern-worker: engine " << i << ": " << waited.message() << "\n";
+            fatal.store(1);
+            kill(getpid(), SIGTERM);
+            return;
+          }
+        }
+        if (ready != s.serving) {
+          s.server->GetHealthCheckService()->SetServingStatus(ready);
+          s.serving = ready;
+          const tern::worker::EngineInfo info = s.engine->Info();
+          TERN_LOG(Info) << "engine " << i << (ready ? " ready" : " not ready") << " (block size "
+                         << info.kv_block_size << ", " << info.kv_blocks_total << " blocks)";
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  });
+  if (auto router = flags.Get("register-with")) {
+    for (size_t i = 0; i < servings.size(); ++i) {
+      auto advertise =
+          AdvertiseAddress(flags, section.listen, servings[i].port, static_cast<int>(i));
+      if (!advertise.ok()) {
+        stop.store(true);
+        readiness.join();
+        return Fail(std::string(advertise.status().message()));
+      }
+      servings[i].registration =
+          std::make_unique<tern::worker::RouterRegistration>(*router, *advertise);
+    }
+  }
+  std::cout << "tern-worker: vllm engines on";
+  for (const VllmServing& s : servings) std::cout << " " << host << ":" << s.port;
+  std::cout << std::endl;
+
+  const int signal_number = tern::WaitForTerminationSignal();
+  stop.store(true);
+  readiness.join();
+  TERN_LOG(Info) << "signal " << signal_number << ": draining";
+  for (VllmServing& s : servings) {
+    s.server->GetHealthCheckService()->SetServingStatus(false);
+    s.engine->Drain();
+  }
+  auto drain_timeout = flags.GetInt("drain-timeout-s");
+  const int64_t drain_s = drain_timeout.ok() && *drain_timeout ? **drain_timeout : 30;
+  const absl::Time drain_until = absl::Now() + absl::Seconds(fatal.load() ? 0 : drain_s);
+  for (VllmServing& s : servings) {
+    while (absl::Now() < drain_until) {
+      const tern::worker::EngineLoad load = s.engine->Load();
+      if (load.running + load.waiting == 0) break;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+  for (VllmServing& s : servings) {
+    if (s.registration != nullptr) s.registration->Stop();
+    s.service->StopWatchers();
+  }
+  for (VllmServing& s : servings) {
+    s.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
+  // Engines go last: their destructors abort what is still in flight.
+  servings.clear();
+  return fatal.load();
 }
 
 int Run(int argc, char** argv) {
@@ -45,7 +261,7 @@ int Run(int argc, char** argv) {
       argc, argv, 1,
       {"config", "model", "listen", "served-model-name", "max-num-seqs", "max-model-len",
        "log-level", "drain-timeout-s", "metrics-listen", "tp", "cpus", "kv-cache-gib",
-       "max-num-batched-tokens", "block-size", "register-with", "advertise"},
+       "max-num-batched-tokens", "block-size", "register-with", "advertise", "engine", "vllm"},
       {"help", "no-prefix-caching", "check-config"});
   if (!flags.ok()) return Fail(std::string(flags.status().message()) + "\n" + kUsage);
   if (flags->Has("help")) {
@@ -69,7 +285,8 @@ int Run(int argc, char** argv) {
                                  {"block-size", &section.kv_block_size},
                                  {"cpus", &section.cpus},
                                  {"kv-cache-gib", &section.kv_cache_gib},
-                                 {"no-prefix-caching", &section.enable_prefix_caching, false}});
+                                 {"no-prefix-caching", &section.enable_prefix_caching, false},
+                                 {"engine", &section.engine}});
   if (!configured.ok()) return Fail(std::string(configured.message()));
   if (config.model.path.empty()) return Fail(std::string("--model DIR is required\n") + kUsage);
   if (config.model.served_name.empty()) {
@@ -79,6 +296,13 @@ int Run(int argc, char** argv) {
     return Fail("cannot derive a model name from " + config.model.path +
                 "; pass --served-model-name");
   }
+  if (!flags->GetAll("vllm").empty()) section.vllm = flags->GetAll("vllm");
+  if (section.engine == "vllm") {
+    // vLLM states its own block size; --block-size only asserts it.
+    const int32_t expected_block_size = flags->Has("block-size") ? section.kv_block_size : 0;
+    return RunVllmWorker(*flags, config, expected_block_size);
+  }
+  if (!section.vllm.empty()) return Fail("--vllm needs --engine vllm");
   if (flags->Has("check-config")) {
     std::cout << "tern-worker: config ok\n";
     return 0;
@@ -126,8 +350,7 @@ int Run(int argc, char** argv) {
                  << (engine_options.enable_prefix_caching ? "on" : "off")
                  << "; a one-token step takes ~" << engine.Load().expected_step_ms << " ms";
   tern::worker::WorkerService service(
-      &engine, model->get(),
-      tern::worker::WorkerIdentity{config.model.served_name, config.worker.kv_block_size, "0.1.0"});
+      &engine, tern::worker::WorkerIdentity{config.model.served_name, kVersion});
 
   std::unique_ptr<tern::MetricsServer> metrics;
   if (!config.worker.metrics_listen.empty()) {

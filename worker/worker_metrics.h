@@ -18,16 +18,21 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "worker/engine/engine.h"
+#include "common/metrics_server.h"
+#include "worker/engine/sequence.h"
+#include "worker/engine/serving_engine.h"
 
 namespace tern::worker {
 
 class WorkerMetrics final : public EngineObserver {
  public:
-  // `model_name` labels every family (vLLM's `model_name`).
-  explicit WorkerMetrics(std::string model_name);
+  // `model_name` labels every family (vLLM's `model_name`); a non-empty
+  // `engine` adds the label engine (a process fronting several vLLM servers
+  // reports each as its own engine, as vLLM labels its engine cores).
+  explicit WorkerMetrics(std::string model_name, std::string engine = "");
 
   WorkerMetrics(const WorkerMetrics&) = delete;
   WorkerMetrics& operator=(const WorkerMetrics&) = delete;
@@ -36,11 +41,13 @@ class WorkerMetrics final : public EngineObserver {
   void OnInterTokenLatency(absl::Duration gap) override;
   void OnSequenceFinished(const SequenceReport& sequence) override;
 
-  // Everything above, with the engine's current load.
-  std::vector<prometheus::MetricFamily> Collect(const Engine& engine) const;
+  // Everything above, with the engine's current load, and the process families.
+  std::vector<prometheus::MetricFamily> Collect(const ServingEngine& engine) const;
+  // The same without the process families.
+  std::vector<prometheus::MetricFamily> CollectEngine(const ServingEngine& engine) const;
 
  private:
-  const std::string model_name_;
+  const MetricLabels labels_;
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Histogram* step_duration_;
   prometheus::Histogram* batch_size_;
@@ -51,6 +58,11 @@ class WorkerMetrics final : public EngineObserver {
   prometheus::Histogram* prompt_tokens_;
   prometheus::Histogram* generation_tokens_;
 };
+
+// Several engines of one process in one scrape: families of the same name
+// merged, then the process families once.
+std::vector<prometheus::MetricFamily> CollectWorkerMetrics(
+    const std::vector<std::pair<const WorkerMetrics*, const ServingEngine*>>& engines);
 
 }  // namespace tern::worker
 

@@ -32,7 +32,7 @@ tern::v1::FinishReason ToProto(FinishReason reason) {
 // gRPC runs only after Finish, i.e. after the engine's last event.
 class GenerateReactor : public grpc::ServerWriteReactor<tern::v1::GenerateResponse> {
  public:
-  GenerateReactor(Engine* engine, const tern::v1::GenerateRequest& request) {
+  GenerateReactor(ServingEngine* engine, const tern::v1::GenerateRequest& request) {
     absl::StatusOr<SequenceSpec> spec = SpecFromRequest(request);
     if (!spec.ok()) {
       Finish(ToGrpcStatus(spec.status()));
@@ -394,15 +394,16 @@ grpc::ServerWriteReactor<tern::v1::GenerateResponse>* WorkerService::Generate(
 grpc::ServerUnaryReactor* WorkerService::Info(grpc::CallbackServerContext* context,
                                               const tern::v1::InfoRequest* /*request*/,
                                               tern::v1::WorkerInfo* response) {
+  const EngineInfo info = engine_->Info();
   response->set_model_id(identity_.model_id);
-  response->set_max_model_len(engine_->options().max_model_len);
-  response->set_kv_block_size(engine_->kv_block_size());
-  response->set_kv_blocks_total(engine_->num_kv_blocks());
-  response->set_max_num_seqs(engine_->options().max_num_seqs);
-  response->set_engine_kind("native");
+  response->set_max_model_len(info.max_model_len);
+  response->set_kv_block_size(info.kv_block_size);
+  response->set_kv_blocks_total(info.kv_blocks_total);
+  response->set_max_num_seqs(info.max_num_seqs);
+  response->set_engine_kind(info.kind);
   response->set_version(identity_.version);
-  response->set_vocab_size(model_->config().vocab_size);
-  for (int32_t id : model_->config().eos_token_ids) response->add_eos_token_ids(id);
+  response->set_vocab_size(info.vocab_size);
+  for (int32_t id : info.eos_token_ids) response->add_eos_token_ids(id);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

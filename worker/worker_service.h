@@ -1,8 +1,8 @@
-// tern.v1.Worker over one Engine: Generate streams the engine's events to the
-// caller; Info describes the model; WatchState pushes load and KV-cache events.
-// Reactions only validate, enqueue and return; the engine thread pushes
-// Generate responses, and each WatchState call has a thread of its own that
-// waits on the engine's subscription. Any thread may call it.
+// tern.v1.Worker over one engine of any kind (ServingEngine): Generate streams the engine's events
+// to the caller; Info describes the model; WatchState pushes load and KV-cache events. Reactions
+// only validate, enqueue and return; the engine thread pushes Generate responses, and each
+// WatchState call has a thread of its own that waits on the engine's subscription. Any thread may
+// call it.
 #ifndef TERN_WORKER_WORKER_SERVICE_H_
 #define TERN_WORKER_WORKER_SERVICE_H_
 
@@ -11,15 +11,12 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "tern/v1/worker.grpc.pb.h"
-#include "worker/engine/engine.h"
+#include "worker/engine/serving_engine.h"
 
 namespace tern::worker {
 
 struct WorkerIdentity {
   std::string model_id;
-  // The configured block size. Info reports the engine's own
-  // (Engine::kv_block_size), which is what the KV events' hashes use.
-  int32_t kv_block_size = 16;
   std::string version;
 };
 
@@ -27,9 +24,9 @@ class WatchStateReactor;
 
 class WorkerService final : public tern::v1::Worker::CallbackService {
  public:
-  // `engine` and `model` must outlive the service.
-  WorkerService(Engine* engine, const Model* model, WorkerIdentity identity)
-      : engine_(engine), model_(model), identity_(std::move(identity)) {}
+  // `engine` must outlive the service.
+  WorkerService(ServingEngine* engine, WorkerIdentity identity)
+      : engine_(engine), identity_(std::move(identity)) {}
   // Ends the open WatchState streams (as StopWatchers) and waits for their
   // threads; the gRPC server must be shut down first or at the same time.
   ~WorkerService() override;
@@ -60,8 +57,7 @@ class WorkerService final : public tern::v1::Worker::CallbackService {
   friend class WatchStateReactor;
   void Unregister(WatchStateReactor* reactor);
 
-  Engine* const engine_;
-  const Model* const model_;
+  ServingEngine* const engine_;
   const WorkerIdentity identity_;
 
   mutable absl::Mutex mu_;

@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/block_hash.h"
 #include "router/core/clock.h"
@@ -29,6 +30,7 @@ struct SimRequest {
   int32_t output_len = 0;
   int32_t conversation = -1;  // multi-turn
   int32_t turn = 0;
+  double first_token = 0;
 };
 
 struct SimSeq {
@@ -48,12 +50,18 @@ class SimWorker {
   std::deque<size_t> waiting;
   std::vector<SimSeq> running;
   bool stepping = false;
+  // The step under way, with separate_prefill: the request whose prefill it
+  // advances by step_prefill_tokens, or none (a decode step).
+  static constexpr size_t kDecodeStep = ~size_t{0};
+  size_t step_prefill_request = kDecodeStep;
+  int64_t step_prefill_tokens = 0;
   uint64_t steps = 0;
   int64_t prefill_pending = 0;  // uncached prompt tokens not yet computed
   int64_t used_blocks = 0;      // held by running sequences
 
   // Leading blocks of `hashes` in the cache, touched as used.
   int64_t Match(const std::vector<uint64_t>& hashes) {
+    if (!model_.prefix_caching) return 0;
     int64_t n = 0;
     for (uint64_t h : hashes) {
       auto it = where_.find(h);
@@ -67,6 +75,7 @@ class SimWorker {
   // Puts a finished prefill's blocks in the cache, evicting the least
   // recently used past its capacity; records the events.
   void Store(const std::vector<uint64_t>& hashes) {
+    if (!model_.prefix_caching) return;
     router::KvEvent stored{0, router::KvEvent::Kind::kStored, {}};
     router::KvEvent removed{0, router::KvEvent::Kind::kRemoved, {}};
     for (uint64_t h : hashes) {
@@ -179,6 +188,8 @@ class FleetSimulation {
   void Publish(size_t w, double now);
   void StartStep(size_t w, double now);
   void EndStep(size_t w, double now);
+  // Advances `s` by `tokens` of prefill; true when that ends its request.
+  bool AdvancePrefill(SimWorker& worker, SimSeq& s, int64_t tokens, double now);
   void Finish(size_t r, double now);
 
   const SimCostModel& model_;
@@ -196,11 +207,13 @@ class FleetSimulation {
   std::vector<Bound> bound_;
   std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
   int64_t prompt_tokens_ = 0, predicted_tokens_ = 0, actual_tokens_ = 0, output_tokens_ = 0;
-  int64_t completed_ = 0, rejected_ = 0;
+  int64_t completed_ = 0, rejected_ = 0, full_prefills_ = 0;
   double last_finish_ = 0;
   double imbalance_sum_ = 0;
   int64_t imbalance_samples_ = 0;
   std::vector<double> ttft_ms_;
+  std::vector<double> tpot_ms_;
+  std::vector<double> batch_wait_ms_;
 };
 
 void FleetSimulation::Arrive(size_t r, double now) {
@@ -252,6 +265,8 @@ void FleetSimulation::Admit(size_t w, double now) {
     const int64_t prompt = static_cast<int64_t>(req.tokens.size());
     actual_tokens_ += cached;
     prompt_tokens_ += prompt;
+    if (cached == 0) ++full_prefills_;
+    batch_wait_ms_.push_back((now - req.arrival) * 1e3);
     // As vLLM does, a fully cached prompt still computes its last token.
     const int64_t blocks = (prompt + req.output_len + model_.block_size - 1) / model_.block_size;
     SimSeq seq{r, std::max<int64_t>(1, prompt - cached), req.output_len, blocks};
@@ -270,6 +285,23 @@ void FleetSimulation::Publish(size_t w, double now) {
 
 void FleetSimulation::StartStep(size_t w, double now) {
   SimWorker& worker = workers_[w];
+  worker.stepping = true;
+  if (model_.separate_prefill) {
+    // vLLM Neuron: the oldest pending prefill takes the whole step.
+    worker.step_prefill_request = SimWorker::kDecodeStep;
+    int32_t decoding = 0;
+    for (const SimSeq& s : worker.running) {
+      if (s.prefill_left > 0) {
+        worker.step_prefill_request = s.request;
+        worker.step_prefill_tokens = std::min<int64_t>(model_.prefill_chunk, s.prefill_left);
+        events_.push({now + model_.PrefillSeconds(worker.step_prefill_tokens), 1, w});
+        return;
+      }
+      ++decoding;
+    }
+    events_.push({now + model_.DecodeStepSeconds(decoding), 1, w});
+    return;
+  }
   int64_t budget = model_.prefill_chunk;
   int64_t prefill = 0;
   int32_t decoding = 0;
@@ -282,10 +314,21 @@ void FleetSimulation::StartStep(size_t w, double now) {
       prefill += take;
     }
   }
-  double seconds = static_cast<double>(prefill) / model_.prefill_tokens_per_s;
+  double seconds = prefill > 0 ? model_.PrefillSeconds(prefill) : 0;
   if (decoding > 0) seconds += model_.DecodeStepSeconds(decoding);
-  worker.stepping = true;
   events_.push({now + seconds, 1, w});
+}
+
+bool FleetSimulation::AdvancePrefill(SimWorker& worker, SimSeq& s, int64_t tokens, double now) {
+  s.prefill_left -= tokens;
+  worker.prefill_pending -= tokens;
+  if (s.prefill_left > 0) return false;
+  // The prefill step samples the first token.
+  SimRequest& req = requests_[s.request];
+  req.first_token = now;
+  ttft_ms_.push_back((now - req.arrival) * 1e3);
+  worker.Store(req.hashes);
+  return --s.decode_left == 0;
 }
 
 void FleetSimulation::EndStep(size_t w, double now) {
@@ -296,29 +339,27 @@ void FleetSimulation::EndStep(size_t w, double now) {
   int64_t budget = model_.prefill_chunk;
   std::vector<SimSeq> still;
   std::vector<size_t> finished;
+  const bool decode_step = worker.step_prefill_request == SimWorker::kDecodeStep;
   for (SimSeq& s : worker.running) {
-    if (s.prefill_left == 0) {
-      if (--s.decode_left == 0) {
-        finished.push_back(s.request);
-        worker.used_blocks -= s.blocks;
-        continue;
+    bool done = false;
+    if (model_.separate_prefill) {
+      // Sequences admitted during the step still have their prefill ahead.
+      if (!decode_step && s.request == worker.step_prefill_request) {
+        done = AdvancePrefill(worker, s, worker.step_prefill_tokens, now);
+      } else if (decode_step && s.prefill_left == 0) {
+        done = --s.decode_left == 0;
       }
+    } else if (s.prefill_left == 0) {
+      done = --s.decode_left == 0;
     } else if (budget > 0) {
       const int64_t take = std::min(budget, s.prefill_left);
       budget -= take;
-      s.prefill_left -= take;
-      worker.prefill_pending -= take;
-      if (s.prefill_left == 0) {
-        // The prefill step samples the first token.
-        SimRequest& req = requests_[s.request];
-        ttft_ms_.push_back((now - req.arrival) * 1e3);
-        worker.Store(req.hashes);
-        if (--s.decode_left == 0) {
-          finished.push_back(s.request);
-          worker.used_blocks -= s.blocks;
-          continue;
-        }
-      }
+      done = AdvancePrefill(worker, s, take, now);
+    }
+    if (done) {
+      finished.push_back(s.request);
+      worker.used_blocks -= s.blocks;
+      continue;
     }
     still.push_back(s);
   }
@@ -336,9 +377,10 @@ void FleetSimulation::EndStep(size_t w, double now) {
 
 void FleetSimulation::Finish(size_t r, double now) {
   ++completed_;
-  output_tokens_ += requests_[r].output_len;
-  last_finish_ = std::max(last_finish_, now);
   const SimRequest& req = requests_[r];
+  output_tokens_ += req.output_len;
+  last_finish_ = std::max(last_finish_, now);
+  if (req.output_len > 1) tpot_ms_.push_back((now - req.first_token) * 1e3 / (req.output_len - 1));
   if (req.conversation < 0 || req.turn + 1 >= workload_.turns) return;
   // The next turn: the whole history, the answer, and a new question.
   std::vector<int32_t> tokens = req.tokens;
@@ -364,7 +406,8 @@ SimResult FleetSimulation::Run() {
   const double per_request =
       mean_prompt / model_.prefill_tokens_per_s +
       workload_.output_len * model_.DecodeStepSeconds(model_.max_num_seqs) / model_.max_num_seqs;
-  const double rate = workload_.load * workers / per_request;  // requests per second
+  const double rate = workload_.requests_per_s > 0 ? workload_.requests_per_s
+                                                   : workload_.load * workers / per_request;
   std::exponential_distribution<double> gap(rate / turns);
   const int32_t groups = workload_.groups > 0 ? workload_.groups : 4 * workers;
   std::vector<std::vector<int32_t>> prefixes;
@@ -402,6 +445,9 @@ SimResult FleetSimulation::Run() {
   result.completed = completed_;
   result.sim_seconds = last_finish_ - first_arrival;
   result.ttft_ms = Summarize(ttft_ms_);
+  result.tpot_ms = Summarize(tpot_ms_);
+  result.batch_wait_ms = Summarize(batch_wait_ms_);
+  result.full_prefills = full_prefills_;
   if (result.sim_seconds > 0) {
     result.requests_per_s = completed_ / result.sim_seconds;
     result.output_tokens_per_s = output_tokens_ / result.sim_seconds;
@@ -449,8 +495,25 @@ router::DispatcherOptions SimDispatcherOptions(router::PolicyKind policy, int32_
   return options;
 }
 
+namespace {
+
+// The first bucket that holds `n`; `n` itself past the last or with none.
+int64_t Padded(int64_t n, const std::vector<int32_t>& buckets) {
+  for (int32_t b : buckets) {
+    if (b >= n) return b;
+  }
+  return n;
+}
+
+}  // namespace
+
 double SimCostModel::DecodeStepSeconds(int32_t batch) const {
-  return (decode_step_ms + decode_step_growth_ms * std::max(0, batch - 1)) / 1e3;
+  const int64_t padded = Padded(batch, decode_buckets);
+  return (decode_step_ms + decode_step_growth_ms * std::max<int64_t>(0, padded - 1)) / 1e3;
+}
+
+double SimCostModel::PrefillSeconds(int64_t tokens) const {
+  return static_cast<double>(Padded(tokens, prefill_buckets)) / prefill_tokens_per_s;
 }
 
 SimCostModel CpuPreset() {
@@ -464,25 +527,21 @@ SimCostModel CpuPreset() {
   return m;
 }
 
-SimCostModel Trn2Preset() {
-  SimCostModel m;
-  m.name = "trn2";
-  // NxDI: TTFT 814 ms for 10k input tokens; TPOT 19.6 ms at batch 1.
-  m.prefill_tokens_per_s = 10000 / 0.814;
-  m.decode_step_ms = 19.6;
-  m.decode_step_growth_ms = 19.6 * 0.02;  // TPOT(b) = 19.6 ms x (1 + 0.02 (b - 1))
-  m.max_num_seqs = 32;
-  m.cache_blocks = 65536;  // 1M tokens of KV (~320 GiB for 70B in bf16)
-  return m;
-}
-
 std::string DescribeCostModel(const SimCostModel& m) {
+  auto list = [](const std::vector<int32_t>& v) {
+    return v.empty() ? std::string("none") : absl::StrJoin(v, "/");
+  };
   return absl::StrFormat(
-      "preset %s: prefill %.0f tok/s (uncached tokens, chunks of %d), decode step %.2f ms at "
-      "batch 1 + %.3f ms per extra sequence, max_num_seqs %d (+%d router slack), prefix cache "
-      "%d blocks of %d tokens per worker (LRU)",
-      m.name, m.prefill_tokens_per_s, m.prefill_chunk, m.decode_step_ms, m.decode_step_growth_ms,
-      m.max_num_seqs, m.router_slack, m.cache_blocks, m.block_size);
+      "preset %s: %d engine(s) per instance; prefill %.0f tok/s (uncached tokens, chunks of %d, "
+      "buckets %s%s), decode step %.2f ms at batch 1 + %.3f ms per extra sequence (batch "
+      "buckets %s), max_num_seqs %d (+%d router slack), %s",
+      m.name, m.engines_per_instance, m.prefill_tokens_per_s, m.prefill_chunk,
+      list(m.prefill_buckets), m.separate_prefill ? "; one prefill per step, decodes wait" : "",
+      m.decode_step_ms, m.decode_step_growth_ms, list(m.decode_buckets), m.max_num_seqs,
+      m.router_slack,
+      m.prefix_caching ? absl::StrFormat("prefix cache %d blocks of %d tokens per engine (LRU)",
+                                         m.cache_blocks, m.block_size)
+                       : std::string("no prefix cache"));
 }
 
 absl::StatusOr<SimResult> SimulateFleet(const SimCostModel& model, int32_t workers,

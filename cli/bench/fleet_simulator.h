@@ -9,7 +9,11 @@
 // Worker model: continuous batching of up to max_num_seqs sequences (more
 // wait in the worker, FIFO); each engine step prefills up to prefill_chunk
 // uncached prompt tokens and decodes one token for every sequence past its
-// prefill, taking prefill_tokens / prefill_rate + decode_step(batch). The
+// prefill, taking prefill_tokens / prefill_rate + decode_step(batch). With
+// separate_prefill (vLLM Neuron's scheduler) a step is either one chunk of
+// one sequence's prefill (FIFO) or one decode of every sequence past its
+// prefill, never both, and decodes wait while any prefill is pending. Token
+// counts and batches are padded up to the compiled buckets, if any. The
 // prefix cache is an LRU of block hashes (common/block_hash.h) of
 // cache_blocks capacity: a sequence admitted to the batch reuses its longest
 // cached prefix, and its prompt blocks enter the cache when its prefill ends
@@ -34,23 +38,32 @@
 
 namespace tern::cli {
 
+// What one simulated engine costs and allows. Worker counts elsewhere are
+// engines; engines_per_instance says how many share one machine.
 struct SimCostModel {
   std::string name;
-  double prefill_tokens_per_s = 2000;
+  double prefill_tokens_per_s = 2000;  // computed (padded) prompt tokens
   double decode_step_ms = 11;          // at batch 1
   double decode_step_growth_ms = 0.4;  // per extra sequence in the batch
   int32_t max_num_seqs = 16;
   int32_t router_slack = 2;  // in flight beyond max_num_seqs
   int64_t cache_blocks = 2048;
   int32_t block_size = 16;
-  int32_t prefill_chunk = 512;
+  int32_t prefill_chunk = 512;  // prompt tokens per step (max_num_batched_tokens)
+  // Compiled shapes, ascending: a step's prefill tokens are padded up to the
+  // first bucket that holds them, its decode batch likewise; none: no padding.
+  std::vector<int32_t> prefill_buckets;
+  std::vector<int32_t> decode_buckets;
+  bool separate_prefill = false;  // see the file comment
+  bool prefix_caching = true;
+  int32_t engines_per_instance = 1;
+
   double DecodeStepSeconds(int32_t batch) const;
+  double PrefillSeconds(int64_t tokens) const;
 };
 
 // This machine's CPU engine with a small model.
 SimCostModel CpuPreset();
-// trn2.48xlarge serving Llama 3.1 70B (NxDI published figures).
-SimCostModel Trn2Preset();
 // One line per assumption, for the report header.
 std::string DescribeCostModel(const SimCostModel& model);
 
@@ -63,8 +76,9 @@ struct SimWorkload {
   int32_t prefix_len = 2048;
   int32_t question_len = 128;
   int32_t output_len = 128;
-  int32_t turns = 4;  // multi-turn: turns per conversation
-  double load = 0.9;  // arrival rate / the fleet's capacity without cache hits
+  int32_t turns = 4;          // multi-turn: turns per conversation
+  double load = 0.9;          // arrival rate / the fleet's capacity without cache hits
+  double requests_per_s = 0;  // the fleet's arrival rate; 0: set by `load`
   uint64_t seed = 1;
 };
 
@@ -73,16 +87,21 @@ struct SimResult {
   double sim_seconds = 0;   // first arrival to last completion, simulated
   double wall_seconds = 0;  // to run the simulation
   Distribution ttft_ms;
+  Distribution tpot_ms;  // (e2e - TTFT) / (output tokens - 1), as benchmark_serving
+  // Arrival to a place in an engine's running batch: the router's queue,
+  // then the engine's own line.
+  Distribution batch_wait_ms;
   double requests_per_s = 0;
   double output_tokens_per_s = 0;
   double predicted_hit_rate = 0;  // router's matched blocks at dispatch / prompt tokens
   double actual_hit_rate = 0;     // worker cache hits at admission / prompt tokens
   double imbalance = 0;           // mean over arrivals of max/mean in-flight per worker
   uint64_t index_resyncs = 0;
-  int64_t rejected = 0;  // turned away by the dispatcher (none expected)
+  int64_t rejected = 0;       // turned away by the dispatcher (none expected)
+  int64_t full_prefills = 0;  // requests admitted with no cached block
 };
 
-// INVALID_ARGUMENT for workers < 1 or bad workload sizes.
+// `workers` engines. INVALID_ARGUMENT for workers < 1 or bad workload sizes.
 absl::StatusOr<SimResult> SimulateFleet(const SimCostModel& model, int32_t workers,
                                         router::PolicyKind policy, const SimWorkload& workload);
 

@@ -12,8 +12,12 @@
 //  - the rendered tern.yaml accepted by the real binaries, started with the
 //    pods' own arguments plus --check-config, and the demo init container's
 //    command run for real (tiny preset);
-//  - failures: trn2 without trn2.preview, bad values (schema and the chart's
-//    own checks), and a typo in tern.yaml itself (the binaries).
+//  - trn2: the pod (one tern-worker, a vLLM server per core range, whole
+//    Neuron devices, ports, probes that outlast a cold compile), each server a
+//    routable engine, and every vLLM container equal to what `tern neuron
+//    plan` prints for the rendered tern.yaml;
+//  - failures: bad values (schema and the chart's own checks, trn2's server
+//    layout among them), and a typo in tern.yaml itself (the binaries).
 // The dashboard and alert rules under helm/tern/files/ are checked when they
 // are there; the templates that ship them are checked on stand-in files.
 import assert from "node:assert/strict";
@@ -39,12 +43,17 @@ const kPvcModel = { source: "pvc", pvc: { claimName: "models", dir: "Llama-3.2-1
 const kTrn2 = {
   profile: "trn2",
   model: { source: "pvc", pvc: { claimName: "models", dir: "Llama-3.3-70B-Instruct-FP8" } },
-  trn2: {
-    preview: true,
-    vllm: { image: { repository: "vllm-neuron", tag: "0.29.0" } },
-    compileCache: { create: true },
-  },
+  config: { model: { max_model_len: 16384 } },
+  trn2: { compileCache: { create: true } },
 };
+// AWS's vLLM Neuron DLC for SDK 2.32 (trn2.vllm.image's default).
+const kDefaultVllmImage =
+  "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx:0.24.0.1.1.0-neuronx-py313-sdk2.32.0-ubuntu24.04";
+// AWS's Llama 3 70B tutorial for vLLM Neuron: a cold compile takes 15-20
+// minutes per server. The chart refuses startup probes shorter than that;
+// its defaults allow three times as long, since four servers compile at once.
+const kColdCompileSeconds = 20 * 60;
+const kTrn2StartupSeconds = 3 * kColdCompileSeconds;
 const kCases = {
   "cpu, defaults (demo model, 2 routers)": {},
   "cpu, model on a PVC": { model: kPvcModel, config: { model: { served_name: "llama-3.2-1b" } } },
@@ -91,15 +100,29 @@ const kCases = {
       },
     },
   },
-  "trn2 (preview)": kTrn2,
-  "trn2, existing compile cache, Neuron scheduler, monitoring": {
+  "trn2, 4 x TP16 (defaults)": kTrn2,
+  "trn2, existing compile cache, Neuron scheduler, monitoring, own image": {
     ...kTrn2,
     trn2: {
-      ...kTrn2.trn2,
       schedulerName: "my-scheduler",
       compileCache: { claimName: "neuron-cache" },
+      vllm: { image: { repository: "registry.example/vllm-neuron", tag: "0.29.0" } },
     },
     metrics: { serviceMonitor: { enabled: true }, prometheusRule: { enabled: true } },
+  },
+  "trn2, 8 x TP8, two prefill buckets, served name, extra args and env": {
+    ...kTrn2,
+    config: {
+      model: { max_model_len: 8192, served_name: "llama-3.3-70b" },
+      neuron: {
+        tp: 8,
+        prefill_buckets: [4096, 8192],
+        num_seqs_buckets: [4, 8],
+        extra_args: ["--num-gpu-blocks-override", "512"],
+      },
+    },
+    trn2: { ...kTrn2.trn2, vllm: { env: [{ name: "NEURON_SKIP_EFA_AFFINITY", value: "1" }] } },
+    metrics: { serviceMonitor: { enabled: true } },
   },
 };
 
@@ -252,7 +275,9 @@ function checkPodRules(workload) {
       const mount = (c.volumeMounts ?? []).find((m) => m.mountPath === scratch);
       assert.ok(mount && volumes.get(mount.name).emptyDir, `${at}: ${scratch} is an emptyDir`);
     }
-    if (String(c.args?.[0]).startsWith("/usr/local/bin/tern-")) {
+    // The tiers' binaries always read tern.yaml; `tern` (the CLI) when given --config.
+    const program = String(c.args?.[0] ?? "");
+    if (program.startsWith("/usr/local/bin/tern-") || (program === "/usr/local/bin/tern" && c.args.includes("--config"))) {
       const i = c.args.indexOf("--config");
       assert.equal(c.args[i + 1], kConfigPath, `${at}: --config ${kConfigPath}`);
       const mount = c.volumeMounts.find((m) => m.name === "config");
@@ -269,6 +294,14 @@ function checkPodRules(workload) {
       assert.deepEqual(c.readinessProbe.httpGet, { path: "/health", port: "http" }, `${at}: ready on GET /health`);
       for (const probe of [c.livenessProbe, c.startupProbe]) {
         assert.deepEqual(probe.httpGet, { path: "/metrics", port: "http" }, `${at}: alive on GET /metrics`);
+      }
+    } else if (c.name === "worker" && c.args.includes("--engine")) {
+      // trn2: ready when engine 0 is SERVING; started and alive while the
+      // process answers /metrics, so a restarting vLLM server does not
+      // restart tern-worker.
+      assert.equal(c.readinessProbe.grpc?.port, ports.get("grpc"), `${at}: ready on engine 0's gRPC health`);
+      for (const probe of [c.livenessProbe, c.startupProbe]) {
+        assert.deepEqual(probe.httpGet, { path: "/metrics", port: "metrics" }, `${at}: alive on GET /metrics`);
       }
     } else if (c.name === "router" || c.name === "worker") {
       for (const probe of [c.readinessProbe, c.livenessProbe, c.startupProbe]) {
@@ -340,7 +373,15 @@ function checkWiring(objects) {
   assert.equal(config.router.metrics_listen, `0.0.0.0:${containerPort(router, "router", "metrics")}`);
   assert.equal(config.worker.listen, `0.0.0.0:${containerPort(worker, "worker", "grpc")}`);
   assert.equal(config.worker.metrics_listen, `0.0.0.0:${containerPort(worker, "worker", "metrics")}`);
-  assert.deepEqual(config.router.workers, [`dns:${fqdn(headless.metadata.name)}:${servicePort(headless, "grpc")}`]);
+  // One entry per engine: the headless Service's gRPC ports (one on cpu, one
+  // per vLLM server on trn2), each a container port of tern-worker.
+  const enginePorts = headless.spec.ports.filter((p) => p.appProtocol === "grpc");
+  assert.ok(enginePorts.length >= 1 && enginePorts[0].name === "grpc", "the first engine's port is grpc");
+  for (const p of enginePorts) assert.equal(p.port, containerPort(worker, "worker", p.name), `engine port ${p.name}`);
+  assert.deepEqual(
+    config.router.workers,
+    enginePorts.map((p) => `dns:${fqdn(headless.metadata.name)}:${p.port}`),
+  );
   const routerService = serviceOf(objects, "router");
   assert.equal(config.gateway.router, `${fqdn(routerService.metadata.name)}:${servicePort(routerService, "grpc")}`);
   for (const [w, name] of [[gateway, "gateway"], [worker, "worker"]]) {
@@ -450,6 +491,23 @@ function checkNetworkPolicies(objects, values) {
   ];
   const restricted = (values.networkPolicy?.clientsFrom ?? []).length > 0;
   cases.push([stranger, gateway, gateway.ports.http, !restricted]);
+  if (values.profile === "trn2") {
+    // Every engine is routable; the servers' HTTP ports only for Prometheus
+    // (their /metrics), their KV event sockets for no one outside the pod.
+    const scrape = values.trn2.vllm?.scrapeMetrics ?? true;
+    for (const [name, port] of Object.entries(worker.ports)) {
+      if (name.startsWith("grpc-")) {
+        cases.push([router, worker, port, true], [gateway, worker, port, false], [client, worker, port, false]);
+      } else if (name.startsWith("vllm-")) {
+        cases.push([prometheus, worker, port, scrape], [router, worker, port, false], [client, worker, port, false]);
+      }
+    }
+    assert.ok(Object.keys(worker.ports).some((n) => n.startsWith("grpc-")), "trn2 workers have more than one engine");
+    const config = YAML.parse(configText(objects).text);
+    for (const base of [config.neuron.kv_events_port, config.neuron.kv_replay_port]) {
+      cases.push([router, worker, base, false], [prometheus, worker, base, false], [stranger, worker, base, false]);
+    }
+  }
   const label = (pod) =>
     pod.labels["app.kubernetes.io/component"] ?? pod.labels.app ?? pod.labels["app.kubernetes.io/name"] ?? pod.labels["k8s-app"];
   for (const [from, to, port, expected, protocol = "TCP"] of cases) {
@@ -486,25 +544,171 @@ function writeConfig(text) {
   return file;
 }
 
-function checkConfigAccepted(objects) {
+// tern-worker's `vllm` engine (--engine vllm, --vllm SPEC) is written
+// separately from the chart. Until `tern-worker --help` lists both flags the
+// check of the trn2 worker's whole command line is skipped (it runs by itself
+// once the binary has them).
+let vllmEngineBuilt;
+function workerHasVllmEngine() {
+  if (vllmEngineBuilt === undefined) {
+    const out = spawnSync(binaryPath("tern-worker"), ["--help"], { encoding: "utf8", timeout: 60_000 });
+    const usage = `${out.stdout}${out.stderr}`;
+    vllmEngineBuilt = /--engine\b/.test(usage) && /--vllm\b/.test(usage);
+  }
+  return vllmEngineBuilt;
+}
+const kNoVllmEngine =
+  "tern-worker has no --engine vllm / --vllm yet (its vllm engine is being written); this runs once `tern-worker --help` lists them";
+
+function withoutVllmEngine(args) {
+  return args.filter((a, i) => !["--engine", "--vllm"].includes(a) && !["--engine", "--vllm"].includes(args[i - 1]));
+}
+
+function checkConfigAccepted(objects, { wholeWorkerCommand = true } = {}) {
   const configFile = writeConfig(configText(objects).text);
   for (const tier of ["gateway", "router", "worker"]) {
     const c = workloadOf(objects, tier).spec.template.spec.containers.find((x) => x.name === tier);
-    const out = runContainerArgs(c.args, configFile, ["--check-config"]);
-    assert.equal(out.status, 0, `tern-${tier} ${c.args.slice(1).join(" ")} --check-config: ${out.stderr}${out.stdout}`);
+    const args = tier === "worker" && !wholeWorkerCommand ? withoutVllmEngine(c.args) : c.args;
+    const out = runContainerArgs(args, configFile, ["--check-config"]);
+    assert.equal(out.status, 0, `tern-${tier} ${args.slice(1).join(" ")} --check-config: ${out.stderr}${out.stdout}`);
     assert.match(out.stdout + out.stderr, /config ok/, `tern-${tier} says config ok`);
   }
 }
 
 // ---- trn2 ------------------------------------------------------------------
 
+// The server layout config.neuron asks for (values.yaml's defaults under it).
+function expectedLayout(values) {
+  const n = { lnc: 2, tp: 16, servers: 0, ...(values.config?.neuron ?? {}) };
+  const logical = 128 / n.lnc;
+  const servers = n.servers || logical / n.tp;
+  const cores = Array.from({ length: servers }, (_, i) => `${i * n.tp}-${(i + 1) * n.tp - 1}`);
+  return { ...n, logical, servers, cores, devicesPerServer: (n.tp * n.lnc) / 8 };
+}
+
+const argValue = (args, flag) => {
+  const i = args.indexOf(flag);
+  assert.ok(i >= 0 && i + 1 < args.length, `${flag} is given`);
+  return args[i + 1];
+};
+const envOf = (c) => Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value]));
+const portAt = (endpoint) => Number(/:(\d+)$/.exec(endpoint)?.[1]);
+const budget = (probe) => probe.periodSeconds * probe.failureThreshold;
+
+// tern-worker's --vllm SPECs: URL[,events=ENDPOINT][,replay=ENDPOINT][,model=NAME].
+function vllmSpecs(tern) {
+  return tern.args
+    .filter((_, i) => tern.args[i - 1] === "--vllm")
+    .map((spec) => {
+      const [url, ...options] = spec.split(",");
+      return { url, ...Object.fromEntries(options.map((o) => [o.slice(0, o.indexOf("=")), o.slice(o.indexOf("=") + 1)])) };
+    });
+}
+
+function trn2Pod(objects) {
+  const pod = workloadOf(objects, "worker").spec.template.spec;
+  return {
+    pod,
+    tern: pod.containers.find((c) => c.name === "worker"),
+    servers: pod.containers.filter((c) => c.name !== "worker"),
+  };
+}
+
 function checkTrn2(objects, values) {
-  const worker = workloadOf(objects, "worker");
-  const pod = worker.spec.template.spec;
-  const vllm = pod.containers.filter((c) => c.name !== "worker");
-  assert.equal(vllm.length, 4, "four vLLM servers per trn2.48xlarge");
-  const neuron = pod.containers.reduce((sum, c) => sum + Number(c.resources.limits["aws.amazon.com/neuron"] ?? 0), 0);
-  assert.equal(neuron, 16, "the pod requests all 16 Neuron devices");
+  const layout = expectedLayout(values);
+  const { pod, tern, servers } = trn2Pod(objects);
+  const config = YAML.parse(configText(objects).text);
+
+  // One tern-worker and a vLLM server per core range, each on whole devices.
+  assert.equal(pod.containers[0].name, "worker", "tern-worker comes first");
+  assert.deepEqual(servers.map((c) => c.name), layout.cores.map((_, i) => `vllm-${i}`), `${layout.servers} vLLM servers`);
+  for (const c of servers) {
+    for (const kind of ["requests", "limits"]) {
+      assert.equal(c.resources[kind]["aws.amazon.com/neuron"], layout.devicesPerServer, `${c.name}: whole devices (${kind})`);
+    }
+  }
+  const devices = pod.containers.reduce((sum, c) => sum + Number(c.resources.limits["aws.amazon.com/neuron"] ?? 0), 0);
+  assert.equal(devices, 16, "the pod requests all 16 Neuron devices of the instance");
+  const cores = servers.map((c) => envOf(c).NEURON_RT_VISIBLE_CORES);
+  if (values.trn2.vllm?.pinCores === false) {
+    assert.deepEqual(cores, servers.map(() => undefined), "no core pinning with pinCores: false");
+  } else {
+    assert.deepEqual(cores, layout.cores, "server i on cores i*tp .. (i+1)*tp-1");
+    if (layout.tp === 16 && layout.lnc === 2) assert.deepEqual(cores, ["0-15", "16-31", "32-47", "48-63"]);
+  }
+
+  // Ports: HTTP, KV events and replay per server, tern-worker's engines and
+  // metrics, all distinct.
+  const used = [];
+  const endpoints = servers.map((c) => {
+    const http = c.ports[0].containerPort;
+    assert.equal(argValue(c.args, "--port"), String(http), `${c.name}: serves on its container port`);
+    assert.equal(argValue(c.args, "--host"), "0.0.0.0", `${c.name}: reachable by kubelet's probes on the pod IP`);
+    const events = JSON.parse(argValue(c.args, "--kv-events-config"));
+    assert.equal(events.enable_kv_cache_events, true, `${c.name}: KV events on`);
+    assert.equal(events.publisher, "zmq");
+    const at = { http, events: portAt(events.endpoint), replay: portAt(events.replay_endpoint) };
+    assert.match(events.endpoint, /^tcp:\/\/\*:\d+$/, `${c.name}: events bound on every interface of the pod`);
+    used.push(at.http, at.events, at.replay);
+    return at;
+  });
+  const enginePorts = tern.ports.filter((p) => p.name.startsWith("grpc"));
+  const grpcPort = values.worker?.grpcPort ?? 50061;
+  assert.deepEqual(
+    enginePorts.map((p) => [p.name, p.containerPort]),
+    servers.map((_, i) => [i === 0 ? "grpc" : `grpc-${i}`, grpcPort + i]),
+    "engine i on worker.grpcPort + i",
+  );
+  used.push(...tern.ports.map((p) => p.containerPort));
+  assert.equal(new Set(used).size, used.length, `every port in the pod is distinct: ${used.join(", ")}`);
+
+  // tern-worker drives every server: --engine vllm and one --vllm each.
+  assert.equal(argValue(tern.args, "--engine"), "vllm");
+  const specs = vllmSpecs(tern);
+  assert.equal(specs.length, servers.length, "one --vllm per server");
+  specs.forEach((spec, i) => {
+    const c = servers[i];
+    assert.equal(spec.url, `http://127.0.0.1:${endpoints[i].http}`, `--vllm ${i}: server ${i}'s HTTP port`);
+    assert.equal(spec.events, `tcp://127.0.0.1:${endpoints[i].events}`, `--vllm ${i}: server ${i}'s KV events`);
+    assert.equal(spec.replay, `tcp://127.0.0.1:${endpoints[i].replay}`, `--vllm ${i}: server ${i}'s replay socket`);
+    assert.equal(spec.model, argValue(c.args, "--served-model-name"), `--vllm ${i}: the name server ${i} serves`);
+  });
+  assert.equal(servers[0].args[0], config.model.path, "vllm serve loads tern.yaml's model.path");
+  if (values.config?.model?.served_name) assert.equal(specs[0].model, values.config.model.served_name);
+
+  // Each server is its own routable engine; tern-worker hashes and batches
+  // as the servers do.
+  const headless = serviceOf(objects, "worker");
+  assert.deepEqual(
+    config.router.workers,
+    servers.map((_, i) => `dns:${fqdn(headless.metadata.name)}:${grpcPort + i}`),
+    "the routers list every engine",
+  );
+  for (const c of servers) {
+    assert.equal(config.worker.kv_block_size, Number(argValue(c.args, "--block-size")), `${c.name}: block size`);
+    assert.equal(config.worker.max_num_seqs, Number(argValue(c.args, "--max-num-seqs")), `${c.name}: batch`);
+  }
+
+  // Image, probes, draining.
+  const image = values.trn2.vllm?.image;
+  const drain = values.worker?.drainTimeoutSeconds ?? 60;
+  for (const c of servers) {
+    assert.equal(c.image, image ? `${image.repository}:${image.tag}` : kDefaultVllmImage, `${c.name}: image`);
+    assert.deepEqual(c.command, ["vllm", "serve"]);
+    for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) {
+      assert.deepEqual(c[probe].httpGet, { path: "/health", port: c.ports[0].containerPort }, `${c.name}: ${probe} on /health`);
+    }
+    assert.ok(budget(c.startupProbe) >= kColdCompileSeconds, `${c.name}: startup outlasts a cold compile`);
+    assert.ok(budget(c.startupProbe) >= kTrn2StartupSeconds, `${c.name}: startup allows ${kTrn2StartupSeconds / 60} min`);
+    assert.equal(c.lifecycle?.preStop?.sleep?.seconds, drain, `${c.name}: outlives tern-worker's drain`);
+    assert.equal(new Set(c.env.map((e) => e.name)).size, c.env.length, `${c.name}: no variable set twice`);
+  }
+  assert.ok(budget(tern.startupProbe) >= kTrn2StartupSeconds, "tern-worker's startup waits as long");
+  assert.ok(pod.terminationGracePeriodSeconds > drain, "the grace period covers the drain");
+  const plan = pod.initContainers.find((c) => c.name === "neuron-plan");
+  assert.deepEqual(plan?.args, ["/usr/local/bin/tern", "neuron", "plan", "--config", kConfigPath], "the plan runs in the pod");
+
+  // Placement, volumes, compile cache.
   assert.deepEqual(pod.nodeSelector, { "node.kubernetes.io/instance-type": "trn2.48xlarge" });
   assert.ok(
     pod.tolerations.some((t) => t.key === "aws.amazon.com/neuron" && t.operator === "Exists" && t.effect === "NoSchedule"),
@@ -523,21 +727,111 @@ function checkTrn2(objects, values) {
     assert.deepEqual(created.spec.accessModes, ["ReadWriteMany"], "shared by every worker pod");
     assert.equal(created.metadata.annotations["helm.sh/resource-policy"], "keep");
   }
-  const ports = new Set();
-  for (const c of vllm) {
+  for (const c of servers) {
     const mounts = new Map(c.volumeMounts.map((m) => [m.name, m.mountPath]));
     assert.equal(mounts.get("dshm"), "/dev/shm", `${c.name}: /dev/shm`);
-    assert.ok(mounts.has("compile-cache"), `${c.name}: the compile cache`);
-    assert.equal(c.image, "vllm-neuron:0.29.0", `${c.name}: image from values`);
-    assert.ok(c.args.includes(`--port=${c.ports[0].containerPort}`), `${c.name}: serves on its container port`);
-    assert.ok(c.args.includes("/models/Llama-3.3-70B-Instruct-FP8"), `${c.name}: the model folder`);
-    ports.add(c.ports[0].containerPort);
-    const startup = c.startupProbe;
-    assert.ok(startup.periodSeconds * startup.failureThreshold >= 20 * 60, `${c.name}: startup allows a 20-min cold compile`);
+    assert.ok(envOf(c).VLLM_CACHE_ROOT.startsWith(`${mounts.get("compile-cache")}/`), `${c.name}: compiles into the shared cache`);
+    assert.equal(envOf(c).HOME, "/tmp", `${c.name}: HOME on the /tmp emptyDir`);
   }
-  assert.equal(ports.size, vllm.length, "one port per server");
-  const tern = pod.containers.find((c) => c.name === "worker");
-  assert.ok(tern.startupProbe.periodSeconds * tern.startupProbe.failureThreshold >= 20 * 60, "tern-worker waits as long");
+
+  // Scraping: the worker's metrics port, and each server's /metrics.
+  const [monitor] = find(objects, "ServiceMonitor").filter((m) => component(m) === "worker");
+  if (monitor) {
+    const scrape = values.trn2.vllm?.scrapeMetrics ?? true;
+    assert.deepEqual(
+      monitor.spec.endpoints.map((e) => e.port),
+      ["metrics", ...(scrape ? servers.map((c) => c.name) : [])],
+      "tern-worker's metrics and every server's",
+    );
+  }
+}
+
+// A stand-in for the checkpoint on the model volume: the parts of
+// nvidia/Llama-3.3-70B-Instruct-FP8's config.json that tern-worker
+// (vocabulary, EOS ids, context) and `tern neuron plan` (FP8, context) read.
+const kLlama70bFp8Config = {
+  architectures: ["LlamaForCausalLM"],
+  model_type: "llama",
+  hidden_act: "silu",
+  attention_bias: false,
+  mlp_bias: false,
+  hidden_size: 8192,
+  intermediate_size: 28672,
+  num_hidden_layers: 80,
+  num_attention_heads: 64,
+  num_key_value_heads: 8,
+  vocab_size: 128256,
+  max_position_embeddings: 131072,
+  rms_norm_eps: 1e-5,
+  rope_theta: 500000.0,
+  rope_scaling: { rope_type: "llama3", factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 },
+  tie_word_embeddings: false,
+  torch_dtype: "bfloat16",
+  bos_token_id: 128000,
+  eos_token_id: [128001, 128008, 128009],
+  quantization_config: { quant_method: "modelopt", quant_algo: "FP8" },
+};
+
+let checkpoints = 0;
+function standInCheckpoint(config = kLlama70bFp8Config) {
+  const dir = path.join(workDir, `checkpoint-${checkpoints++}`);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, "config.json"), JSON.stringify(config));
+  writeFileSync(path.join(dir, "generation_config.json"), JSON.stringify({ bos_token_id: 128000, eos_token_id: config.eos_token_id }));
+  return dir;
+}
+
+// The pod's tern.yaml with model.path at a stand-in checkpoint here.
+function configWithCheckpoint(objects, dir) {
+  const config = YAML.parse(configText(objects).text);
+  config.model.path = dir;
+  return writeConfig(YAML.stringify(config));
+}
+
+// The chart's vLLM containers against `tern neuron plan` run on the
+// rendered tern.yaml, the way the pod's neuron-plan init container runs it.
+function checkAgainstNeuronPlan(objects, values) {
+  const configFile = writeConfig(configText(objects).text);
+  const { pod, tern, servers } = trn2Pod(objects);
+  const init = pod.initContainers.find((c) => c.name === "neuron-plan");
+  const text = runContainerArgs(init.args, configFile);
+  assert.equal(text.status, 0, `the init container's ${init.args.slice(1).join(" ")}: ${text.stderr}${text.stdout}`);
+  const json = runContainerArgs(init.args, configFile, ["--format", "json"]);
+  assert.equal(json.status, 0, json.stderr);
+  const plan = JSON.parse(json.stdout);
+  assert.equal(plan.servers.length, servers.length, "as many servers as the plan");
+  const pinned = values.trn2.vllm?.pinCores !== false;
+  const added = ["HOME", ...(values.trn2.vllm?.env ?? []).map((e) => e.name)];
+  const specs = vllmSpecs(tern);
+  plan.servers.forEach((server, i) => {
+    const c = servers[i];
+    assert.deepEqual([...c.command, ...c.args], server.argv, `${c.name}: the plan's argv, flag for flag`);
+    const env = envOf(c);
+    for (const [name, value] of Object.entries(server.env)) {
+      if (name === "NEURON_RT_VISIBLE_CORES" && !pinned) {
+        assert.equal(env[name], undefined, `${c.name}: ${name} left out (pinCores: false)`);
+      } else {
+        assert.equal(env[name], value, `${c.name}: ${name} as the plan sets it`);
+      }
+    }
+    assert.deepEqual(Object.keys(env).filter((name) => !(name in server.env)), added, `${c.name}: only HOME and trn2.vllm.env added`);
+    assert.equal(specs[i].url, server.url, `--vllm ${i}: the plan's URL`);
+    assert.equal(specs[i].events, server.kv_events_endpoint, `--vllm ${i}: the plan's KV events endpoint`);
+    assert.equal(specs[i].replay, server.kv_replay_endpoint, `--vllm ${i}: the plan's replay endpoint`);
+    assert.equal(specs[i].model, plan.served_name, `--vllm ${i}: the plan's served name`);
+  });
+  const config = YAML.parse(configText(objects).text);
+  assert.equal(plan.block_size, config.worker.kv_block_size, "tern-worker hashes in the servers' blocks");
+  assert.equal(plan.max_model_len >= config.model.max_model_len, true, "the servers take what the gateway admits");
+
+  // With the checkpoint there, the init container also checks it: the FP8
+  // 70B passes; the same checkpoint in BF16 stops the pod, naming the rule.
+  const fp8 = runContainerArgs(init.args, configWithCheckpoint(objects, standInCheckpoint()));
+  assert.equal(fp8.status, 0, `the plan on the FP8 checkpoint: ${fp8.stderr}${fp8.stdout}`);
+  const { quantization_config: _, ...bf16Config } = kLlama70bFp8Config;
+  const bf16 = runContainerArgs(init.args, configWithCheckpoint(objects, standInCheckpoint(bf16Config)));
+  assert.equal(bf16.status, 2, "the plan refuses fp8: true on a BF16 checkpoint");
+  assert.match(bf16.stderr, /neuron\.fp8 is true but model\.path\/config\.json says the checkpoint is not ModelOpt FP8/);
 }
 
 // ---- the tests -------------------------------------------------------------
@@ -585,12 +879,32 @@ for (const [name, values] of Object.entries(kCases)) {
     });
 
     test("the binaries accept tern.yaml with the pods' own arguments (--check-config)", () => {
-      checkConfigAccepted(objects);
+      // trn2: tern-worker's whole command line is checked below, against a
+      // stand-in checkpoint; here tern.yaml with its other arguments.
+      checkConfigAccepted(objects, { wholeWorkerCommand: values.profile !== "trn2" });
     });
 
     if (values.profile === "trn2") {
-      test("trn2: whole instance, Neuron taint and node selector, /dev/shm, shared compile cache, long startup", () => {
+      test("trn2: tern-worker and a vLLM server per core range on whole devices, ports, engines, probes, placement", () => {
         checkTrn2(objects, values);
+      });
+
+      test("trn2: every vLLM container is what `tern neuron plan` prints for the rendered tern.yaml", () => {
+        checkAgainstNeuronPlan(objects, values);
+      });
+
+      test("trn2: tern-worker accepts its own command line, --engine vllm and one --vllm per server (--check-config)", (t) => {
+        if (!workerHasVllmEngine()) {
+          t.skip(kNoVllmEngine);
+          return;
+        }
+        // The vllm engine reads the checkpoint's config.json even for
+        // --check-config: tern.yaml's model.path points at a stand-in.
+        const configFile = configWithCheckpoint(objects, standInCheckpoint());
+        const { tern } = trn2Pod(objects);
+        const out = runContainerArgs(tern.args, configFile, ["--check-config"]);
+        assert.equal(out.status, 0, `tern-worker ${tern.args.slice(1).join(" ")} --check-config: ${out.stderr}${out.stdout}`);
+        assert.match(out.stdout + out.stderr, new RegExp(`config ok \\(engine vllm, ${vllmSpecs(tern).length} servers\\)`));
       });
     }
   });
@@ -631,23 +945,68 @@ describe("demo model", () => {
   });
 });
 
-describe("failures", () => {
-  test("profile trn2 does not render without trn2.preview, and says why", () => {
-    const stderr = renderFails({ ...kTrn2, trn2: { ...kTrn2.trn2, preview: false } });
-    assert.match(stderr, /trn2 is a preview/);
-    assert.match(stderr, /trn2\.preview=true/);
+describe("trn2", () => {
+  test("pinCores: false leaves NEURON_RT_VISIBLE_CORES to the device plugin; the rest is still the plan's", () => {
+    const values = { ...kTrn2, trn2: { ...kTrn2.trn2, vllm: { pinCores: false } } };
+    const objects = render(values);
+    checkTrn2(objects, values);
+    checkAgainstNeuronPlan(objects, values);
   });
 
-  test("NOTES.txt of a trn2 release says it is a preview; a cpu release's does not", () => {
-    const notes = (values) =>
-      helmOk(["install", kRelease, chartDir, "--dry-run=client", "--namespace", kNamespace, "-f", valuesFile(values)]);
-    assert.match(notes(kTrn2), /PREVIEW: the trn2 profile does not serve yet/);
-    assert.doesNotMatch(notes({}), /PREVIEW/);
+  test("without the ServiceMonitor's vLLM endpoints, Prometheus cannot reach the servers", () => {
+    const values = {
+      ...kTrn2,
+      trn2: { ...kTrn2.trn2, vllm: { scrapeMetrics: false } },
+      metrics: { serviceMonitor: { enabled: true } },
+    };
+    const objects = render(values);
+    checkTrn2(objects, values);
+    checkNetworkPolicies(objects, values);
+  });
+});
+
+describe("failures", () => {
+  const trn2With = (neuron, more = {}) => ({ ...kTrn2, config: { ...kTrn2.config, neuron }, ...more });
+
+  test("trn2: servers x tp other than the instance's logical cores fails to render, and says why", () => {
+    const stderr = renderFails(trn2With({ servers: 3, tp: 16 }));
+    assert.match(stderr, /config\.neuron\.servers x config\.neuron\.tp must equal the 64 logical NeuronCores/);
+    assert.match(stderr, /got 3 x 16 = 48/);
+    assert.match(renderFails(trn2With({ lnc: 1, servers: 4, tp: 16 })), /must equal the 128 logical NeuronCores .* got 4 x 16 = 64/);
+    assert.match(renderFails(trn2With({ tp: 24 })), /config\.neuron\.tp 24 does not divide the 64 logical NeuronCores/);
+  });
+
+  test("trn2: every broken rule is named at once", () => {
+    const stderr = renderFails({
+      ...kTrn2,
+      config: { neuron: { servers: 3, prefill_buckets: [8192, 4096], extra_args: ["--port=9000"] } },
+    });
+    assert.match(stderr, /break 4 rule\(s\)/);
+    assert.match(stderr, /servers x config\.neuron\.tp/);
+    assert.match(stderr, /prefill_buckets must be a non-empty ascending/);
+    assert.match(stderr, /must not pass --port/);
+    assert.match(stderr, /needs config\.model\.max_model_len/);
+  });
+
+  test("NOTES.txt of a trn2 release says it is unverified on hardware and where the servers' commands are", () => {
+    const notes = (values) => {
+      const out = helmOk(["install", kRelease, chartDir, "--dry-run=client", "--namespace", kNamespace, "-f", valuesFile(values)]);
+      assert.ok(out.includes("\nNOTES:\n"), "helm prints NOTES.txt");
+      return out.slice(out.indexOf("\nNOTES:\n"));
+    };
+    const trn2 = notes(kTrn2);
+    assert.match(trn2, /UNVERIFIED ON HARDWARE/);
+    assert.match(trn2, /4 vLLM Neuron servers\s+\(TP16 at LNC=2, 4 devices each\)/);
+    assert.match(trn2, /ports 50061-50064/);
+    assert.match(trn2, /logs demo-tern-worker-0 -c neuron-plan/);
+    assert.doesNotMatch(trn2, /PREVIEW|does not serve/);
+    assert.doesNotMatch(notes({}), /UNVERIFIED|vLLM/);
   });
 
   const badValues = [
     ["a typo under config", { config: { worker: { max_num_seq: 4 } } }, /max_num_seq/],
     ["a key the chart owns", { config: { worker: { listen: "0.0.0.0:1" } } }, /listen/],
+    ["a neuron key the chart owns", trn2With({ host: "127.0.0.1" }), /host/],
     ["an unknown routing policy", { config: { router: { policy: "fastest" } } }, /policy/],
     ["a wrong type", { config: { worker: { max_num_seqs: "eight" } } }, /max_num_seqs/],
     ["an unknown profile", { profile: "gpu" }, /profile/],
@@ -655,9 +1014,39 @@ describe("failures", () => {
     ["model.source=pvc without a claim", { model: { source: "pvc" } }, /model\.pvc\.claimName/],
     ["trn2 with the demo model", { ...kTrn2, model: { source: "demo" } }, /model\.source=pvc/],
     ["trn2 without a vLLM image", { ...kTrn2, trn2: { ...kTrn2.trn2, vllm: { image: { repository: "" } } } }, /trn2\.vllm\.image/],
-    ["trn2 requesting part of the instance", { ...kTrn2, trn2: { ...kTrn2.trn2, neuronDevices: 8 } }, /whole instance/],
+    ["trn2 without a compile cache", { ...kTrn2, trn2: {} }, /trn2\.compileCache\.claimName/],
+    ["trn2 on another instance type", { ...kTrn2, trn2: { ...kTrn2.trn2, instanceType: "trn1.32xlarge" } }, /instanceType/],
+    ["trn2 without config.model.max_model_len", { ...kTrn2, config: {} }, /needs config\.model\.max_model_len/],
+    [
+      "trn2 overriding a plan variable",
+      { ...kTrn2, trn2: { ...kTrn2.trn2, vllm: { env: [{ name: "PYTHONHASHSEED", value: "0" }] } } },
+      /must not set PYTHONHASHSEED/,
+    ],
+    [
+      "trn2 with a startup probe shorter than a cold compile",
+      { ...kTrn2, trn2: { ...kTrn2.trn2, vllm: { probes: { startup: { periodSeconds: 10, failureThreshold: 60 } } } } },
+      /trn2\.vllm\.probes\.startup allows 600 s .* at least 1200/,
+    ],
     ["a grace period shorter than the drain", { worker: { drainTimeoutSeconds: 120 } }, /terminationGracePeriodSeconds/],
   ];
+  // trn2: config.neuron that `tern neuron plan` would reject, or that the pod cannot run.
+  const badNeuron = [
+    ["a tp that splits devices", { tp: 2 }, /whole Neuron devices .*\.tp 2 at config\.neuron\.lnc 2 uses 4 physical cores/],
+    ["buckets the block size does not divide", { prefill_buckets: [1000] }, /1000 is not divisible by config\.neuron\.block_size 128/],
+    ["a bucket past 8192", { prefill_buckets: [16384] }, /16384 is outside 512-8192/],
+    ["batched tokens off the last bucket", { max_num_batched_tokens: 4096 }, /must equal the last of config\.neuron\.prefill_buckets/],
+    ["KV segments other than the buckets", { kv_segment_size_buckets: [4096] }, /kv_segment_size_buckets \[4096\] must equal/],
+    ["seq buckets short of max_num_seqs", { max_num_seqs: 16, num_seqs_buckets: [8] }, /must cover config\.neuron\.max_num_seqs 16/],
+    ["a context below the gateway's", { max_model_len: 8192 }, /max_model_len 8192 is below config\.model\.max_model_len 16384/],
+    ["fp8: auto (the chart cannot read the checkpoint)", { fp8: "auto" }, /fp8/],
+    ["overlapping port ranges", { kv_events_port: 8102 }, /config\.neuron\.port and config\.neuron\.kv_events_port overlap/],
+    ["vLLM ports over tern-worker's engines", { port: 50062 }, /config\.neuron\.port and worker\.grpcPort overlap/],
+    ["vLLM ports over tern-worker's metrics", { kv_replay_port: 9090 }, /worker\.metricsPort 9092 falls in the port range of/],
+    ["a flag the plan derives", { extra_args: ["--block-size=32"] }, /must not pass --block-size/],
+    ["--quantization", { extra_args: ["--quantization", "fp8"] }, /must not pass --quantization/],
+  ];
+  for (const [what, neuron, message] of badNeuron) badValues.push([`trn2 with ${what}`, trn2With(neuron), message]);
+
   for (const [what, values, message] of badValues) {
     test(`${what} fails to render`, () => {
       assert.match(renderFails(values), message);
@@ -686,29 +1075,35 @@ describe("config keys", () => {
       known[match[1]] = [...match[2].matchAll(/"(\w+)"/g)].map((m) => m[1]).sort();
     }
     assert.deepEqual(Object.keys(known).sort(), ["gateway", "model", "neuron", "router", "tern.yaml", "worker"]);
-    // Read by `tern neuron plan` only; the trn2 profile takes its servers from values.
-    const notRendered = ["neuron"];
     const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
     const chartOwned = {
       model: ["path"],
       worker: ["listen", "metrics_listen"],
       router: ["listen", "metrics_listen", "workers"],
       gateway: ["listen", "router"],
+      neuron: ["cache_root", "host", "instance_type", "remote_cache"],
     };
+    // Set by the chart as tern-worker flags on trn2 (--engine vllm, one
+    // --vllm per server), hence not values; config.cc may not know them yet.
+    const chartFlags = { worker: ["engine", "vllm"] };
     const config = schema.properties.config;
-    assert.deepEqual(
-      Object.keys(config.properties).sort(),
-      known["tern.yaml"].filter((key) => !notRendered.includes(key)),
-    );
-    for (const section of ["model", "worker", "router", "gateway"]) {
+    assert.deepEqual(Object.keys(config.properties).sort(), known["tern.yaml"]);
+    for (const section of Object.keys(chartOwned)) {
       const keys = [...Object.keys(config.properties[section].properties), ...chartOwned[section]].sort();
-      assert.deepEqual(keys, known[section], `config.${section}`);
+      const expected = known[section].filter((key) => !(chartFlags[section] ?? []).includes(key));
+      assert.deepEqual(keys, expected, `config.${section}`);
     }
-    // And the chart fills in each of its own keys.
-    const rendered = YAML.parse(configText(render({})).text);
+    // And the chart fills in each of its own keys (neuron: on trn2 only).
+    const cpu = YAML.parse(configText(render({})).text);
+    const trn2 = YAML.parse(configText(render(kTrn2)).text);
+    assert.equal(cpu.neuron, undefined, "no neuron section on cpu");
     for (const [section, keys] of Object.entries(chartOwned)) {
-      for (const key of keys) assert.ok(rendered[section][key], `tern.yaml sets ${section}.${key}`);
+      for (const key of keys) assert.ok((section === "neuron" ? trn2 : cpu)[section][key], `tern.yaml sets ${section}.${key}`);
     }
+    // Every neuron key has a default in values.yaml: the chart derives the
+    // servers from them and cannot fall back on the binaries' defaults.
+    const defaults = YAML.parse(readFileSync(path.join(chartDir, "values.yaml"), "utf8")).config.neuron;
+    assert.deepEqual(Object.keys(defaults).sort(), Object.keys(config.properties.neuron.properties).sort());
   });
 });
 

@@ -39,8 +39,8 @@ struct InProcessWorker {
     auto created = worker::Engine::Create(model, options);
     EXPECT_TRUE(created.ok()) << created.status();
     engine = std::move(*created);
-    service = std::make_unique<worker::WorkerService>(engine.get(), model,
-                                                      worker::WorkerIdentity{name, 16, "test"});
+    service =
+        std::make_unique<worker::WorkerService>(engine.get(), worker::WorkerIdentity{name, "test"});
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);

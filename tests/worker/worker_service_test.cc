@@ -16,6 +16,7 @@
 #include "common/block_hash.h"
 #include "tests/testing/reference_forward.h"
 #include "tests/testing/tiny_model.h"
+#include "worker/engine/engine.h"
 
 namespace tern::worker {
 namespace {
@@ -132,8 +133,7 @@ class WorkerServiceTest : public ::testing::Test {
     auto engine = Engine::Create(model_.get(), options);
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = std::move(*engine);
-    service_ = std::make_unique<WorkerService>(engine_.get(), model_.get(),
-                                               WorkerIdentity{"tiny", 16, "test"});
+    service_ = std::make_unique<WorkerService>(engine_.get(), WorkerIdentity{"tiny", "test"});
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);

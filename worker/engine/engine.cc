@@ -126,6 +126,19 @@ int32_t Engine::num_kv_blocks() const { return executor_->num_blocks(); }
 int32_t Engine::kv_block_size() const { return executor_->block_size(); }
 int32_t Engine::tp() const { return executor_->tp(); }
 
+EngineInfo Engine::Info() const {
+  EngineInfo info;
+  info.kind = "native";
+  info.max_model_len = options_.max_model_len;
+  info.max_num_seqs = options_.max_num_seqs;
+  info.kv_block_size = kv_block_size();
+  info.kv_blocks_total = num_kv_blocks();
+  info.enable_prefix_caching = options_.enable_prefix_caching;
+  info.vocab_size = model_->config().vocab_size;
+  info.eos_token_ids = model_->config().eos_token_ids;
+  return info;
+}
+
 absl::StatusOr<std::shared_ptr<SequenceHandle>> Engine::Submit(SequenceSpec spec, StreamSink sink) {
   const int32_t vocab = model_->config().vocab_size;
   if (spec.prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");

@@ -45,6 +45,8 @@
 #include "worker/engine/kv_block_manager.h"
 #include "worker/engine/kv_events.h"
 #include "worker/engine/scheduler.h"
+#include "worker/engine/sequence.h"
+#include "worker/engine/serving_engine.h"
 #include "worker/engine/state_publisher.h"
 #include "worker/engine/step_time_model.h"
 #include "worker/model/executor.h"
@@ -52,96 +54,6 @@
 #include "worker/model/sampler.h"
 
 namespace tern::worker {
-
-enum class FinishReason { kStop, kLength, kCancelled, kError };
-
-// What one sequence asks for; plain values, no protobuf.
-struct SequenceSpec {
-  std::string request_id;
-  std::vector<int32_t> prompt;
-  // Tokens a previous worker already produced; they extend the prompt and
-  // count against max_tokens, and are not emitted again.
-  std::vector<int32_t> resume;
-  SamplingOptions sampling;
-  bool has_seed = false;
-  int32_t max_tokens = 16;
-  int32_t min_tokens = 0;
-  std::vector<int32_t> stop_token_ids;
-  bool ignore_eos = false;
-  // Added to the logits of these token ids before sampling (OpenAI logit_bias).
-  std::vector<std::pair<int32_t, float>> logit_bias;
-  // Report each sampled token's log-probability (from the model's
-  // distribution before penalties, temperature and truncation, as vLLM's
-  // default) and the `top_logprobs` most likely alternatives (0..20).
-  bool logprobs = false;
-  int32_t top_logprobs = 0;
-};
-
-// TokenLogprobs (the sampled token's log-probability and its top
-// alternatives) is defined in worker/sampler.h.
-
-// One delivery to a sequence's sink.
-struct StreamEvent {
-  std::vector<int32_t> tokens;
-  // One entry per token when the spec asked for logprobs.
-  std::vector<TokenLogprobs> logprobs;
-  // Set on the first event: the seed in effect.
-  bool has_seed = false;
-  uint64_t seed = 0;
-  // Set on the last event.
-  bool finished = false;
-  FinishReason finish_reason = FinishReason::kStop;
-  int32_t stop_token_id = -1;  // the EOS/stop token that ended it, if any
-  int32_t prompt_tokens = 0;
-  int32_t completion_tokens = 0;
-  // Prompt tokens (resumed ones included) whose KV came from the prefix
-  // cache when the sequence was first admitted.
-  int32_t cached_prompt_tokens = 0;
-  absl::Status error;  // set when finish_reason is kError
-};
-
-using StreamSink = std::function<void(StreamEvent)>;
-
-// Lets the submitter stop a sequence; it ends at the next step with kCancelled.
-class SequenceHandle {
- public:
-  void Cancel() { cancelled_.store(true); }
-  bool cancelled() const { return cancelled_.load(); }
-
- private:
-  std::atomic<bool> cancelled_{false};
-};
-
-// What the engine tells an EngineObserver.
-struct StepReport {
-  absl::Duration duration;  // the executor's step, sampling excluded
-  int32_t sequences = 0;    // in the batch
-  int64_t tokens = 0;       // computed (decodes plus prefill chunks)
-};
-
-struct SequenceReport {
-  FinishReason reason = FinishReason::kStop;
-  // Submit -> first scheduled (-> the end, when it never was).
-  absl::Duration queue_time;
-  // Submit -> first token; unset when it produced none.
-  std::optional<absl::Duration> time_to_first_token;
-  // Submit -> the end.
-  absl::Duration e2e;
-  int32_t prompt_tokens = 0;
-  int32_t generation_tokens = 0;  // produced here (resumed tokens excluded)
-};
-
-// Hears about steps and sequences as they happen, for metrics
-// (worker/worker_metrics.h). Called on the engine thread: implementations
-// must be quick, must not block and must not call back into the engine.
-class EngineObserver {
- public:
-  virtual ~EngineObserver() = default;
-  virtual void OnStep(const StepReport& step) = 0;
-  // The time since the sequence's previous token, for each token after its first.
-  virtual void OnInterTokenLatency(absl::Duration gap) = 0;
-  virtual void OnSequenceFinished(const SequenceReport& sequence) = 0;
-};
 
 struct EngineOptions {
   int32_t max_num_seqs = 8;
@@ -164,7 +76,7 @@ struct EngineOptions {
   std::function<void(int64_t tokens)> before_step_for_testing;
 };
 
-class Engine {
+class Engine final : public ServingEngine {
  public:
   // Steps expected to take this long or more are announced when they start.
   static constexpr absl::Duration kLongStep = absl::Milliseconds(200);
@@ -185,11 +97,12 @@ class Engine {
   // max_model_len or the whole KV pool), token ids out of the vocabulary,
   // top_logprobs outside [0, 20] or bad budgets; RESOURCE_EXHAUSTED when
   // the queue is full; UNAVAILABLE once draining or stopping.
-  absl::StatusOr<std::shared_ptr<SequenceHandle>> Submit(SequenceSpec spec, StreamSink sink);
+  absl::StatusOr<std::shared_ptr<SequenceHandle>> Submit(SequenceSpec spec,
+                                                         StreamSink sink) override;
 
   // Stops taking new sequences; running and queued ones finish.
-  void Drain();
-  EngineLoad Load() const;
+  void Drain() override;
+  EngineLoad Load() const override;
   const EngineOptions& options() const { return options_; }
   // Blocks in the KV pool and their size, for Info.
   int32_t num_kv_blocks() const;
@@ -197,7 +110,9 @@ class Engine {
   int32_t tp() const;
 
   // A new subscription to load and KV events (see StateSubscription).
-  std::shared_ptr<StateSubscription> WatchState();
+  std::shared_ptr<StateSubscription> WatchState() override;
+  // Kind "native"; vocabulary and EOS ids from the model's config.
+  EngineInfo Info() const override;
 
  private:
   struct Sequence;

@@ -1,0 +1,388 @@
+// The `vllm` engine kind, end to end: gateway -> router -> tern-worker
+// --engine vllm -> the vLLM protocol test double (tests/vllm_double; vLLM
+// itself cannot run here). Two clusters, each process started here so single
+// ones can be killed:
+//  - "vllm": two doubles (block 128) behind two vllm workers: shared-prefix
+//    routing with the router's predicted cache hits equal to each double's
+//    actual ones; events dropped on the PUB socket recovered by replay; a
+//    client disconnect
+//    aborting the request in the double; kill -9 of a double mid-stream
+//    resumed on the other one (greedy: identical text; sampled: no error).
+//  - "mixed": a native worker (block 16) and a vllm worker (block 128)
+//    behind one router, each request's hits predicted at its worker's own
+//    block size.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+
+import { binary, freePort, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
+import { VllmDouble } from "../lib/vllm_double.mjs";
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const procs = [];
+const doubles = [];
+let dir;
+let modelDir;
+let modelFacts;
+
+class Proc {
+  constructor(name, args) {
+    this.name = name;
+    this.logs = [];
+    this.child = spawn(binary(name), args, { stdio: ["ignore", "pipe", "pipe"] });
+    const keep = (chunk) => {
+      this.logs.push(chunk.toString());
+      if (this.logs.length > 400) this.logs.shift();
+    };
+    this.child.stdout.on("data", keep);
+    this.child.stderr.on("data", keep);
+    this.exited = new Promise((resolve) => this.child.on("exit", resolve));
+    procs.push(this);
+  }
+  signal(sig) {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(sig);
+  }
+}
+
+function allLogs() {
+  return [
+    ...procs.map((p) => `--- ${p.name}\n${p.logs.slice(-30).join("")}`),
+    ...doubles.map((d, i) => `--- double ${i}\n${d.logs.slice(-10).join("")}`),
+  ].join("\n");
+}
+
+async function waitUntil(what, limitMs, check) {
+  const end = Date.now() + limitMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > end) throw new Error(`${what} not reached in ${limitMs} ms:\n${allLogs()}`);
+    await sleep(50);
+  }
+}
+
+// Sample values of one router metric family by worker address.
+async function byWorker(metricsURL, name) {
+  const text = await (await fetch(metricsURL)).text();
+  const out = {};
+  for (const line of text.split("\n")) {
+    const m = line.match(new RegExp(`^${name}\\{[^}]*worker="([^"]+)"[^}]*\\} (\\S+)`));
+    if (m) out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+async function startDouble(options = {}) {
+  const d = await VllmDouble.start({
+    blockSize: 128,
+    numBlocks: 256,
+    maxNumSeqs: 8,
+    maxModelLen: 4096,
+    vocabSize: modelFacts.vocabSize,
+    eosTokenIds: modelFacts.eos,
+    stepMs: 10,
+    servedModelName: "tiny",
+    ...options,
+  });
+  doubles.push(d);
+  return d;
+}
+
+function vllmSpec(d) {
+  return `${d.baseURL},events=${d.eventsEndpoint},replay=${d.replayEndpoint}`;
+}
+
+async function startVllmWorker(d) {
+  const address = `127.0.0.1:${await freePort()}`;
+  const proc = new Proc("tern-worker", [
+    "--engine", "vllm", "--vllm", vllmSpec(d), "--model", modelDir, "--served-model-name", "tiny",
+    "--listen", address, "--max-num-seqs", "8", "--log-level", "info",
+  ]);
+  return { address, proc, double: d };
+}
+
+async function startNativeWorker() {
+  const address = `127.0.0.1:${await freePort()}`;
+  const proc = new Proc("tern-worker", [
+    "--model", modelDir, "--served-model-name", "tiny", "--listen", address, "--max-num-seqs", "8",
+    "--tp", "1", "--kv-cache-gib", "0.25", "--log-level", "warning",
+  ]);
+  return { address, proc };
+}
+
+// A router and a gateway over `workers`, ready when every worker is healthy.
+async function startFront(workers) {
+  const routerAddress = `127.0.0.1:${await freePort()}`;
+  const metricsURL = `http://127.0.0.1:${await freePort()}/metrics`;
+  new Proc("tern-router", [
+    "--listen", routerAddress, "--workers", workers.map((w) => w.address).join(","),
+    "--policy", "prefix", "--health-interval-ms", "300",
+    "--metrics-listen", metricsURL.slice("http://".length, -"/metrics".length), "--log-level", "warning",
+  ]);
+  await waitUntil("healthy workers", 60_000, async () => {
+    const health = await byWorker(metricsURL, "tern_router_worker_healthy");
+    return workers.every((w) => health[w.address] === 1);
+  });
+  const gatewayPort = await freePort();
+  new Proc("tern-gateway", [
+    "--listen", `127.0.0.1:${gatewayPort}`, "--router", routerAddress, "--model", modelDir,
+    "--served-model-name", "tiny", "--log-level", "warning",
+  ]);
+  await waitUntil("gateway ready", 30_000, async () => (await fetch(`http://127.0.0.1:${gatewayPort}/health`)).ok);
+  return { metricsURL, url: `http://127.0.0.1:${gatewayPort}/v1` };
+}
+
+// A long text prefix of about `words` words, distinct per `tag`.
+function prefixText(tag, words) {
+  const vocabulary = ["river", "mountain", "lantern", "copper", "meadow", "harbor", "violet", "ember", "glacier", "orchard"];
+  const out = [];
+  for (let i = 0; i < words; i++) out.push(`${vocabulary[(i * 7 + tag.length) % vocabulary.length]}-${tag}-${i}`);
+  return out.join(" ");
+}
+
+async function complete(url, body) {
+  const response = await fetch(`${url}/completions`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "tiny", max_tokens: 4, temperature: 0, ...body }),
+    signal: AbortSignal.timeout(60_000),
+  });
+  const json = await response.json();
+  assert.equal(response.status, 200, JSON.stringify(json));
+  return json;
+}
+
+// Streams one completion; `onChunk(count)` after each chunk.
+async function stream(url, body, onChunk = () => {}, signal = undefined) {
+  const response = await fetch(`${url}/completions`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "tiny", stream: true, ...body }),
+    signal,
+  });
+  if (!response.ok) return { status: response.status, text: "", error: await response.text() };
+  let text = "";
+  let buffer = "";
+  let error = null;
+  let done = false;
+  let chunks = 0;
+  const decoder = new TextDecoder();
+  for await (const piece of response.body) {
+    buffer += decoder.decode(piece, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut).trim();
+      buffer = buffer.slice(cut + 2);
+      if (!event.startsWith("data:")) continue;
+      const data = event.slice(5).trim();
+      if (data === "[DONE]") {
+        done = true;
+        continue;
+      }
+      const parsed = JSON.parse(data);
+      if (parsed.error) error = parsed.error;
+      else {
+        text += parsed.choices?.[0]?.text ?? "";
+        onChunk(++chunks);
+      }
+    }
+  }
+  if (!done && !error) error = "stream ended without [DONE]";
+  return { status: response.status, text, error };
+}
+
+before(async () => {
+  dir = tempDir("tern-e2e-vllm-");
+  modelDir = synthModel("tiny", `${dir}/tiny`);
+  const config = JSON.parse(readFileSync(`${modelDir}/config.json`, "utf8"));
+  const generation = JSON.parse(readFileSync(`${modelDir}/generation_config.json`, "utf8"));
+  const eos = generation.eos_token_id ?? config.eos_token_id;
+  modelFacts = { vocabSize: config.vocab_size, eos: Array.isArray(eos) ? eos : [eos] };
+});
+
+after(async () => {
+  for (const p of procs) p.signal("SIGTERM");
+  const timer = setTimeout(() => procs.forEach((p) => p.signal("SIGKILL")), 10_000);
+  await Promise.all(procs.map((p) => p.exited));
+  clearTimeout(timer);
+  await Promise.all(doubles.map((d) => d.kill("SIGKILL")));
+  if (dir) removeDir(dir);
+});
+
+describe("tern in front of vLLM", { timeout: 240_000 }, () => {
+  let workers;
+  let front;
+
+  before(async () => {
+    const a = await startDouble();
+    const b = await startDouble({ encoding: "array", hash: "bytes" });
+    workers = [await startVllmWorker(a), await startVllmWorker(b)];
+    front = await startFront(workers);
+  });
+
+  // Predicted (router) and actual (double) cached prompt tokens per worker.
+  async function hitsPerWorker() {
+    const predicted = await byWorker(front.metricsURL, "tern_router_worker_predicted_cached_tokens_total");
+    const reported = await byWorker(front.metricsURL, "tern_router_worker_reported_cached_tokens_total");
+    const routed = await byWorker(front.metricsURL, "tern_router_worker_routed_prompt_tokens_total");
+    const rows = [];
+    for (const w of workers) {
+      const stats = await w.double.stats();
+      rows.push({
+        worker: w.address,
+        routed: routed[w.address] ?? 0,
+        predicted: predicted[w.address] ?? 0,
+        reported: reported[w.address] ?? 0,
+        actual: stats.prefix_hit_tokens,
+        requests: stats.requests,
+      });
+    }
+    return rows;
+  }
+
+  test("a shared prefix goes to the double that holds it; predicted hits = the double's, per worker", async () => {
+    const before = await hitsPerWorker();
+    // Two conversations' prefixes, each followed up five times.
+    const groups = ["alpha", "beta"].map((tag) => prefixText(tag, 300));
+    const served = [];
+    for (let round = 0; round < 6; round++) {
+      for (let g = 0; g < groups.length; g++) {
+        const before = await Promise.all(workers.map((w) => w.double.stats()));
+        await complete(front.url, { prompt: `${groups[g]} question ${round}?` });
+        const after = await Promise.all(workers.map((w) => w.double.stats()));
+        served.push({ g, round, worker: after.findIndex((s, i) => s.requests > before[i].requests) });
+        await sleep(100); // the stored blocks' events reach the router
+      }
+    }
+    for (let g = 0; g < groups.length; g++) {
+      const where = new Set(served.filter((s) => s.g === g).map((s) => s.worker));
+      assert.equal(where.size, 1, `group ${g} was served by ${[...where]}: ${JSON.stringify(served)}`);
+    }
+    const after = await hitsPerWorker();
+    const delta = after.map((row, i) => ({
+      worker: row.worker,
+      routed: row.routed - before[i].routed,
+      predicted: row.predicted - before[i].predicted,
+      reported: row.reported - before[i].reported,
+      actual: row.actual - before[i].actual,
+    }));
+    console.log(`# prefix routing per worker: ${JSON.stringify(delta)}`);
+    for (const row of delta) {
+      assert.equal(row.predicted, row.actual, `router's predicted hits vs the double's: ${JSON.stringify(delta)}`);
+      assert.equal(row.reported, row.actual, JSON.stringify(delta));
+    }
+    const totalActual = delta.reduce((sum, row) => sum + row.actual, 0);
+    assert.ok(totalActual >= 10 * 2 * 128, `hits ${totalActual}: the follow-ups must hit their prefix`);
+  });
+
+  test("events dropped on the PUB socket come back by replay", async () => {
+    const w = workers[0];
+    const cached = async () => (await byWorker(front.metricsURL, "tern_router_worker_cached_blocks"))[w.address];
+    // Pin requests to w with a session key that the router maps to it.
+    let user = null;
+    for (let i = 0; i < 40 && user === null; i++) {
+      const before = (await w.double.stats()).requests;
+      await complete(front.url, { prompt: `probe ${i} ${prefixText(`probe${i}`, 10)}`, user: `session-${i}` });
+      if ((await w.double.stats()).requests > before) user = `session-${i}`;
+    }
+    assert.ok(user !== null, "no session key maps to worker 0");
+    await waitUntil("index in step", 5_000, async () => (await cached()) === (await w.double.stats()).cached_blocks);
+
+    await w.double.dropEvents(1);
+    await complete(front.url, { prompt: `${prefixText("dropped", 300)} one`, user });
+    // The next batch shows the gap; the worker replays the dropped one.
+    await complete(front.url, { prompt: `${prefixText("after-drop", 300)} two`, user });
+    const stats = await w.double.stats();
+    assert.ok(stats.dropped_batches >= 1, JSON.stringify(stats));
+    await waitUntil("dropped blocks recovered", 5_000, async () => (await cached()) === (await w.double.stats()).cached_blocks);
+    console.log(`# replay: double holds ${(await w.double.stats()).cached_blocks} blocks, router's index ${await cached()}`);
+
+  });
+
+  test("a client that goes away aborts the request in the double", async () => {
+    const controller = new AbortController();
+    let seen = 0;
+    const running = stream(front.url, { prompt: "a long story please", max_tokens: 3000, temperature: 0 }, (n) => {
+      seen = n;
+    }, controller.signal).catch((e) => ({ aborted: e.name }));
+    await waitUntil("tokens flowing", 10_000, async () => seen >= 5);
+    const busy = await Promise.all(workers.map((w) => w.double.stats()));
+    assert.equal(busy.reduce((s, x) => s + x.running, 0), 1, JSON.stringify(busy));
+    const abortedBefore = busy.reduce((s, x) => s + x.aborted, 0);
+    controller.abort();
+    await running;
+    await waitUntil("the double aborted it", 5_000, async () => {
+      const now = await Promise.all(workers.map((w) => w.double.stats()));
+      return now.reduce((s, x) => s + x.running, 0) === 0 && now.reduce((s, x) => s + x.aborted, 0) === abortedBefore + 1;
+    });
+  });
+
+  test("kill -9 of a double mid-stream: greedy resumes with identical text, sampled without error", async () => {
+    const greedy = { prompt: `${prefixText("resume", 40)} go on`, max_tokens: 120, temperature: 0 };
+    const sampled = { prompt: `${prefixText("sampled", 40)} go on`, max_tokens: 120, temperature: 0.8, seed: 7 };
+    const reference = await stream(front.url, greedy);
+    assert.equal(reference.error, null, JSON.stringify(reference));
+    let chunks = 0;
+    const runs = [stream(front.url, greedy, () => chunks++), stream(front.url, sampled, () => chunks++)];
+    await waitUntil("streams under way", 10_000, async () => chunks >= 20);
+    const states = await Promise.all(workers.map((w) => w.double.stats()));
+    const victim = states.findIndex((s) => s.running > 0);
+    assert.ok(victim >= 0);
+    await workers[victim].double.kill("SIGKILL");
+    const [g, s] = await Promise.all(runs);
+    assert.equal(g.error, null, `greedy: ${JSON.stringify(g)}\n${allLogs()}`);
+    assert.equal(g.text, reference.text, "greedy text after resume");
+    assert.equal(s.error, null, `sampled: ${JSON.stringify(s)}`);
+    const resumes = await (await fetch(front.metricsURL)).text();
+    const count = Number(resumes.match(/^tern_router_resumes_total (\S+)/m)?.[1] ?? 0);
+    assert.ok(count >= 1, "the router resumed at least one stream");
+    console.log(`# kill -9: ${count} resume(s); greedy identical (${g.text.length} chars), sampled finished`);
+  });
+});
+
+describe("mixed fleet: native (block 16) and vllm (block 128) workers", { timeout: 240_000 }, () => {
+  let workers;
+  let front;
+
+  before(async () => {
+    const d = await startDouble();
+    workers = [await startNativeWorker(), await startVllmWorker(d)];
+    front = await startFront(workers);
+  });
+
+  test("each request's hits are predicted at its worker's block size", async () => {
+    const prefixes = [...Array(16).keys()].map((i) => prefixText(`side${i}`, 120));
+    // First sight of each prefix, all at once: more than one worker's
+    // max_num_seqs + slack, so both workers get some.
+    await Promise.all(prefixes.map((p, i) => complete(front.url, { prompt: `${p} first ${i}` })));
+    await sleep(300);
+    for (let round = 0; round < 2; round++) {
+      for (const [i, p] of prefixes.entries()) {
+        await complete(front.url, { prompt: `${p} again ${round} ${i}` });
+        await sleep(50);
+      }
+    }
+    const predicted = await byWorker(front.metricsURL, "tern_router_worker_predicted_cached_tokens_total");
+    const reported = await byWorker(front.metricsURL, "tern_router_worker_reported_cached_tokens_total");
+    const routed = await byWorker(front.metricsURL, "tern_router_worker_routed_prompt_tokens_total");
+    const rows = workers.map((w) => ({
+      worker: w.address,
+      kind: w.double ? "vllm/128" : "native/16",
+      routed: routed[w.address] ?? 0,
+      predicted: predicted[w.address] ?? 0,
+      reported: reported[w.address] ?? 0,
+    }));
+    console.log(`# mixed fleet: ${JSON.stringify(rows)}`);
+    for (const row of rows) {
+      assert.ok(row.routed > 0, `both workers serve: ${JSON.stringify(rows)}`);
+      assert.ok(row.predicted > 0, `hits predicted on each: ${JSON.stringify(rows)}`);
+      assert.equal(row.predicted, row.reported, `predicted vs reported: ${JSON.stringify(rows)}`);
+    }
+    assert.equal(rows[1].predicted % 128, 0, "vllm hits come in 128-token blocks");
+    assert.equal(rows[0].predicted % 16, 0);
+  });
+});
