@@ -17,11 +17,26 @@ namespace tern::cli {
 
 ProcessSupervisor::~ProcessSupervisor() { StopAll(std::chrono::seconds(5)); }
 
-absl::StatusOr<ChildProcess> ProcessSupervisor::Start(const std::string& name,
-                                                      const std::vector<std::string>& argv) {
+absl::StatusOr<ChildProcess> ProcessSupervisor::Start(
+    const std::string& name, const std::vector<std::string>& argv,
+    const std::vector<std::pair<std::string, std::string>>& env) {
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  // The child's environment is built here: between fork and exec a
+  // threaded parent's child may only make async-signal-safe calls.
+  std::vector<std::string> environment;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    const std::string key = entry.substr(0, entry.find('='));
+    bool replaced = false;
+    for (const auto& [name_set, value] : env) replaced |= name_set == key;
+    if (!replaced) environment.push_back(entry);
+  }
+  for (const auto& [key, value] : env) environment.push_back(key + "=" + value);
+  std::vector<char*> envp;
+  for (const std::string& e : environment) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
   const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) return absl::InternalError(absl::StrCat("fork failed: ", std::strerror(errno)));
@@ -33,7 +48,7 @@ absl::StatusOr<ChildProcess> ProcessSupervisor::Start(const std::string& name,
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     signal(SIGPIPE, SIG_DFL);
-    execv(args[0], args.data());
+    execvpe(args[0], args.data(), envp.data());
     std::fprintf(stderr, "cannot start %s: %s\n", args[0], std::strerror(errno));
     _exit(127);
   }

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,8 +32,11 @@ class ProcessSupervisor {
  public:
   ~ProcessSupervisor();  // stops whatever is still running
 
-  // Starts `argv` (argv[0] is the executable path).
-  absl::StatusOr<ChildProcess> Start(const std::string& name, const std::vector<std::string>& argv);
+  // Starts `argv`: argv[0] is the executable's path, or a name looked up in
+  // PATH. `env` is set on top of this process's environment.
+  absl::StatusOr<ChildProcess> Start(
+      const std::string& name, const std::vector<std::string>& argv,
+      const std::vector<std::pair<std::string, std::string>>& env = {});
 
   // A child that has exited since the last call, with a description of how.
   std::optional<ExitedChild> ReapExited();

@@ -11,12 +11,15 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "cli/neuron/neuron_launcher.h"
+#include "cli/neuron/neuron_plan.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/log.h"
@@ -85,6 +88,50 @@ struct VllmServing {
   bool serving = false;
 };
 
+// What the vllm engines see of their servers (docs/metrics.md, "vllm
+// engine"): health and the KV event stream's replays, gaps and restarts.
+std::vector<prometheus::MetricFamily> VllmAdapterFamilies(
+    const std::string& model, const std::vector<VllmServing>& servings) {
+  using Samples = std::vector<std::pair<tern::MetricLabels, double>>;
+  Samples up, batches, replays, replayed, gaps, lost, restarts, undecodable, skipped;
+  for (size_t i = 0; i < servings.size(); ++i) {
+    const tern::MetricLabels labels = {{"model_name", model}, {"engine", std::to_string(i)}};
+    const tern::worker::vllm::VllmEngineStats s = servings[i].engine->stats();
+    up.push_back({labels, servings[i].engine->healthy() ? 1.0 : 0.0});
+    batches.push_back({labels, static_cast<double>(s.event_batches)});
+    replays.push_back({labels, static_cast<double>(s.replays)});
+    replayed.push_back({labels, static_cast<double>(s.replayed_batches)});
+    gaps.push_back({labels, static_cast<double>(s.gaps)});
+    lost.push_back({labels, static_cast<double>(s.lost)});
+    restarts.push_back({labels, static_cast<double>(s.restarts)});
+    undecodable.push_back({labels, static_cast<double>(s.undecodable)});
+    skipped.push_back({labels, static_cast<double>(s.blocks_skipped)});
+  }
+  return {
+      tern::GaugeFamily("tern_worker_vllm_up", "1 while the vLLM server answers /health.", up),
+      tern::CounterFamily("tern_worker_vllm_kv_event_batches_total",
+                          "KV event batches taken from the vLLM server (PUB and replay).", batches),
+      tern::CounterFamily("tern_worker_vllm_kv_event_replays_total",
+                          "Requests to the server's replay socket (gaps and idle checks).",
+                          replays),
+      tern::CounterFamily("tern_worker_vllm_kv_event_replayed_batches_total",
+                          "Batches recovered through the replay socket.", replayed),
+      tern::CounterFamily("tern_worker_vllm_kv_event_gaps_total",
+                          "Sequence gaps seen on the PUB socket.", gaps),
+      tern::CounterFamily("tern_worker_vllm_kv_event_lost_total",
+                          "Gaps replay could not fill: the prefix index restarted from empty.",
+                          lost),
+      tern::CounterFamily("tern_worker_vllm_restarts_total",
+                          "vLLM server restarts seen in its event sequence.", restarts),
+      tern::CounterFamily("tern_worker_vllm_kv_event_undecodable_total",
+                          "Event payloads that could not be decoded (skipped).", undecodable),
+      tern::CounterFamily("tern_worker_vllm_blocks_skipped_total",
+                          "Stored blocks not re-keyed (unknown parent, extra keys, other "
+                          "block size or medium).",
+                          skipped),
+  };
+}
+
 // tern-worker --engine vllm: one engine per --vllm server, engine i served
 // on the listen port + i (each its own ephemeral port with port 0). An
 // engine's gRPC health is SERVING while its server answers /health.
@@ -92,14 +139,35 @@ struct VllmServing {
 int RunVllmWorker(const tern::Flags& flags, const tern::ClusterConfig& config,
                   int32_t expected_block_size) {
   const tern::WorkerSection& section = config.worker;
-  if (section.vllm.empty()) {
-    return Fail("--engine vllm needs at least one --vllm URL[,events=...][,replay=...]");
-  }
   std::vector<tern::worker::vllm::VllmServerSpec> specs;
-  for (const std::string& text : section.vllm) {
-    auto spec = tern::worker::vllm::ParseVllmServerSpec(text);
-    if (!spec.ok()) return Fail(std::string(spec.status().message()));
-    specs.push_back(*std::move(spec));
+  std::optional<tern::cli::NeuronPlan> plan;
+  if (flags.Has("launch")) {
+    // The servers of the neuron section's plan, started and kept running
+    // here; the engines attach to them as `tern neuron plan` prints them.
+    if (!section.vllm.empty()) return Fail("--launch runs the planned servers; drop --vllm");
+    auto facts = tern::cli::ReadCheckpointFacts(config.model.path);
+    if (!facts.ok()) return Fail(std::string(facts.status().message()));
+    auto planned = tern::cli::PlanNeuronServers(config, *facts);
+    if (!planned.ok()) return Fail(std::string(planned.status().message()));
+    plan = *std::move(planned);
+    for (const tern::cli::NeuronServer& server : plan->servers) {
+      auto spec = tern::worker::vllm::ParseVllmServerSpec(
+          absl::StrCat(server.url, ",events=", server.kv_events_endpoint,
+                       ",replay=", server.kv_replay_endpoint, ",model=", plan->served_name));
+      if (!spec.ok()) return Fail(std::string(spec.status().message()));
+      specs.push_back(*std::move(spec));
+    }
+    if (expected_block_size == 0) expected_block_size = plan->block_size;
+  } else {
+    if (section.vllm.empty()) {
+      return Fail(
+          "--engine vllm needs at least one --vllm URL[,events=...][,replay=...], or --launch");
+    }
+    for (const std::string& text : section.vllm) {
+      auto spec = tern::worker::vllm::ParseVllmServerSpec(text);
+      if (!spec.ok()) return Fail(std::string(spec.status().message()));
+      specs.push_back(*std::move(spec));
+    }
   }
   const size_t colon = section.listen.rfind(':');
   int base_port = 0;
@@ -120,7 +188,7 @@ int RunVllmWorker(const tern::Flags& flags, const tern::ClusterConfig& config,
           : model_config->max_position_embeddings);
   if (flags.Has("check-config")) {
     std::cout << "tern-worker: config ok (engine vllm, " << specs.size() << " server"
-              << (specs.size() == 1 ? "" : "s") << ")\n";
+              << (specs.size() == 1 ? "" : "s") << (plan ? ", launched here" : "") << ")\n";
     return 0;
   }
 
@@ -166,17 +234,33 @@ int RunVllmWorker(const tern::Flags& flags, const tern::ClusterConfig& config,
 
   std::unique_ptr<tern::MetricsServer> metrics;
   if (!section.metrics_listen.empty()) {
-    auto started = tern::MetricsServer::Start(section.metrics_listen, [&servings] {
+    auto started = tern::MetricsServer::Start(section.metrics_listen, [&servings, &config] {
       std::vector<std::pair<const tern::worker::WorkerMetrics*, const tern::worker::ServingEngine*>>
           engines;
       for (const VllmServing& s : servings) engines.emplace_back(s.metrics.get(), s.engine.get());
-      return tern::worker::CollectWorkerMetrics(engines);
+      std::vector<prometheus::MetricFamily> families = tern::worker::CollectWorkerMetrics(engines);
+      for (prometheus::MetricFamily& family :
+           VllmAdapterFamilies(config.model.served_name, servings)) {
+        families.push_back(std::move(family));
+      }
+      return families;
     });
     if (!started.ok()) return Fail(std::string(started.status().message()));
     metrics = *std::move(started);
     TERN_LOG(Info) << "metrics on http://"
                    << section.metrics_listen.substr(0, section.metrics_listen.rfind(':')) << ":"
                    << metrics->port() << "/metrics";
+  }
+
+  std::unique_ptr<tern::cli::NeuronLauncher> launcher;
+  if (plan) {
+    launcher = std::make_unique<tern::cli::NeuronLauncher>(*plan);
+    if (absl::Status started = launcher->Start(); !started.ok()) {
+      return Fail(std::string(started.message()));
+    }
+    TERN_LOG(Info) << "launched " << plan->servers.size()
+                   << " vLLM servers (unverified on hardware); each engine is ready once its "
+                      "server answers /health";
   }
 
   // Readiness: each engine is SERVING once its server answers /health and
@@ -251,8 +335,10 @@ int RunVllmWorker(const tern::Flags& flags, const tern::ClusterConfig& config,
   for (VllmServing& s : servings) {
     s.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   }
-  // Engines go last: their destructors abort what is still in flight.
+  // Engines go next: their destructors abort what is still in flight; the
+  // servers they talk to last.
   servings.clear();
+  if (launcher != nullptr) launcher->Stop(std::chrono::seconds(30));
   return fatal.load();
 }
 
@@ -262,7 +348,7 @@ int Run(int argc, char** argv) {
       {"config", "model", "listen", "served-model-name", "max-num-seqs", "max-model-len",
        "log-level", "drain-timeout-s", "metrics-listen", "tp", "cpus", "kv-cache-gib",
        "max-num-batched-tokens", "block-size", "register-with", "advertise", "engine", "vllm"},
-      {"help", "no-prefix-caching", "check-config"});
+      {"help", "no-prefix-caching", "check-config", "launch"});
   if (!flags.ok()) return Fail(std::string(flags.status().message()) + "\n" + kUsage);
   if (flags->Has("help")) {
     std::cout << kUsage;

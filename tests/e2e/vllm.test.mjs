@@ -5,19 +5,24 @@
 //  - "vllm": two doubles (block 128) behind two vllm workers: shared-prefix
 //    routing with the router's predicted cache hits equal to each double's
 //    actual ones; events dropped on the PUB socket recovered by replay; a
-//    client disconnect
+//    double restart clearing its worker's index; a client disconnect
 //    aborting the request in the double; kill -9 of a double mid-stream
 //    resumed on the other one (greedy: identical text; sampled: no error).
 //  - "mixed": a native worker (block 16) and a vllm worker (block 128)
 //    behind one router, each request's hits predicted at its worker's own
 //    block size.
+//  - "launch": tern-worker --launch runs the servers tern.yaml's neuron
+//    section plans (the double stands in for `vllm` on PATH), each with its
+//    own NEURON_RT_VISIBLE_CORES, and starts one again after kill -9.
+//  - `tern up --vllm` in front of a running double.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { after, before, describe, test } from "node:test";
 
-import { binary, freePort, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
-import { VllmDouble } from "../lib/vllm_double.mjs";
+import { Cluster, binary, freePort, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
+import { VllmDouble, doubleScript, python } from "../lib/vllm_double.mjs";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const procs = [];
@@ -27,10 +32,10 @@ let modelDir;
 let modelFacts;
 
 class Proc {
-  constructor(name, args) {
+  constructor(name, args, env = {}) {
     this.name = name;
     this.logs = [];
-    this.child = spawn(binary(name), args, { stdio: ["ignore", "pipe", "pipe"] });
+    this.child = spawn(binary(name), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
     const keep = (chunk) => {
       this.logs.push(chunk.toString());
       if (this.logs.length > 400) this.logs.shift();
@@ -98,11 +103,23 @@ function vllmSpec(d) {
 
 async function startVllmWorker(d) {
   const address = `127.0.0.1:${await freePort()}`;
+  const metrics = `127.0.0.1:${await freePort()}`;
   const proc = new Proc("tern-worker", [
     "--engine", "vllm", "--vllm", vllmSpec(d), "--model", modelDir, "--served-model-name", "tiny",
-    "--listen", address, "--max-num-seqs", "8", "--log-level", "info",
+    "--listen", address, "--metrics-listen", metrics, "--max-num-seqs", "8", "--log-level", "info",
   ]);
-  return { address, proc, double: d };
+  return { address, proc, double: d, metricsURL: `http://${metrics}/metrics` };
+}
+
+// One sample of a worker's /metrics (summed over label sets).
+async function workerMetric(w, name) {
+  const text = await (await fetch(w.metricsURL)).text();
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    const m = line.match(new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)`));
+    if (m) sum += Number(m[2]);
+  }
+  return sum;
 }
 
 async function startNativeWorker() {
@@ -249,6 +266,9 @@ describe("tern in front of vLLM", { timeout: 240_000 }, () => {
     // Two conversations' prefixes, each followed up five times.
     const groups = ["alpha", "beta"].map((tag) => prefixText(tag, 300));
     const served = [];
+    // First sight of both prefixes at once: the router spreads them by load.
+    await Promise.all(groups.map((p, g) => complete(front.url, { prompt: `${p} opening ${g}?` })));
+    await sleep(200);
     for (let round = 0; round < 6; round++) {
       for (let g = 0; g < groups.length; g++) {
         const before = await Promise.all(workers.map((w) => w.double.stats()));
@@ -276,31 +296,65 @@ describe("tern in front of vLLM", { timeout: 240_000 }, () => {
       assert.equal(row.reported, row.actual, JSON.stringify(delta));
     }
     const totalActual = delta.reduce((sum, row) => sum + row.actual, 0);
-    assert.ok(totalActual >= 10 * 2 * 128, `hits ${totalActual}: the follow-ups must hit their prefix`);
+    // 12 follow-ups, each finding at least 8 blocks of its 300-word prefix.
+    assert.ok(totalActual >= 12 * 8 * 128, `hits ${totalActual}: the follow-ups must hit their prefix`);
   });
+
+  // A session key (OpenAI `user`) the router's affinity maps to worker `w`.
+  async function userPinnedTo(w) {
+    for (let i = 0; i < 40; i++) {
+      const before = (await w.double.stats()).requests;
+      await complete(front.url, { prompt: `probe ${i} ${prefixText(`probe${i}`, 10)}`, user: `session-${i}` });
+      if ((await w.double.stats()).requests > before) return `session-${i}`;
+    }
+    throw new Error("no session key maps to the worker");
+  }
+
+  const cachedInRouter = async (w) =>
+    (await byWorker(front.metricsURL, "tern_router_worker_cached_blocks"))[w.address];
 
   test("events dropped on the PUB socket come back by replay", async () => {
     const w = workers[0];
-    const cached = async () => (await byWorker(front.metricsURL, "tern_router_worker_cached_blocks"))[w.address];
-    // Pin requests to w with a session key that the router maps to it.
-    let user = null;
-    for (let i = 0; i < 40 && user === null; i++) {
-      const before = (await w.double.stats()).requests;
-      await complete(front.url, { prompt: `probe ${i} ${prefixText(`probe${i}`, 10)}`, user: `session-${i}` });
-      if ((await w.double.stats()).requests > before) user = `session-${i}`;
-    }
-    assert.ok(user !== null, "no session key maps to worker 0");
-    await waitUntil("index in step", 5_000, async () => (await cached()) === (await w.double.stats()).cached_blocks);
-
+    const user = await userPinnedTo(w);
+    await waitUntil("index in step", 5_000, async () => (await cachedInRouter(w)) === (await w.double.stats()).cached_blocks);
     await w.double.dropEvents(1);
     await complete(front.url, { prompt: `${prefixText("dropped", 300)} one`, user });
     // The next batch shows the gap; the worker replays the dropped one.
     await complete(front.url, { prompt: `${prefixText("after-drop", 300)} two`, user });
     const stats = await w.double.stats();
     assert.ok(stats.dropped_batches >= 1, JSON.stringify(stats));
-    await waitUntil("dropped blocks recovered", 5_000, async () => (await cached()) === (await w.double.stats()).cached_blocks);
-    console.log(`# replay: double holds ${(await w.double.stats()).cached_blocks} blocks, router's index ${await cached()}`);
+    await waitUntil("dropped blocks recovered", 5_000, async () => (await cachedInRouter(w)) === (await w.double.stats()).cached_blocks);
+    const replayed = await workerMetric(w, "tern_worker_vllm_kv_event_replayed_batches_total");
+    assert.ok(replayed >= 1, "the worker counts the replayed batch");
+    console.log(`# replay: ${stats.dropped_batches} batch(es) dropped on PUB, ${replayed} replayed; double holds ${(await w.double.stats()).cached_blocks} blocks, router's index ${await cachedInRouter(w)}`);
+  });
 
+  test("a double restart clears its worker's index", async () => {
+    const w = workers[1];
+    const user = await userPinnedTo(w);
+    await complete(front.url, { prompt: `${prefixText("before-restart", 300)} zero`, user });
+    await waitUntil("index in step", 5_000, async () => (await cachedInRouter(w)) === (await w.double.stats()).cached_blocks);
+    const before = await cachedInRouter(w);
+    await w.double.restart();
+    // The worker reads /health every second: let it see the new process
+    // before the router is asked (a check inside the restart shows it down).
+    await sleep(1_500);
+    await waitUntil("worker healthy again", 20_000, async () => (await byWorker(front.metricsURL, "tern_router_worker_healthy"))[w.address] === 1);
+    // The new process's first batch may go out before the worker's SUB
+    // socket has reconnected (ZMQ's slow joiner); the next one shows the
+    // sequence back near 0, or the worker's idle check of the replay socket
+    // finds the new process, and the worker replays it from 0.
+    await complete(front.url, { prompt: `${prefixText("after-restart", 300)} one`, user });
+    await complete(front.url, { prompt: `${prefixText("after-restart-2", 300)} two`, user });
+    const fresh = await w.double.stats();
+    assert.equal(fresh.requests, 2, `both requests reach the restarted double: ${JSON.stringify(fresh)}`);
+    // Equal only if the old process's blocks left the index: the new one
+    // holds none of them (its hash seed differs too).
+    await waitUntil("index cleared and rebuilt", 5_000, async () => (await cachedInRouter(w)) === (await w.double.stats()).cached_blocks);
+    const restarts = await workerMetric(w, "tern_worker_vllm_restarts_total");
+    const lost = await workerMetric(w, "tern_worker_vllm_kv_event_lost_total");
+    assert.ok(restarts >= 1, `the worker counts the restart (restarts ${restarts}, lost ${lost}):\n${w.proc.logs.join("")}`);
+    console.log(`# restart: router's index ${before} blocks before, ${await cachedInRouter(w)} after (the double holds ${fresh.cached_blocks})`);
   });
 
   test("a client that goes away aborts the request in the double", async () => {
@@ -386,3 +440,101 @@ describe("mixed fleet: native (block 16) and vllm (block 128) workers", { timeou
     assert.equal(rows[0].predicted % 16, 0);
   });
 });
+
+describe("tern-worker --launch runs and supervises the planned servers", { timeout: 240_000 }, () => {
+  let front;
+  let worker;
+  let ports;
+
+  before(async () => {
+    // `vllm` on PATH is the test double, taking `vllm serve` arguments.
+    const bin = `${dir}/bin`;
+    const shim = `${bin}/vllm`;
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(shim, `#!/bin/sh\nexec ${python} ${doubleScript} "$@"\n`);
+    chmodSync(shim, 0o755);
+    // Server i and engine i take base + i: each base has its neighbour free too.
+    ports = { http: await freePortPair(), events: await freePortPair(), replay: await freePortPair(), grpc: await freePortPair() };
+    const config = `${dir}/trn2-test.yaml`;
+    writeFileSync(config, [
+      "model:", `  path: ${modelDir}`, "  served_name: tiny", "  max_model_len: 4096",
+      "neuron:", "  lnc: 2", "  tp: 32", "  servers: 2", "  max_num_seqs: 8", "  block_size: 128",
+      "  prefill_buckets: [1024]", "  fp8: false", `  port: ${ports.http}`,
+      `  kv_events_port: ${ports.events}`, `  kv_replay_port: ${ports.replay}`, `  cache_root: ${dir}/cache`,
+      "",
+    ].join("\n"));
+    const proc = new Proc("tern-worker", [
+      "--engine", "vllm", "--launch", "--config", config, "--listen", `127.0.0.1:${ports.grpc}`,
+      "--log-level", "info",
+    ], { PATH: `${bin}:${process.env.PATH}` });
+    worker = { proc, engines: [0, 1].map((i) => ({ address: `127.0.0.1:${ports.grpc + i}` })) };
+    front = await startFront(worker.engines);
+  });
+
+  const doubleStats = async (i) =>
+    await (await fetch(`http://127.0.0.1:${ports.http + i}/double/stats`, { signal: AbortSignal.timeout(5_000) })).json();
+
+  const children = () =>
+    (spawnSync("pgrep", ["-P", String(worker.proc.child.pid)], { encoding: "utf8" }).stdout ?? "")
+      .split("\n").filter(Boolean).map(Number);
+
+  test("each server runs with its planned environment and serves through the cluster", async () => {
+    const envs = await Promise.all([0, 1].map(async (i) => (await doubleStats(i)).env));
+    assert.deepEqual(envs.map((e) => e.NEURON_RT_VISIBLE_CORES), ["0-31", "32-63"]);
+    assert.deepEqual(envs.map((e) => e.PYTHONHASHSEED), ["42", "42"]);
+    const json = await complete(front.url, { prompt: "launched servers answer" });
+    assert.equal(json.usage.completion_tokens, 4);
+  });
+
+  test("kill -9 of a launched server: it is started again and serves", async () => {
+    const pids = children();
+    const victim = pids.find((pid) => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(String(ports.http)));
+    assert.ok(victim, `no server child on port ${ports.http} among ${pids}`);
+    process.kill(victim, "SIGKILL");
+    await waitUntil("the server is back", 30_000, async () =>
+      !children().includes(victim) && (await doubleStats(0)).requests === 0);
+    await waitUntil("engine 0 healthy again", 20_000, async () =>
+      (await byWorker(front.metricsURL, "tern_router_worker_healthy"))[worker.engines[0].address] === 1);
+    for (let i = 0; i < 4; i++) await complete(front.url, { prompt: `after the restart ${i}` });
+    assert.ok(worker.proc.logs.join("").includes("starting it again"), "the launcher logs the restart");
+  });
+});
+
+describe("tern up --vllm fronts a running vLLM server in one command", { timeout: 120_000 }, () => {
+  test("a chat completion through tern up's gateway reaches the server", async () => {
+    const d = await startDouble();
+    const cluster = await Cluster.start({
+      model: modelDir, workers: 0, extraArgs: ["--served-model-name", "tiny", "--vllm", vllmSpec(d)],
+    });
+    try {
+      const before = (await d.stats()).requests;
+      const response = await fetch(`${cluster.baseURL}/chat/completions`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "Hello!" }], max_tokens: 5 }),
+        signal: AbortSignal.timeout(30_000),
+      });
+      const json = await response.json();
+      assert.equal(response.status, 200, JSON.stringify(json));
+      assert.equal(json.usage.completion_tokens, 5);
+      assert.equal((await d.stats()).requests, before + 1);
+      assert.match(cluster.logs.join(""), /1 worker\(s\)/);
+    } finally {
+      assert.equal(await cluster.stop(), 0, cluster.logs.join(""));
+    }
+  });
+});
+
+// A port P with P + 1 free as well, a moment ago.
+async function freePortPair() {
+  const canBind = (port) =>
+    new Promise((resolve) => {
+      const server = net.createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+    });
+  for (;;) {
+    const port = await freePort();
+    if (port < 65535 && (await canBind(port + 1))) return port;
+  }
+}

@@ -431,6 +431,9 @@ class Engine:
                  "free_blocks": self.pool.num_free()}
             s.update({k: self.c[k] for k in ("requests", "finished", "aborted", "preemptions",
                                              "prefix_query_tokens", "prefix_hit_tokens")})
+        # What a launcher put in the environment (the Neuron settings are
+        # only reported back: a double has no cores to pin).
+        s["env"] = {k: os.environ.get(k) for k in ("NEURON_RT_VISIBLE_CORES", "PYTHONHASHSEED")}
         if self.publisher is not None:
             s.update(self.publisher.stats())
         return s
@@ -751,7 +754,58 @@ class Handler(BaseHTTPRequestHandler):
         return lp
 
 
+def serve_args(argv):
+    """`vllm serve MODEL [flags]` as a launcher runs it (tern-worker --launch
+    with this file on PATH as `vllm`): the flags the double understands are
+    mapped onto its own; the model's vocabulary and EOS ids come from
+    MODEL/config.json and generation_config.json; Neuron and engine tuning
+    flags are accepted and ignored. KV events follow --kv-events-config, with
+    "*" bound as 127.0.0.1 (tests stay on loopback)."""
+    ap = argparse.ArgumentParser(prog="vllm serve (test double)")
+    ap.add_argument("model")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--served-model-name")
+    ap.add_argument("--block-size", type=int, default=16)
+    ap.add_argument("--max-num-seqs", type=int, default=256)
+    ap.add_argument("--max-model-len", type=int)
+    ap.add_argument("--kv-events-config")
+    known, _ignored = ap.parse_known_args(argv)
+    out = ["--port", str(known.port), "--block-size", str(known.block_size),
+           "--max-num-seqs", str(known.max_num_seqs),
+           "--served-model-name", known.served_model_name or os.path.basename(known.model.rstrip("/"))]
+    config_path = os.path.join(known.model, "config.json")
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            config = json.load(f)
+        out += ["--vocab-size", str(config["vocab_size"])]
+        eos = config.get("eos_token_id")
+        gen_path = os.path.join(known.model, "generation_config.json")
+        if os.path.exists(gen_path):
+            with open(gen_path) as f:
+                eos = json.load(f).get("eos_token_id", eos)
+        for token in (eos if isinstance(eos, list) else [eos] if eos is not None else []):
+            out += ["--eos-token-id", str(token)]
+        max_len = known.max_model_len or config.get("max_position_embeddings", 4096)
+    else:
+        max_len = known.max_model_len or 4096
+    out += ["--max-model-len", str(max_len),
+            "--num-blocks", str(max(1024, -(-max_len // known.block_size) * 4))]
+    if known.kv_events_config:
+        kv = json.loads(known.kv_events_config)
+        if kv.get("enable_kv_cache_events"):
+            loopback = lambda e: e.replace("tcp://*:", "tcp://127.0.0.1:")
+            out += ["--kv-events-endpoint", loopback(kv.get("endpoint", "tcp://*:5557"))]
+            if kv.get("replay_endpoint"):
+                out += ["--kv-replay-endpoint", loopback(kv["replay_endpoint"])]
+            if kv.get("topic"):
+                out += ["--kv-events-topic", kv["topic"]]
+    return out
+
+
 def main():
+    argv = sys.argv[1:]
+    if argv[:1] == ["serve"]:
+        argv = serve_args(argv[1:])
     ap = argparse.ArgumentParser(description="A test double of vLLM's wire protocol (not an engine).")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--served-model-name", default="vllm-double")
@@ -768,7 +822,7 @@ def main():
     ap.add_argument("--hash", choices=("int", "bytes"), default="int")
     ap.add_argument("--step-ms", type=float, default=10.0)
     ap.add_argument("--ready-file")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.num_blocks * args.block_size < args.max_model_len:  # vLLM refuses to start too
         ap.error(f"--max-model-len {args.max_model_len} does not fit in the KV cache "
                  f"({args.num_blocks} blocks of {args.block_size} tokens)")

@@ -409,10 +409,6 @@ absl::StatusOr<std::shared_ptr<SequenceHandle>> VllmEngine::Submit(SequenceSpec 
   {
     absl::MutexLock lock(&mu_);
     if (draining_) return absl::UnavailableError("the worker is draining");
-    if (!healthy_) {
-      return absl::UnavailableError(
-          absl::StrCat("vLLM at ", options_.server.url, " is not answering /health"));
-    }
     if (static_cast<int64_t>(requests_.size()) >=
         int64_t{options_.max_num_seqs} + options_.max_queue) {
       return absl::ResourceExhaustedError("the worker's queue is full");

@@ -96,6 +96,12 @@ struct KvEventSubscriber::State {
   // Fetches batches [from, to) from the replay socket into *batches; false
   // when they cannot all be had.
   bool Replay(int64_t from, int64_t to, std::vector<std::pair<int64_t, std::string>>* batches);
+  // Everything the replay socket holds from `from` on, up to its end
+  // marker; false (and nothing) without a whole answer within `timeout`.
+  bool Fetch(int64_t from, absl::Duration timeout,
+             std::vector<std::pair<int64_t, std::string>>* batches);
+  // The idle check (see KvEventSubscriberOptions::probe_interval).
+  void Probe(std::vector<KvEventDelivery>* out);
   void Deliver(int64_t seq, std::string_view payload, bool replayed,
                std::vector<KvEventDelivery>* out);
 
@@ -107,6 +113,10 @@ struct KvEventSubscriber::State {
   zmq::socket_t replay;
   KvEventSubscriberStats stats;
   int64_t last_seq = -1;
+  // The payload of batch last_seq, to tell the same process from a new one.
+  std::string last_payload;
+  // The last batch delivered or probe made.
+  absl::Time last_probe = absl::Now();
 };
 
 absl::StatusOr<std::unique_ptr<KvEventSubscriber>> KvEventSubscriber::Create(
@@ -153,6 +163,11 @@ void KvEventSubscriber::State::Poll(absl::Duration timeout, std::vector<KvEventD
     // Waits only while nothing is due yet; then takes what is already queued.
     const absl::Duration wait = out->empty() ? deadline - absl::Now() : absl::ZeroDuration();
     if (!WaitReadable(sub, wait)) {
+      if (out->empty() && last_seq >= 0 && !options.replay_endpoint.empty() &&
+          options.probe_interval > absl::ZeroDuration() &&
+          absl::Now() - last_probe >= options.probe_interval) {
+        Probe(out);
+      }
       if (!out->empty() || absl::Now() >= deadline) return;
       continue;
     }
@@ -198,6 +213,22 @@ void KvEventSubscriber::State::HandleBatch(int64_t seq, std::string_view payload
 
 bool KvEventSubscriber::State::Replay(int64_t from, int64_t to,
                                       std::vector<std::pair<int64_t, std::string>>* batches) {
+  std::vector<std::pair<int64_t, std::string>> held;
+  if (!Fetch(from, options.replay_timeout, &held)) return false;
+  // The server answers from its oldest buffered batch at or after `from`;
+  // every one of [from, to) must be there, in order.
+  if (static_cast<int64_t>(held.size()) < to - from) return false;
+  for (int64_t seq = from; seq < to; ++seq) {
+    if (held[seq - from].first != seq) return false;
+  }
+  held.resize(to - from);
+  *batches = std::move(held);
+  return true;
+}
+
+bool KvEventSubscriber::State::Fetch(int64_t from, absl::Duration timeout,
+                                     std::vector<std::pair<int64_t, std::string>>* batches) {
+  batches->clear();
   if (options.replay_endpoint.empty()) return false;
   try {
     if (!replay) ConnectReplay();
@@ -216,29 +247,27 @@ bool KvEventSubscriber::State::Replay(int64_t from, int64_t to,
         replay.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     if (sent.has_value() &&
         replay.send(zmq::buffer(start, sizeof(start)), zmq::send_flags::dontwait).has_value()) {
-      // Replies come in sequence order from `from`, each [empty, seq, payload]
-      // (a server that drops the delimiter is taken too), then the end marker.
-      const absl::Time deadline = absl::Now() + options.replay_timeout;
-      int64_t expected = from;
+      // Replies come in sequence order, each [empty, seq, payload] (a server
+      // that drops the delimiter is taken too), then the end marker.
+      const absl::Time deadline = absl::Now() + timeout;
       std::vector<zmq::message_t> frames;
-      bool done = false;
-      while (!done && absl::Now() < deadline) {
+      while (absl::Now() < deadline) {
         if (!WaitReadable(replay, deadline - absl::Now()) || !TryReceive(replay, &frames)) continue;
         size_t first = 0;
         if (frames.size() == 3 && frames[0].size() == 0) first = 1;
         if (frames.size() - first != 2) continue;
         const std::optional<uint64_t> raw = ReadSeq(frames[first]);
         if (!raw.has_value()) continue;
-        if (*raw == kEndSeq) break;
+        if (*raw == kEndSeq) {
+          complete = true;
+          break;
+        }
         if (*raw > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) continue;
         const int64_t seq = static_cast<int64_t>(*raw);
-        if (seq < expected) continue;  // before the request, or a duplicate
-        if (seq > expected) break;     // the buffer no longer holds `expected`
+        // Before the request, or out of order: not part of this answer.
+        if (seq < from || (!batches->empty() && seq <= batches->back().first)) continue;
         batches->emplace_back(seq, std::string(View(frames[first + 1])));
-        ++expected;
-        done = expected == to;
       }
-      complete = done;
     }
   } catch (const zmq::error_t& e) {
     TERN_LOG(Warning) << "kv events: replay failed: " << e.what();
@@ -253,9 +282,41 @@ bool KvEventSubscriber::State::Replay(int64_t from, int64_t to,
   return complete;
 }
 
+void KvEventSubscriber::State::Probe(std::vector<KvEventDelivery>* out) {
+  last_probe = absl::Now();
+  std::vector<std::pair<int64_t, std::string>> held;
+  // No answer: the server is down or busy; the next probe tries again.
+  if (!Fetch(last_seq, options.probe_timeout, &held)) return;
+  if (!held.empty() && held[0].first == last_seq && held[0].second == last_payload) {
+    // The same process: anything after the last batch was missed on PUB.
+    for (size_t i = 1; i < held.size(); ++i) {
+      if (held[i].first != last_seq + 1) break;
+      ++stats.gaps;
+      Deliver(held[i].first, held[i].second, /*replayed=*/true, out);
+    }
+    return;
+  }
+  // The server no longer has our last batch as we saw it: a new process
+  // whose batches were all lost before this socket reconnected.
+  TERN_LOG(Info) << "kv events: the server no longer holds batch " << last_seq
+                 << " as it was sent: vLLM restarted";
+  out->push_back({KvEventDelivery::Kind::kRestarted, 0, {}});
+  ++stats.restarts;
+  last_seq = -1;
+  last_payload.clear();
+  if (!Fetch(0, options.replay_timeout, &held)) return;
+  if (!held.empty() && held[0].first != 0) {
+    out->push_back({KvEventDelivery::Kind::kLost, static_cast<uint64_t>(held[0].first), {}});
+    ++stats.lost;
+  }
+  for (const auto& [seq, payload] : held) Deliver(seq, payload, /*replayed=*/true, out);
+}
+
 void KvEventSubscriber::State::Deliver(int64_t seq, std::string_view payload, bool replayed,
                                        std::vector<KvEventDelivery>* out) {
   last_seq = seq;
+  last_payload.assign(payload.data(), payload.size());
+  last_probe = absl::Now();
   absl::StatusOr<VllmEventBatch> batch = DecodeVllmEventBatch(payload);
   if (!batch.ok()) {
     // A payload this build cannot read is skipped, not a reason to drop the

@@ -12,7 +12,10 @@
 //    batches are lost for good and kLost is delivered, after which the
 //    stream continues from the batch at hand;
 //  - seq not above the last one (back at 0 after a restart): kRestarted is
-//    delivered, then the batch.
+//    delivered, then the batch;
+//  - no batch for probe_interval: the replay socket is asked whether the
+//    server still holds the last batch as it was (see the option), which
+//    catches a restart whose batches all went out before we reconnected.
 // Duplicates delivered by replay and PUB are dropped, so batches come out
 // once each, in sequence order.
 //
@@ -41,6 +44,14 @@ struct KvEventSubscriberOptions {
   std::string topic;
   // How long a replay may take before the missing batches count as lost.
   absl::Duration replay_timeout = absl::Seconds(2);
+  // After this long without a batch, the replay socket is asked from the
+  // last batch seen: the same payload back means nothing was missed (later
+  // batches found there are delivered); anything else means a new process
+  // whose first batches went out before the SUB socket reconnected (ZMQ's
+  // slow joiner), i.e. kRestarted and a replay from 0. Zero: never.
+  absl::Duration probe_interval = absl::Seconds(1);
+  // How long a probe waits for the answer; none: tried again later.
+  absl::Duration probe_timeout = absl::Milliseconds(300);
 };
 
 struct KvEventDelivery {

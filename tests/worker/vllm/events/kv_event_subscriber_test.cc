@@ -180,9 +180,14 @@ class FakeVllmServer {
   std::thread thread_;
 };
 
+// The idle probe is off unless a test turns it on (`probe_interval`), so
+// the replay counts of the other tests do not depend on timing.
 std::unique_ptr<KvEventSubscriber> Subscribe(const FakeVllmServer& server, bool with_replay = true,
-                                             absl::Duration replay_timeout = absl::Seconds(5)) {
+                                             absl::Duration replay_timeout = absl::Seconds(5),
+                                             absl::Duration probe_interval = absl::ZeroDuration()) {
   KvEventSubscriberOptions options;
+  options.probe_interval = probe_interval;
+  options.probe_timeout = absl::Seconds(2);
   options.endpoint = server.pub_endpoint();
   if (with_replay) options.replay_endpoint = server.replay_endpoint();
   options.topic = kTopic;
@@ -369,6 +374,51 @@ TEST(KvEventSubscriberTest, ARestartSeenLateReplaysTheNewProcessFromZero) {
   server.Publish(2, Payload(102));
   EXPECT_EQ(Collect(*subscriber, 4),
             (Strings{"restarted 2", "batch 0@100", "batch 1@101", "batch 2@102"}));
+}
+
+TEST(KvEventSubscriberTest, TheIdleProbeFindsARestartWhoseBatchesWereAllMissed) {
+  FakeVllmServer server;
+  auto subscriber = Subscribe(server, true, absl::Seconds(5), absl::Milliseconds(200));
+  ASSERT_NE(subscriber, nullptr);
+  ASSERT_TRUE(server.WaitForSubscriber());
+  for (int seq = 0; seq < 3; ++seq) server.Publish(seq, Payload(seq));
+  EXPECT_EQ(Collect(*subscriber, 3).size(), 3u);
+  // A new process whose batches all went out before the SUB socket came
+  // back; nothing follows on PUB.
+  server.Restart();
+  server.Publish(0, Payload(100), /*send=*/false);
+  server.Publish(1, Payload(101), /*send=*/false);
+  EXPECT_EQ(Collect(*subscriber, 3), (Strings{"restarted 0", "batch 0@100", "batch 1@101"}));
+  EXPECT_EQ(subscriber->stats().restarts, 1u);
+  EXPECT_EQ(subscriber->last_seq(), 1);
+}
+
+TEST(KvEventSubscriberTest, TheIdleProbeDeliversTrailingBatchesMissedOnPub) {
+  FakeVllmServer server;
+  auto subscriber = Subscribe(server, true, absl::Seconds(5), absl::Milliseconds(200));
+  ASSERT_NE(subscriber, nullptr);
+  ASSERT_TRUE(server.WaitForSubscriber());
+  server.Publish(0, Payload(0));
+  server.Publish(1, Payload(1));
+  server.Publish(2, Payload(2), /*send=*/false);
+  EXPECT_EQ(Collect(*subscriber, 3), (Strings{"batch 0@0", "batch 1@1", "batch 2@2"}));
+  EXPECT_EQ(subscriber->stats().restarts, 0u);
+}
+
+TEST(KvEventSubscriberTest, TheIdleProbeOfAnUnchangedServerDeliversNothing) {
+  FakeVllmServer server;
+  auto subscriber = Subscribe(server, true, absl::Seconds(5), absl::Milliseconds(100));
+  ASSERT_NE(subscriber, nullptr);
+  ASSERT_TRUE(server.WaitForSubscriber());
+  for (int seq = 0; seq < 3; ++seq) server.Publish(seq, Payload(seq));
+  EXPECT_EQ(Collect(*subscriber, 3).size(), 3u);
+  const absl::Time until = absl::Now() + absl::Milliseconds(600);
+  while (absl::Now() < until) {
+    EXPECT_TRUE(subscriber->Poll(absl::Milliseconds(50)).empty());
+  }
+  EXPECT_GE(server.replay_requests(), 2);
+  EXPECT_EQ(subscriber->stats().restarts, 0u);
+  EXPECT_EQ(subscriber->last_seq(), 2);
 }
 
 TEST(KvEventSubscriberTest, UndecodableBatchesAreSkippedWithoutAGap) {
