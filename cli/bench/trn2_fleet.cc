@@ -174,16 +174,18 @@ absl::StatusOr<std::vector<Trn2Row>> RunTrn2Comparison(const Trn2Options& option
   // slot instead of in the line of the engine it was bound to.
   SimCostModel no_slack = tern;
   no_slack.router_slack = 0;
-  const std::vector<Setup> setups = {
-      {"seed 1xTP64 b1", Trn2SeedModel(), router::PolicyKind::kPrefix},
-      {absl::StrFormat("tern prefix slack %d", tern.router_slack), tern,
-       router::PolicyKind::kPrefix},
-      {"tern prefix slack 0", no_slack, router::PolicyKind::kPrefix},
-      {absl::StrFormat("tern round-robin slack %d", tern.router_slack), tern,
-       router::PolicyKind::kRoundRobin},
-      {absl::StrFormat("tern bound %.0fx/%.0fx", options.pessimistic.prefill,
-                       options.pessimistic.decode),
-       pessimistic, router::PolicyKind::kPrefix}};
+  std::vector<Setup> setups = {{"seed 1xTP64 b1", Trn2SeedModel(), router::PolicyKind::kPrefix},
+                               {absl::StrFormat("tern prefix slack %d", tern.router_slack), tern,
+                                router::PolicyKind::kPrefix}};
+  // With --router-slack 0 the configured row is already the no-slack one.
+  if (tern.router_slack != 0) {
+    setups.push_back({"tern prefix slack 0", no_slack, router::PolicyKind::kPrefix});
+  }
+  setups.push_back({absl::StrFormat("tern round-robin slack %d", tern.router_slack), tern,
+                    router::PolicyKind::kRoundRobin});
+  setups.push_back({absl::StrFormat("tern bound %.0fx/%.0fx", options.pessimistic.prefill,
+                                    options.pessimistic.decode),
+                    pessimistic, router::PolicyKind::kPrefix});
   SimWorkload workload;
   workload.dataset = SimDataset::kSharedPrefix;
   workload.requests = options.requests > 0 ? options.requests : int64_t{2000} * options.instances;

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 
-import { binary, freePort, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
+import { binary, freePort, readCompletionStream, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
 
 const MAX_NUM_SEQS = 8;
 const MAX_QUEUE = 4;
@@ -129,32 +129,7 @@ async function streamCompletion(i, maxTokens, onChunk = () => {}) {
     }),
   });
   if (!response.ok) return { status: response.status, text: "", error: await response.text() };
-  let text = "";
-  let buffer = "";
-  let error = null;
-  let done = false;
-  const decoder = new TextDecoder();
-  for await (const chunk of response.body) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const event = buffer.slice(0, cut).trim();
-      buffer = buffer.slice(cut + 2);
-      if (!event.startsWith("data:")) continue;
-      const data = event.slice(5).trim();
-      if (data === "[DONE]") {
-        done = true;
-        continue;
-      }
-      const parsed = JSON.parse(data);
-      if (parsed.error) error = parsed.error;
-      else {
-        text += parsed.choices?.[0]?.text ?? "";
-        onChunk();
-      }
-    }
-  }
-  if (!done && !error) error = "stream ended without [DONE]";
+  const { text, error } = await readCompletionStream(response, onChunk);
   return { status: response.status, text, error };
 }
 

@@ -21,7 +21,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 
-import { Cluster, binary, freePort, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
+import { Cluster, binary, freePort, readCompletionStream, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
 import { VllmDouble, doubleScript, python } from "../lib/vllm_double.mjs";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -182,33 +182,7 @@ async function stream(url, body, onChunk = () => {}, signal = undefined) {
     signal,
   });
   if (!response.ok) return { status: response.status, text: "", error: await response.text() };
-  let text = "";
-  let buffer = "";
-  let error = null;
-  let done = false;
-  let chunks = 0;
-  const decoder = new TextDecoder();
-  for await (const piece of response.body) {
-    buffer += decoder.decode(piece, { stream: true });
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const event = buffer.slice(0, cut).trim();
-      buffer = buffer.slice(cut + 2);
-      if (!event.startsWith("data:")) continue;
-      const data = event.slice(5).trim();
-      if (data === "[DONE]") {
-        done = true;
-        continue;
-      }
-      const parsed = JSON.parse(data);
-      if (parsed.error) error = parsed.error;
-      else {
-        text += parsed.choices?.[0]?.text ?? "";
-        onChunk(++chunks);
-      }
-    }
-  }
-  if (!done && !error) error = "stream ended without [DONE]";
+  const { text, error } = await readCompletionStream(response, onChunk);
   return { status: response.status, text, error };
 }
 

@@ -118,6 +118,40 @@ export class Cluster {
   }
 }
 
+// Reads a streamed OpenAI completion (server-sent events) to its end:
+// the text of its chunks, the error event if one came, and whether [DONE]
+// arrived. `onChunk(count)` after each text chunk.
+export async function readCompletionStream(response, onChunk = () => {}) {
+  let text = "";
+  let buffer = "";
+  let error = null;
+  let done = false;
+  let chunks = 0;
+  const decoder = new TextDecoder();
+  for await (const piece of response.body) {
+    buffer += decoder.decode(piece, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut).trim();
+      buffer = buffer.slice(cut + 2);
+      if (!event.startsWith("data:")) continue;
+      const data = event.slice(5).trim();
+      if (data === "[DONE]") {
+        done = true;
+        continue;
+      }
+      const parsed = JSON.parse(data);
+      if (parsed.error) error = parsed.error;
+      else {
+        text += parsed.choices?.[0]?.text ?? "";
+        onChunk(++chunks);
+      }
+    }
+  }
+  if (!done && !error) error = "stream ended without [DONE]";
+  return { text, error, done };
+}
+
 export function removeDir(dir) {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -140,37 +140,12 @@ EngineInfo Engine::Info() const {
 }
 
 absl::StatusOr<std::shared_ptr<SequenceHandle>> Engine::Submit(SequenceSpec spec, StreamSink sink) {
-  const int32_t vocab = model_->config().vocab_size;
-  if (spec.prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
-  for (const auto& [id, bias] : spec.logit_bias) {
-    if (id < 0 || id >= vocab) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("logit_bias names token id ", id, ", outside the vocabulary"));
-    }
-  }
-  for (const std::vector<int32_t>* ids : {&spec.prompt, &spec.resume, &spec.stop_token_ids}) {
-    for (int32_t id : *ids) {
-      if (id < 0 || id >= vocab) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
-      }
-    }
-  }
-  if (spec.max_tokens < 1) return absl::InvalidArgumentError("max_tokens must be at least 1");
-  if (static_cast<int32_t>(spec.resume.size()) >= spec.max_tokens) {
-    return absl::InvalidArgumentError("resume_token_ids already use the whole max_tokens budget");
-  }
-  if (spec.top_logprobs < 0 || spec.top_logprobs > kMaxTopLogprobs) {
-    return absl::InvalidArgumentError(absl::StrCat("top_logprobs must be in [0, ", kMaxTopLogprobs,
-                                                   "], got ", spec.top_logprobs));
+  if (absl::Status checked =
+          CheckSequenceSpec(spec, model_->config().vocab_size, options_.max_model_len);
+      !checked.ok()) {
+    return checked;
   }
   const int64_t total = static_cast<int64_t>(spec.prompt.size()) + spec.max_tokens;
-  if (total > options_.max_model_len) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("This model's maximum context length is ", options_.max_model_len,
-                     " tokens. However, you requested ", total, " tokens (", spec.prompt.size(),
-                     " in the prompt, ", spec.max_tokens, " for the completion)."));
-  }
   // The last sampled token is never computed, so a sequence needs KV for
   // total - 1 tokens; one that cannot fit the whole pool could never finish.
   const int64_t pool_tokens = int64_t{num_kv_blocks()} * kv_block_size();

@@ -119,6 +119,14 @@ class EngineObserver {
   virtual void OnSequenceFinished(const SequenceReport& sequence) = 0;
 };
 
+// What every engine checks before it takes a sequence: a non-empty prompt,
+// token ids (prompt, resumed, stop and logit_bias ones) inside the
+// vocabulary, max_tokens at least 1 and above the resumed tokens,
+// top_logprobs in [0, kMaxTopLogprobs], prompt + max_tokens within
+// max_model_len. INVALID_ARGUMENT naming what is wrong (the context-length
+// message is the one OpenAI clients know from vLLM).
+absl::Status CheckSequenceSpec(const SequenceSpec& spec, int32_t vocab_size, int32_t max_model_len);
+
 }  // namespace tern::worker
 
 #endif  // TERN_WORKER_ENGINE_SEQUENCE_H_
