@@ -98,15 +98,16 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(r, "circuit_cooldown_ms", &config.router.circuit_cooldown_ms);
   }
   if (const YAML::Node g = root["gateway"]) {
-    TERN_RETURN_IF_ERROR(CheckKeys(
-        g, "gateway",
-        {"listen", "router", "max_body_bytes", "request_timeout_s", "io_threads", "api_keys"}));
+    TERN_RETURN_IF_ERROR(CheckKeys(g, "gateway",
+                                   {"listen", "router", "max_body_bytes", "request_timeout_s",
+                                    "io_threads", "api_keys", "api_key_file"}));
     Read(g, "listen", &config.gateway.listen);
     Read(g, "router", &config.gateway.router);
     Read(g, "max_body_bytes", &config.gateway.max_body_bytes);
     Read(g, "request_timeout_s", &config.gateway.request_timeout_s);
     Read(g, "io_threads", &config.gateway.io_threads);
     Read(g, "api_keys", &config.gateway.api_keys);
+    Read(g, "api_key_file", &config.gateway.api_key_file);
   }
   if (const YAML::Node n = root["neuron"]) {
     TERN_RETURN_IF_ERROR(CheckKeys(n, "neuron",

@@ -95,7 +95,10 @@ struct GatewaySection {
   // Default request timeout when the client gives none.
   int32_t request_timeout_s = 600;
   int32_t io_threads = 0;  // 0: one per core
+  // Keys in clear (hashed when loaded); prefer api_key_file.
   std::vector<std::string> api_keys;
+  // A key file of names and salted hashes (`tern keys add`); empty: none.
+  std::string api_key_file;
 };
 
 // vLLM Neuron servers on one trn2.48xlarge, as `tern neuron plan` renders

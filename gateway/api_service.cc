@@ -141,14 +141,12 @@ HttpResponse ApiService::Metrics() const {
 }
 
 absl::Status ApiService::Authenticate(const HttpRequest& request) const {
-  if (options_.api_keys.empty()) return absl::OkStatus();
+  if (options_.api_keys == nullptr || options_.api_keys->empty()) return absl::OkStatus();
   constexpr std::string_view kBearer = "Bearer ";
   const std::string& header = request.authorization;
   if (header.size() > kBearer.size() && header.compare(0, kBearer.size(), kBearer) == 0) {
-    const std::string key = header.substr(kBearer.size());
-    for (const std::string& allowed : options_.api_keys) {
-      if (key == allowed) return absl::OkStatus();
-    }
+    const absl::string_view key = absl::string_view(header).substr(kBearer.size());
+    if (options_.api_keys->Verify(key)) return absl::OkStatus();
   }
   return absl::UnauthenticatedError("Incorrect API key provided.");
 }

@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "gateway/auth/api_keys.h"
 #include "gateway/http/http_exchange.h"
 #include "gateway/metrics.h"
 #include "gateway/model_registry.h"
@@ -31,7 +32,8 @@
 namespace tern::gateway {
 
 struct ApiServiceOptions {
-  std::vector<std::string> api_keys;  // empty: no authentication
+  // Null or empty: no authentication.
+  std::shared_ptr<const ApiKeyStore> api_keys;
   absl::Duration request_timeout = absl::Minutes(10);
 };
 

@@ -21,6 +21,7 @@ constexpr char kUsage[] =
     "usage: tern-gateway [--config tern.yaml] [--model DIR] [--listen HOST:PORT] [--router "
     "HOST:PORT]\n"
     "                    [--served-model-name NAME] [--io-threads N] [--log-level info]\n"
+    "                    [--api-key-file keys.yaml]\n"
     "                    [--check-config]\n";
 
 int Fail(const std::string& message) {
@@ -30,10 +31,10 @@ int Fail(const std::string& message) {
 
 int Run(int argc, char** argv) {
   using namespace tern::gateway;
-  auto flags = tern::Flags::Parse(
-      argc, argv, 1,
-      {"config", "model", "listen", "router", "served-model-name", "io-threads", "log-level"},
-      {"help", "check-config"});
+  auto flags = tern::Flags::Parse(argc, argv, 1,
+                                  {"config", "model", "listen", "router", "served-model-name",
+                                   "io-threads", "log-level", "api-key-file"},
+                                  {"help", "check-config"});
   if (!flags.ok() || flags->Has("help")) {
     if (!flags.ok()) std::cerr << "tern-gateway: " << flags.status().message() << "\n";
     std::cerr << kUsage;
@@ -49,11 +50,25 @@ int Run(int argc, char** argv) {
                                  {"served-model-name", &config.model.served_name},
                                  {"listen", &section.listen},
                                  {"router", &section.router},
-                                 {"io-threads", &section.io_threads}});
+                                 {"io-threads", &section.io_threads},
+                                 {"api-key-file", &section.api_key_file}});
   if (!configured.ok()) return Fail(std::string(configured.message()));
   if (config.model.path.empty()) return Fail("no model directory (--model DIR or model.path)");
   auto listen = ParseHostPort(section.listen);
   if (!listen.ok()) return Fail(std::string(listen.status().message()));
+  // API keys: the key file's salted hashes, plus any clear ones in the
+  // config (hashed here). Never logged.
+  auto keys = std::make_shared<ApiKeyStore>();
+  if (!section.api_key_file.empty()) {
+    auto loaded = ApiKeyStore::Load(section.api_key_file);
+    if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
+    *keys = *std::move(loaded);
+  }
+  for (const ApiKeyEntry& entry : ApiKeyStore::FromPlainKeys(section.api_keys).entries()) {
+    if (absl::Status added = keys->Add(entry); !added.ok()) {
+      return Fail(std::string(added.message()));
+    }
+  }
   if (flags->Has("check-config")) {
     std::cout << "tern-gateway: config ok\n";
     return 0;
@@ -71,7 +86,8 @@ int Run(int argc, char** argv) {
   registry.Start(router.get(), absl::Seconds(1));
 
   ApiServiceOptions api_options;
-  api_options.api_keys = section.api_keys;
+  api_options.api_keys = keys;
+  if (!keys->empty()) TERN_LOG(Info) << keys->entries().size() << " API key(s); /v1 needs one";
   api_options.request_timeout = absl::Seconds(section.request_timeout_s);
   ApiService api(api_options, &registry, router.get(), &metrics);
 

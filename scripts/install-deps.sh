@@ -19,7 +19,7 @@ debian_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev libgrpc-dev
   libabsl-dev libboost-dev libyaml-cpp-dev nlohmann-json3-dev libxxhash-dev libpcre2-dev
-  libzmq3-dev cppzmq-dev libmsgpack-cxx-dev python3-zmq python3-msgpack
+  libzmq3-dev cppzmq-dev libmsgpack-cxx-dev python3-zmq python3-msgpack libssl-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   curl ca-certificates prometheus
   clang-14 libclang-rt-14-dev llvm-14 clang-format-14

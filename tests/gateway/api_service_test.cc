@@ -77,7 +77,7 @@ class ApiServiceTest : public ::testing::Test {
     registry_ = std::make_unique<ModelRegistry>(std::move(model).value());
     router_ = RouterClient::Connect("127.0.0.1:" + std::to_string(router_port_.port()));
     ApiServiceOptions options;
-    options.api_keys = std::move(api_keys);
+    options.api_keys = std::make_shared<ApiKeyStore>(ApiKeyStore::FromPlainKeys(api_keys));
     options.request_timeout = absl::Seconds(20);
     api_ = std::make_unique<ApiService>(options, registry_.get(), router_.get(), &metrics_);
     HttpServerOptions server_options;
