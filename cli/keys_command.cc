@@ -12,6 +12,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: tern keys add NAME --file keys.yaml     make a key; prints it once\n"
+    "         [--requests-per-minute N] [--tokens-per-minute N] [--max-concurrent-streams N]\n"
     "       tern keys list --file keys.yaml         the keys' names\n"
     "       tern keys remove NAME --file keys.yaml\n"
     "The file holds names and salted SHA-256 hashes, never a key; point the\n"
@@ -25,7 +26,9 @@ int Usage(const std::string& problem) {
 }  // namespace
 
 int RunKeysCommand(int argc, char** argv, int first) {
-  auto flags = Flags::Parse(argc, argv, first, {"file"}, {"help"});
+  auto flags = Flags::Parse(
+      argc, argv, first,
+      {"file", "requests-per-minute", "tokens-per-minute", "max-concurrent-streams"}, {"help"});
   if (!flags.ok()) return Usage(std::string(flags.status().message()));
   if (flags->Has("help")) {
     std::cout << kUsage;
@@ -57,8 +60,21 @@ int RunKeysCommand(int argc, char** argv, int first) {
   if (words.size() != 2) return Usage(verb + " takes one NAME");
   const std::string& name = words[1];
   if (verb == "add") {
+    gateway::KeyLimits limits;
+    for (auto [flag, field] :
+         {std::pair{"requests-per-minute", &limits.requests_per_minute},
+          std::pair{"tokens-per-minute", &limits.tokens_per_minute},
+          std::pair{"max-concurrent-streams", &limits.max_concurrent_streams}}) {
+      auto value = flags->GetInt(flag);
+      if (!value.ok() || (value->has_value() && **value < 0)) {
+        return Usage(std::string("--") + flag + " takes a whole number, 0 or more");
+      }
+      if (value->has_value()) *field = **value;
+    }
     const std::string key = gateway::NewApiKey();
-    if (absl::Status added = store.Add(gateway::HashApiKey(name, key)); !added.ok()) {
+    gateway::ApiKeyEntry entry = gateway::HashApiKey(name, key);
+    entry.limits = limits;
+    if (absl::Status added = store.Add(std::move(entry)); !added.ok()) {
       return Usage(std::string(added.message()));
     }
     if (absl::Status saved = store.Save(path); !saved.ok()) {

@@ -68,8 +68,8 @@ void ApiService::Handle(HttpRequest request, std::shared_ptr<HttpExchange> excha
   }
   HttpResponse response;
   if (path == "/v1/models") {
-    const absl::Status auth = Authenticate(request);
-    response = auth.ok() ? Models() : ToHttpResponse(auth);
+    const absl::StatusOr<const ApiKeyEntry*> auth = Authenticate(request);
+    response = auth.ok() ? Models() : ToHttpResponse(auth.status());
   } else if (path == "/health") {
     response = Health();
   } else {
@@ -94,8 +94,22 @@ void ApiService::HandleGeneration(Endpoint endpoint, const HttpRequest& request,
 absl::Status ApiService::StartGeneration(Endpoint endpoint, const HttpRequest& request,
                                          std::shared_ptr<HttpExchange> exchange,
                                          absl::Time received) {
-  TERN_RETURN_IF_ERROR(Authenticate(request));
+  TERN_ASSIGN_OR_RETURN(const ApiKeyEntry* const key, Authenticate(request));
   TERN_ASSIGN_OR_RETURN(const OpenAiRequest parsed, ParseOpenAiRequest(endpoint, request.body));
+  std::shared_ptr<KeyLease> lease;
+  if (key != nullptr) {
+    KeyRefusal refusal;
+    lease = limiter_.Admit(key->name, key->limits, &refusal);
+    if (lease == nullptr) {
+      metrics_->KeyRejected(key->name, KeyLimitName(refusal.limit));
+      return WithRetryAfter(
+          absl::ResourceExhaustedError(
+              absl::StrCat("Rate limit reached for this API key on ", KeyLimitName(refusal.limit),
+                           ". Please try again in ", refusal.retry_after_s, "s.")),
+          static_cast<int>(refusal.retry_after_s));
+    }
+    metrics_->KeyAdmitted(key->name);
+  }
   TERN_ASSIGN_OR_RETURN(const RouterModelView view, registry_->Resolve(parsed.model));
   ResponseIdentity identity;
   identity.id = NewResponseId(endpoint);
@@ -113,6 +127,7 @@ absl::Status ApiService::StartGeneration(Endpoint endpoint, const HttpRequest& r
   deps.router = router_;
   deps.metrics = metrics_;
   deps.timeout = options_.request_timeout;
+  deps.key_lease = std::move(lease);
   CompletionHandler::Start(deps, parsed, std::move(prepared), std::move(identity),
                            std::move(exchange), received);
   return absl::OkStatus();
@@ -140,13 +155,15 @@ HttpResponse ApiService::Metrics() const {
   return response;
 }
 
-absl::Status ApiService::Authenticate(const HttpRequest& request) const {
-  if (options_.api_keys == nullptr || options_.api_keys->empty()) return absl::OkStatus();
+absl::StatusOr<const ApiKeyEntry*> ApiService::Authenticate(const HttpRequest& request) const {
+  if (options_.api_keys == nullptr || options_.api_keys->empty()) {
+    return static_cast<const ApiKeyEntry*>(nullptr);
+  }
   constexpr std::string_view kBearer = "Bearer ";
   const std::string& header = request.authorization;
   if (header.size() > kBearer.size() && header.compare(0, kBearer.size(), kBearer) == 0) {
     const absl::string_view key = absl::string_view(header).substr(kBearer.size());
-    if (options_.api_keys->Verify(key)) return absl::OkStatus();
+    if (const ApiKeyEntry* entry = options_.api_keys->Verify(key)) return entry;
   }
   return absl::UnauthenticatedError("Incorrect API key provided.");
 }

@@ -8,8 +8,9 @@
 //   GET  /metrics                                     Prometheus text
 //
 // Unknown paths get 404, wrong methods 405; with API keys configured, /v1/*
-// needs `Authorization: Bearer <key>` (401 otherwise). Every rejection goes
-// through ToApiError.
+// needs `Authorization: Bearer <key>` (401 otherwise), and a key's limits
+// (requests and tokens per minute, streams in flight) give 429 with the
+// seconds to wait in Retry-After. Every rejection goes through ToApiError.
 //
 // Thread-safe: Handle runs on io threads; everything it touches is immutable
 // or synchronized (registry, metrics, router client).
@@ -23,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "gateway/auth/api_keys.h"
+#include "gateway/auth/key_limiter.h"
 #include "gateway/http/http_exchange.h"
 #include "gateway/metrics.h"
 #include "gateway/model_registry.h"
@@ -56,10 +58,14 @@ class ApiService {
   HttpResponse Models() const;
   HttpResponse Health() const;
   HttpResponse Metrics() const;
-  absl::Status Authenticate(const HttpRequest& request) const;
+  // The caller's key entry (null when no keys are configured), or
+  // UNAUTHENTICATED.
+  absl::StatusOr<const ApiKeyEntry*> Authenticate(const HttpRequest& request) const;
 
   const ApiServiceOptions options_;
   ModelRegistry* const registry_;
+  // Per-key limits (the key file's); mutable state, thread-safe.
+  mutable KeyLimiter limiter_;
   RouterClient* const router_;
   GatewayMetrics* const metrics_;
 };

@@ -18,10 +18,22 @@ void CompletionHandler::Start(const Dependencies& deps, const OpenAiRequest& req
   handler->Begin(std::move(prepared.rpc));
 }
 
+namespace {
+
+// The handler keeps the key's lease apart, so that dropping it in Finished
+// releases it.
+CompletionHandler::Dependencies WithoutLease(CompletionHandler::Dependencies deps) {
+  deps.key_lease.reset();
+  return deps;
+}
+
+}  // namespace
+
 CompletionHandler::CompletionHandler(const Dependencies& deps, const OpenAiRequest& request,
                                      const PreparedRequest& prepared, ResponseIdentity identity,
                                      std::shared_ptr<HttpExchange> exchange, absl::Time received)
-    : deps_(deps),
+    : deps_(WithoutLease(deps)),
+      key_lease_(deps.key_lease),
       identity_(std::move(identity)),
       exchange_(std::move(exchange)),
       received_(received),
@@ -246,6 +258,16 @@ void CompletionHandler::Fail(const absl::Status& status) {
 
 void CompletionHandler::Finished(int http_status) {
   done_ = true;
+  if (key_lease_ != nullptr) {
+    // Charged and released here, as the answer ends, not when the handler
+    // goes (gRPC may hold it a little longer): the key's next request must
+    // find its stream slot free.
+    const int64_t tokens =
+        prompt_tokens_ + std::max(completion_tokens_, reported_completion_tokens_);
+    key_lease_->Charge(tokens);
+    deps_.metrics->KeyTokens(key_lease_->key(), tokens);
+    key_lease_.reset();
+  }
   if (stream_started_) deps_.metrics->StreamClosed();
   deps_.metrics->RecordRequest(endpoint_label_, http_status);
   deps_.metrics->RequestFinished();

@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "gateway/auth/key_limiter.h"
 #include "gateway/http/http_exchange.h"
 #include "gateway/metrics.h"
 #include "gateway/openai/logprobs.h"
@@ -40,6 +41,9 @@ class CompletionHandler : public std::enable_shared_from_this<CompletionHandler>
     RouterClient* router = nullptr;
     GatewayMetrics* metrics = nullptr;
     absl::Duration timeout = absl::Minutes(10);  // router call deadline
+    // The API key's hold on its limits; charged the request's tokens when it
+    // ends, released with the handler. Null without keys.
+    std::shared_ptr<KeyLease> key_lease;
   };
 
   // Starts serving `request` (already prepared into `prepared`) on `exchange`.
@@ -72,6 +76,8 @@ class CompletionHandler : public std::enable_shared_from_this<CompletionHandler>
   void Finished(int http_status);
 
   const Dependencies deps_;
+  // The request's deps.key_lease (deps_ holds none), until Finished.
+  std::shared_ptr<KeyLease> key_lease_;
   const ResponseIdentity identity_;
   const std::shared_ptr<HttpExchange> exchange_;
   const absl::Time received_;

@@ -45,6 +45,18 @@ GatewayMetrics::GatewayMetrics() : registry_(std::make_shared<prometheus::Regist
                          .Help("Server-sent event streams open")
                          .Register(r)
                          .Add({});
+  key_requests_ = &prometheus::BuildCounter()
+                       .Name("tern_gateway_key_requests_total")
+                       .Help("Generation requests admitted, by API key name.")
+                       .Register(*registry_);
+  key_tokens_ = &prometheus::BuildCounter()
+                     .Name("tern_gateway_key_tokens_total")
+                     .Help("Prompt plus completion tokens, by API key name.")
+                     .Register(*registry_);
+  key_rejected_ = &prometheus::BuildCounter()
+                       .Name("tern_gateway_key_rejected_total")
+                       .Help("Requests refused by a per-key limit, by key name and limit.")
+                       .Register(*registry_);
   client_disconnects_ = &prometheus::BuildCounter()
                              .Name("tern_gateway_client_disconnects_total")
                              .Help("Requests whose client went away before the answer was complete")
@@ -89,6 +101,18 @@ void GatewayMetrics::RecordRequest(std::string_view endpoint, int http_status) {
 
 void GatewayMetrics::RecordStreamError(std::string_view type) {
   errors_->Add({{"type", std::string(type)}}).Increment();
+}
+
+void GatewayMetrics::KeyAdmitted(const std::string& key) {
+  key_requests_->Add({{"key", key}}).Increment();
+}
+
+void GatewayMetrics::KeyTokens(const std::string& key, int64_t tokens) {
+  key_tokens_->Add({{"key", key}}).Increment(static_cast<double>(tokens));
+}
+
+void GatewayMetrics::KeyRejected(const std::string& key, const std::string& limit) {
+  key_rejected_->Add({{"key", key}, {"limit", limit}}).Increment();
 }
 
 void GatewayMetrics::StreamOpened() { active_streams_->Increment(); }

@@ -39,6 +39,10 @@ class GatewayMetrics {
   void RecordRequest(std::string_view endpoint, int http_status);
   // An error sent inside an event stream that had started with 200.
   void RecordStreamError(std::string_view type);
+  // Per API key (its name, never the key).
+  void KeyAdmitted(const std::string& key);
+  void KeyTokens(const std::string& key, int64_t tokens);
+  void KeyRejected(const std::string& key, const std::string& limit);
   void StreamOpened();
   void StreamClosed();
   void ClientDisconnected();
@@ -60,6 +64,9 @@ class GatewayMetrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Counter>* errors_;
+  prometheus::Family<prometheus::Counter>* key_requests_;
+  prometheus::Family<prometheus::Counter>* key_tokens_;
+  prometheus::Family<prometheus::Counter>* key_rejected_;
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* active_streams_;
   prometheus::Counter* client_disconnects_;

@@ -82,6 +82,21 @@ absl::StatusOr<ApiKeyStore> ApiKeyStore::Load(const std::string& path) {
     } catch (const YAML::Exception&) {
       return absl::InvalidArgumentError(absl::StrCat(where, ": name, salt and sha256 are strings"));
     }
+    for (auto [field, value] :
+         {std::pair{"requests_per_minute", &entry.limits.requests_per_minute},
+          std::pair{"tokens_per_minute", &entry.limits.tokens_per_minute},
+          std::pair{"max_concurrent_streams", &entry.limits.max_concurrent_streams}}) {
+      if (!node[field]) continue;
+      try {
+        *value = node[field].as<int64_t>();
+      } catch (const YAML::Exception&) {
+        *value = -1;
+      }
+      if (*value < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ".", field, " must be a whole number, 0 or more"));
+      }
+    }
     std::optional<std::string> salt = FromHex(salt_hex, kSaltBytes);
     std::optional<std::string> hash = FromHex(hash_hex, kDigestBytes);
     if (!salt) {
@@ -109,13 +124,13 @@ ApiKeyStore ApiKeyStore::FromPlainKeys(const std::vector<std::string>& keys) {
   return ApiKeyStore(std::move(entries));
 }
 
-std::optional<std::string> ApiKeyStore::Verify(absl::string_view presented) const {
-  std::optional<std::string> match;
+const ApiKeyEntry* ApiKeyStore::Verify(absl::string_view presented) const {
+  const ApiKeyEntry* match = nullptr;
   for (const ApiKeyEntry& entry : entries_) {
     const std::string digest = Sha256(entry.salt, presented);
     const bool equal = digest.size() == entry.sha256.size() &&
                        CRYPTO_memcmp(digest.data(), entry.sha256.data(), digest.size()) == 0;
-    if (equal && !match) match = entry.name;
+    if (equal && match == nullptr) match = &entry;
   }
   return match;
 }
@@ -147,7 +162,18 @@ absl::Status ApiKeyStore::Save(const std::string& path) const {
   for (const ApiKeyEntry& entry : entries_) {
     out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << entry.name << YAML::Key << "salt"
         << YAML::Value << absl::BytesToHexString(entry.salt) << YAML::Key << "sha256" << YAML::Value
-        << absl::BytesToHexString(entry.sha256) << YAML::EndMap;
+        << absl::BytesToHexString(entry.sha256);
+    if (entry.limits.requests_per_minute > 0) {
+      out << YAML::Key << "requests_per_minute" << YAML::Value << entry.limits.requests_per_minute;
+    }
+    if (entry.limits.tokens_per_minute > 0) {
+      out << YAML::Key << "tokens_per_minute" << YAML::Value << entry.limits.tokens_per_minute;
+    }
+    if (entry.limits.max_concurrent_streams > 0) {
+      out << YAML::Key << "max_concurrent_streams" << YAML::Value
+          << entry.limits.max_concurrent_streams;
+    }
+    out << YAML::EndMap;
   }
   out << YAML::EndSeq << YAML::EndMap;
   const std::string temp = path + ".tmp";

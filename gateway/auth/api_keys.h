@@ -6,6 +6,9 @@
 //     - name: alice
 //       salt: 9f0c...          # 16 random bytes, hex
 //       sha256: 3b7a...        # SHA-256(salt bytes || key bytes), hex
+//       requests_per_minute: 60        # optional limits (0 or absent: none)
+//       tokens_per_minute: 100000
+//       max_concurrent_streams: 4
 //
 // (or a Kubernetes Secret mounted as that file). Verify hashes the presented
 // key with every entry's salt and compares the digests in constant time
@@ -21,6 +24,7 @@
 #ifndef TERN_GATEWAY_AUTH_API_KEYS_H_
 #define TERN_GATEWAY_AUTH_API_KEYS_H_
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,11 +34,21 @@
 
 namespace tern::gateway {
 
+// What one key may use (gateway/auth/key_limiter.h); 0: no limit.
+struct KeyLimits {
+  int64_t requests_per_minute = 0;
+  // Prompt plus completion tokens.
+  int64_t tokens_per_minute = 0;
+  int64_t max_concurrent_streams = 0;
+  friend bool operator==(const KeyLimits&, const KeyLimits&) = default;
+};
+
 struct ApiKeyEntry {
   std::string name;
   // Raw bytes (the file holds them in hex).
   std::string salt;
   std::string sha256;
+  KeyLimits limits;
 };
 
 class ApiKeyStore {
@@ -49,8 +63,8 @@ class ApiKeyStore {
   // The clear keys of gateway.api_keys, hashed now.
   static ApiKeyStore FromPlainKeys(const std::vector<std::string>& keys);
 
-  // The name of the key `presented` is, or nullopt.
-  std::optional<std::string> Verify(absl::string_view presented) const;
+  // The entry of the key `presented` is, or null.
+  const ApiKeyEntry* Verify(absl::string_view presented) const;
 
   bool empty() const { return entries_.empty(); }
   const std::vector<ApiKeyEntry>& entries() const { return entries_; }

@@ -17,6 +17,7 @@ namespace {
 
 constexpr char kParamUrl[] = "type.tern.dev/openai.param";
 constexpr char kCodeUrl[] = "type.tern.dev/openai.code";
+constexpr char kRetryAfterUrl[] = "type.tern.dev/http.retry_after";
 constexpr char kHttpStatusUrl[] = "type.tern.dev/http.status";
 
 absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
@@ -111,6 +112,11 @@ absl::Status ModelNotFoundError(std::string_view model) {
       "model", "model_not_found");
 }
 
+absl::Status WithRetryAfter(absl::Status status, int seconds) {
+  status.SetPayload(kRetryAfterUrl, absl::Cord(absl::StrCat(seconds)));
+  return status;
+}
+
 absl::Status HttpError(int http_status, std::string_view message) {
   absl::Status status(CodeForHttpStatus(http_status), AbslView(message));
   status.SetPayload(kHttpStatusUrl, absl::Cord(absl::StrCat(http_status)));
@@ -137,6 +143,11 @@ ApiError ToApiError(const absl::Status& status) {
       type = ErrorTypeForHttpStatus(value);
       error.retry_after_s = (value == 429 || value == 503) ? 1 : 0;
     }
+  }
+  if (const std::optional<std::string> retry = Payload(status, kRetryAfterUrl)) {
+    int seconds = 0;
+    const auto [ptr, ec] = std::from_chars(retry->data(), retry->data() + retry->size(), seconds);
+    if (ec == std::errc() && seconds > 0) error.retry_after_s = seconds;
   }
   if (message.empty()) message = "The server had an error while processing your request.";
 

@@ -33,6 +33,9 @@ absl::Status ModelNotFoundError(std::string_view model);
 // 413, 431, ...); the canonical code is derived from it.
 absl::Status HttpError(int http_status, std::string_view message);
 
+// Sets the Retry-After seconds of a 429 or 503 (1 when not set).
+absl::Status WithRetryAfter(absl::Status status, int seconds);
+
 // Adds or replaces OpenAI details on any status.
 absl::Status WithOpenAiDetails(absl::Status status, std::string_view param, std::string_view code);
 

@@ -34,11 +34,13 @@ TEST(ApiKeysTest, VerifyNamesTheMatchingKeyOnly) {
   const std::string alice = NewApiKey();
   const std::string bob = NewApiKey();
   ApiKeyStore store({HashApiKey("alice", alice), HashApiKey("bob", bob)});
-  EXPECT_EQ(store.Verify(alice), "alice");
-  EXPECT_EQ(store.Verify(bob), "bob");
-  EXPECT_EQ(store.Verify(alice.substr(0, alice.size() - 1)), std::nullopt);
-  EXPECT_EQ(store.Verify(alice + "x"), std::nullopt);
-  EXPECT_EQ(store.Verify(""), std::nullopt);
+  ASSERT_NE(store.Verify(alice), nullptr);
+  EXPECT_EQ(store.Verify(alice)->name, "alice");
+  ASSERT_NE(store.Verify(bob), nullptr);
+  EXPECT_EQ(store.Verify(bob)->name, "bob");
+  EXPECT_EQ(store.Verify(alice.substr(0, alice.size() - 1)), nullptr);
+  EXPECT_EQ(store.Verify(alice + "x"), nullptr);
+  EXPECT_EQ(store.Verify(""), nullptr);
 }
 
 TEST(ApiKeysTest, TheSameKeyHashesDifferentlyUnderEachSalt) {
@@ -53,7 +55,9 @@ TEST(ApiKeysTest, TheFileHoldsHashesNeverTheKey) {
   const std::string path = TempPath("tern-keys");
   const std::string key = NewApiKey();
   ApiKeyStore store;
-  ASSERT_TRUE(store.Add(HashApiKey("ci", key)).ok());
+  ApiKeyEntry entry = HashApiKey("ci", key);
+  entry.limits = {.requests_per_minute = 60, .tokens_per_minute = 0, .max_concurrent_streams = 4};
+  ASSERT_TRUE(store.Add(std::move(entry)).ok());
   ASSERT_TRUE(store.Save(path).ok());
   std::ifstream in(path);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -64,10 +68,14 @@ TEST(ApiKeysTest, TheFileHoldsHashesNeverTheKey) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   auto loaded = ApiKeyStore::Load(path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
-  EXPECT_EQ(loaded->Verify(key), "ci");
+  ASSERT_NE(loaded->Verify(key), nullptr);
+  EXPECT_EQ(loaded->Verify(key)->name, "ci");
+  EXPECT_EQ(
+      loaded->Verify(key)->limits,
+      (KeyLimits{.requests_per_minute = 60, .tokens_per_minute = 0, .max_concurrent_streams = 4}));
   ASSERT_TRUE(loaded->Remove("ci").ok());
   EXPECT_EQ(loaded->Remove("ci").code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(loaded->Verify(key), std::nullopt);
+  EXPECT_EQ(loaded->Verify(key), nullptr);
   std::remove(path.c_str());
 }
 
@@ -96,6 +104,8 @@ TEST(ApiKeysTest, BadFilesAreRejectedNamingTheField) {
            "}\n  - {name: x, salt: " + salt + ", sha256: " + hash + "}\n",
        "keys[1]: a key named \"x\" exists"},
       {"keys:\n  - nope\n", "keys[0] is not a map"},
+      {"keys:\n  - {name: x, salt: " + salt + ", sha256: " + hash + ", tokens_per_minute: -3}\n",
+       "keys[0].tokens_per_minute must be a whole number"},
   };
   for (const Case& c : cases) {
     {
@@ -117,8 +127,9 @@ TEST(ApiKeysTest, ClearConfigKeysAreHashedWhenLoaded) {
   ASSERT_EQ(store.entries().size(), 2u);
   EXPECT_EQ(store.entries()[0].name, "config-0");
   EXPECT_NE(store.entries()[0].sha256, "one");
-  EXPECT_EQ(store.Verify("two"), "config-1");
-  EXPECT_EQ(store.Verify("three"), std::nullopt);
+  ASSERT_NE(store.Verify("two"), nullptr);
+  EXPECT_EQ(store.Verify("two")->name, "config-1");
+  EXPECT_EQ(store.Verify("three"), nullptr);
 }
 
 }  // namespace
