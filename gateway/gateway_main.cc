@@ -64,7 +64,8 @@ int Run(int argc, char** argv) {
     if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
     *keys = *std::move(loaded);
   }
-  for (const ApiKeyEntry& entry : ApiKeyStore::FromPlainKeys(section.api_keys).entries()) {
+  const ApiKeyStore clear_keys = ApiKeyStore::FromPlainKeys(section.api_keys);
+  for (const ApiKeyEntry& entry : clear_keys.entries()) {
     if (absl::Status added = keys->Add(entry); !added.ok()) {
       return Fail(std::string(added.message()));
     }

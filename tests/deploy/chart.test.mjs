@@ -72,6 +72,7 @@ const kCases = {
       clientsFrom: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "apps" } } }],
     },
   },
+  "cpu, API keys from a Secret": { gateway: { apiKeySecret: "tern-api-keys" } },
   "cpu, no NetworkPolicy, no PDBs": {
     networkPolicy: { enabled: false },
     gateway: { pdb: { enabled: false } },
@@ -564,8 +565,26 @@ function withoutVllmEngine(args) {
   return args.filter((a, i) => !["--engine", "--vllm"].includes(a) && !["--engine", "--vllm"].includes(args[i - 1]));
 }
 
+// gateway.api_key_file names the mounted Secret's file: checked against the
+// gateway pod's mount, then pointed at a stand-in that `tern keys add` wrote.
+function withStandInKeyFile(objects, text) {
+  const parsed = YAML.parse(text);
+  const file = parsed.gateway?.api_key_file;
+  if (!file) return text;
+  const pod = workloadOf(objects, "gateway").spec.template.spec;
+  const mount = pod.containers.find((c) => c.name === "gateway").volumeMounts.find((m) => file.startsWith(`${m.mountPath}/`));
+  assert.ok(mount, `the gateway mounts ${file}`);
+  const volume = pod.volumes.find((v) => v.name === mount.name);
+  assert.ok(volume.secret?.items?.some((i) => `${mount.mountPath}/${i.path}` === file), `${file} comes from a Secret`);
+  const standIn = path.join(workDir, `keys-${configFiles}.yaml`);
+  const added = spawnSync(binaryPath("tern"), ["keys", "add", "chart", "--file", standIn], { encoding: "utf8", timeout: 60_000 });
+  assert.equal(added.status, 0, added.stderr);
+  parsed.gateway.api_key_file = standIn;
+  return YAML.stringify(parsed);
+}
+
 function checkConfigAccepted(objects, { wholeWorkerCommand = true } = {}) {
-  const configFile = writeConfig(configText(objects).text);
+  const configFile = writeConfig(withStandInKeyFile(objects, configText(objects).text));
   for (const tier of ["gateway", "router", "worker"]) {
     const c = workloadOf(objects, tier).spec.template.spec.containers.find((x) => x.name === tier);
     const args = tier === "worker" && !wholeWorkerCommand ? withoutVllmEngine(c.args) : c.args;
@@ -1080,7 +1099,7 @@ describe("config keys", () => {
       model: ["path"],
       worker: ["listen", "metrics_listen"],
       router: ["listen", "metrics_listen", "workers"],
-      gateway: ["listen", "router"],
+      gateway: ["listen", "router", "api_key_file"],
       neuron: ["cache_root", "host", "instance_type", "remote_cache"],
     };
     // Set by the chart as tern-worker flags on trn2 (--engine vllm, one
@@ -1094,7 +1113,8 @@ describe("config keys", () => {
       assert.deepEqual(keys, expected, `config.${section}`);
     }
     // And the chart fills in each of its own keys (neuron: on trn2 only).
-    const cpu = YAML.parse(configText(render({})).text);
+    // (gateway.api_key_file: when gateway.apiKeySecret names the key file's Secret.)
+    const cpu = YAML.parse(configText(render({ gateway: { apiKeySecret: "tern-api-keys" } })).text);
     const trn2 = YAML.parse(configText(render(kTrn2)).text);
     assert.equal(cpu.neuron, undefined, "no neuron section on cpu");
     for (const [section, keys] of Object.entries(chartOwned)) {

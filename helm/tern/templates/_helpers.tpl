@@ -99,10 +99,13 @@ batch taken from it).
       "metrics_listen" (printf "0.0.0.0:%d" (int .Values.router.metricsPort))
       "workers" $workerDns)
     (deepCopy ($config.router | default dict)) -}}
-{{- $gateway := merge (dict
+{{- $gatewayOwned := dict
       "listen" (printf "0.0.0.0:%d" (int .Values.gateway.port))
-      "router" (printf "%s:%d" (include "tern.serviceHost" (dict "root" . "component" "router")) (int .Values.router.grpcPort)))
-    (deepCopy ($config.gateway | default dict)) -}}
+      "router" (printf "%s:%d" (include "tern.serviceHost" (dict "root" . "component" "router")) (int .Values.router.grpcPort)) -}}
+{{- if .Values.gateway.apiKeySecret -}}
+{{- $_ := set $gatewayOwned "api_key_file" (include "tern.apiKeyFile" .) -}}
+{{- end -}}
+{{- $gateway := merge $gatewayOwned (deepCopy ($config.gateway | default dict)) -}}
 {{- $file := dict "model" $model "worker" $worker "router" $router "gateway" $gateway -}}
 {{- if $trn2 -}}
 {{- $_ := set $file "neuron" (include "tern.neuronSection" . | fromYaml) -}}
@@ -124,6 +127,11 @@ checksum/config: {{ include "tern.configYaml" . | sha256sum }}
   configMap:
     name: {{ include "tern.fullname" . }}-config
   {{- end }}
+{{- end -}}
+
+{{/* Where the gateway pods see the API key file of gateway.apiKeySecret. */}}
+{{- define "tern.apiKeyFile" -}}
+/etc/tern-api-keys/keys.yaml
 {{- end -}}
 
 {{- define "tern.podSecurityContext" -}}
