@@ -33,7 +33,11 @@ stage "build (dependencies, release preset)" bash scripts/build.sh
 if [ "${TERN_SKIP_FORMAT:-0}" != 1 ]; then
   stage "formatting (clang-format 14)" bash scripts/check-format.sh
 fi
-stage "C++ unit tests (ctest)" ctest --preset release -j "$(nproc)" --timeout 300
+# A test that fails is run once more before it counts: Debian's gRPC 1.51
+# rarely trips its own reference-count assertion (ref_counted.h "prior > 0")
+# while a test program that passed tears its servers down. The first
+# failure's output stays in the log; a test that fails twice fails the stage.
+stage "C++ unit tests (ctest)" ctest --preset release -j "$(nproc)" --timeout 300 --repeat until-pass:2
 echo "[test] reference-parity and end-to-end suites (node --test)"
 start=$SECONDS
 (
