@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -211,68 +212,25 @@ int RunUpCommand(int argc, char** argv, int first) {
 
   std::vector<std::string> worker_addresses;
   std::vector<std::string> metrics_urls;
-  for (int i = 0; i < num_native; ++i) {
+  // What every worker gets: its own ports, the model, the log level, the
+  // config and the overrides given here (its metrics URL is noted); null
+  // when no free ports are found.
+  const auto worker_args = [&](const std::string& name,
+                               std::string* address) -> std::optional<std::vector<std::string>> {
     auto worker_port = PickFreePort();
     auto metrics_port = PickFreePort();
     if (!worker_port.ok() || !metrics_port.ok()) {
       std::cerr << "tern up: cannot find free ports\n";
-      return 1;
+      return std::nullopt;
     }
-    const std::string address = absl::StrCat("127.0.0.1:", *worker_port);
+    *address = absl::StrCat("127.0.0.1:", *worker_port);
     const std::string metrics = absl::StrCat("127.0.0.1:", *metrics_port);
-    metrics_urls.push_back(absl::StrCat("http://", metrics, "/metrics (worker ", i + 1, ")"));
-    std::vector<std::string> args = {(bin / "tern-worker").string(),
-                                     "--model",
-                                     config.model.path,
-                                     "--listen",
-                                     address,
-                                     "--metrics-listen",
-                                     metrics,
-                                     "--log-level",
-                                     log_level};
-    if (!config_path.empty()) args.insert(args.end(), {"--config", config_path});
-    for (const char* name : {"max-num-seqs", "max-model-len", "served-model-name"}) {
-      if (auto v = flags->Get(name)) args.insert(args.end(), {std::string("--") + name, *v});
-    }
-    // --tp, else the config's tp, else one rank per CPU of the worker's share
-    // (as many as the model's heads divide evenly into).
-    int64_t worker_tp = config.worker.tp;
-    if (tp->has_value()) {
-      worker_tp = **tp;
-    } else if (worker_tp <= 0) {
-      worker_tp = LargestValidTp(*model_config, static_cast<int32_t>(worker_cpus[i].size()));
-    }
-    args.insert(args.end(),
-                {"--cpus", CpuListFlag(worker_cpus[i]), "--tp", std::to_string(worker_tp)});
-    Say(absl::StrCat("starting worker ", i + 1, "/", num_native, " on ", address, " (CPUs ",
-                     CpuListFlag(worker_cpus[i]), ", tp ", worker_tp, ")"));
-    if (auto started = supervisor.Start(absl::StrCat("worker ", i + 1), args); !started.ok()) {
-      std::cerr << "tern up: " << started.status().message() << "\n";
-      return 1;
-    }
-    worker_addresses.push_back(address);
-  }
-  // One tern-worker per vLLM server, each its own routable worker.
-  for (size_t i = 0; i < vllm_servers.size(); ++i) {
-    auto worker_port = PickFreePort();
-    auto metrics_port = PickFreePort();
-    if (!worker_port.ok() || !metrics_port.ok()) {
-      std::cerr << "tern up: cannot find free ports\n";
-      return 1;
-    }
-    const std::string address = absl::StrCat("127.0.0.1:", *worker_port);
-    const std::string metrics = absl::StrCat("127.0.0.1:", *metrics_port);
-    const std::string name = absl::StrCat("vllm worker ", i + 1);
     metrics_urls.push_back(absl::StrCat("http://", metrics, "/metrics (", name, ")"));
     std::vector<std::string> args = {(bin / "tern-worker").string(),
-                                     "--engine",
-                                     "vllm",
-                                     "--vllm",
-                                     vllm_servers[i],
                                      "--model",
                                      config.model.path,
                                      "--listen",
-                                     address,
+                                     *address,
                                      "--metrics-listen",
                                      metrics,
                                      "--log-level",
@@ -281,13 +239,46 @@ int RunUpCommand(int argc, char** argv, int first) {
     for (const char* flag : {"max-num-seqs", "max-model-len", "served-model-name"}) {
       if (auto v = flags->Get(flag)) args.insert(args.end(), {std::string("--") + flag, *v});
     }
-    Say(absl::StrCat("starting ", name, "/", vllm_servers.size(), " on ", address, " in front of ",
-                     vllm_servers[i]));
+    return args;
+  };
+  const auto start_worker = [&](const std::string& name, const std::vector<std::string>& args,
+                                const std::string& address) {
     if (auto started = supervisor.Start(name, args); !started.ok()) {
       std::cerr << "tern up: " << started.status().message() << "\n";
-      return 1;
+      return false;
     }
     worker_addresses.push_back(address);
+    return true;
+  };
+  for (int i = 0; i < num_native; ++i) {
+    const std::string name = absl::StrCat("worker ", i + 1);
+    std::string address;
+    std::optional<std::vector<std::string>> args = worker_args(name, &address);
+    if (!args) return 1;
+    // --tp, else the config's tp, else one rank per CPU of the worker's share
+    // (as many as the model's heads divide evenly into).
+    int64_t worker_tp = config.worker.tp;
+    if (tp->has_value()) {
+      worker_tp = **tp;
+    } else if (worker_tp <= 0) {
+      worker_tp = LargestValidTp(*model_config, static_cast<int32_t>(worker_cpus[i].size()));
+    }
+    args->insert(args->end(),
+                 {"--cpus", CpuListFlag(worker_cpus[i]), "--tp", std::to_string(worker_tp)});
+    Say(absl::StrCat("starting worker ", i + 1, "/", num_native, " on ", address, " (CPUs ",
+                     CpuListFlag(worker_cpus[i]), ", tp ", worker_tp, ")"));
+    if (!start_worker(name, *args, address)) return 1;
+  }
+  // One tern-worker per vLLM server, each its own routable worker.
+  for (size_t i = 0; i < vllm_servers.size(); ++i) {
+    const std::string name = absl::StrCat("vllm worker ", i + 1);
+    std::string address;
+    std::optional<std::vector<std::string>> args = worker_args(name, &address);
+    if (!args) return 1;
+    args->insert(args->end(), {"--engine", "vllm", "--vllm", vllm_servers[i]});
+    Say(absl::StrCat("starting ", name, "/", vllm_servers.size(), " on ", address, " in front of ",
+                     vllm_servers[i]));
+    if (!start_worker(name, *args, address)) return 1;
   }
   Say(vllm_servers.empty() ? "loading the model in each worker"
                            : "waiting for every worker (vLLM servers: until they answer /health)");

@@ -272,16 +272,13 @@ int RunVllmWorker(const tern::Flags& flags, const tern::ClusterConfig& config,
     while (!stop.load()) {
       for (size_t i = 0; i < servings.size(); ++i) {
         VllmServing& s = servings[i];
-        const bool ready = s.engine->healthy() && s.engine->Info().kv_block_size > 0;
-        if (!ready && s.engine->healthy()) {
-          absl::Status waited = s.engine->WaitReady(absl::Milliseconds(1));
-          if (absl::IsFailedPrecondition(waited)) {
-            std::cerr << "tern-worker: engine " << i << ": " << waited.message() << "\n";
-            fatal.store(1);
-            kill(getpid(), SIGTERM);
-            return;
-          }
+        if (const absl::Status wrong = s.engine->ConfigError(); !wrong.ok()) {
+          std::cerr << "tern-worker: engine " << i << ": " << wrong.message() << "\n";
+          fatal.store(1);
+          kill(getpid(), SIGTERM);
+          return;
         }
+        const bool ready = s.engine->ready();
         if (ready != s.serving) {
           s.server->GetHealthCheckService()->SetServingStatus(ready);
           s.serving = ready;

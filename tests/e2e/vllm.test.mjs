@@ -474,6 +474,19 @@ describe("tern-worker --launch runs and supervises the planned servers", { timeo
   });
 });
 
+describe("a vllm worker configured for another block size", { timeout: 60_000 }, () => {
+  test("stops with an error naming both sizes", async () => {
+    const d = await startDouble();
+    const proc = new Proc("tern-worker", [
+      "--engine", "vllm", "--vllm", vllmSpec(d), "--model", modelDir, "--served-model-name", "tiny",
+      "--listen", `127.0.0.1:${await freePort()}`, "--block-size", "16", "--log-level", "warning",
+    ]);
+    const code = await Promise.race([proc.exited, sleep(30_000).then(() => "still running")]);
+    assert.equal(code, 1, proc.logs.join(""));
+    assert.match(proc.logs.join(""), /runs --block-size 128 but this worker was configured with block size 16/);
+  });
+});
+
 describe("tern up --vllm fronts a running vLLM server in one command", { timeout: 120_000 }, () => {
   test("a chat completion through tern up's gateway reaches the server", async () => {
     const d = await startDouble();

@@ -62,6 +62,25 @@ struct VllmEngine::Request {
   std::optional<TokenLogprobs> held_logprobs;
 };
 
+namespace {
+
+// Notes a chunk's usage (the one vLLM sends after the finish, with
+// stream_options.include_usage): that it came, and the prompt tokens vLLM
+// found cached (sent with --enable-prompt-tokens-details).
+void TakeUsage(const nlohmann::json& chunk, bool* has_usage, int32_t* cached_tokens) {
+  const auto usage = chunk.find("usage");
+  if (usage == chunk.end() || !usage->is_object()) return;
+  *has_usage = true;
+  const auto details = usage->find("prompt_tokens_details");
+  if (details == usage->end() || !details->is_object()) return;
+  const auto cached = details->find("cached_tokens");
+  if (cached != details->end() && cached->is_number_integer()) {
+    *cached_tokens = cached->get<int32_t>();
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<VllmEngine>> VllmEngine::Create(VllmEngineOptions options) {
   if (options.server.host.empty() || options.server.port == 0) {
     return absl::InvalidArgumentError("the vLLM server needs a host and a port");
@@ -121,40 +140,14 @@ VllmEngine::~VllmEngine() {
   publisher_.CloseAll();
 }
 
-absl::Status VllmEngine::WaitReady(absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  for (;;) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (healthy_ && block_size_ > 0) return absl::OkStatus();
-    }
-    // The monitor thread reads /health and /metrics; a mismatch it finds
-    // is reported here from a direct read.
-    absl::StatusOr<HttpReply> metrics = HttpGet(target_, "/metrics", absl::Seconds(2));
-    if (metrics.ok() && metrics->status == 200) {
-      std::optional<std::string> size =
-          PrometheusLabel(metrics->body, "vllm:cache_config_info", "block_size");
-      int32_t server_size = 0;
-      if (size && absl::SimpleAtoi(*size, &server_size) && options_.block_size > 0 &&
-          server_size != options_.block_size) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("vLLM at ", options_.server.url, " runs --block-size ", server_size,
-                         " but this worker was configured with block size ", options_.block_size));
-      }
-      if (!size && options_.block_size == 0) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("vLLM at ", options_.server.url,
-                         " does not state its block size in vllm:cache_config_info; pass "
-                         "--block-size (vLLM's --block-size)"));
-      }
-    }
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat("vLLM at ", options_.server.url,
-                                                      " did not answer /health within ",
-                                                      absl::FormatDuration(timeout)));
-    }
-    absl::SleepFor(absl::Milliseconds(100));
-  }
+absl::Status VllmEngine::ConfigError() const {
+  absl::MutexLock lock(&mu_);
+  return config_error_;
+}
+
+bool VllmEngine::ready() const {
+  absl::MutexLock lock(&mu_);
+  return healthy_ && block_size_ > 0;
 }
 
 bool VllmEngine::healthy() const {
@@ -195,9 +188,20 @@ void VllmEngine::MonitorLoop() {
       server_waiting_ = PrometheusSample(text, "vllm:num_requests_waiting").value_or(0);
       server_kv_usage_ = usage.value_or(0);
       int32_t server_size = 0;
-      if (size && absl::SimpleAtoi(*size, &server_size) && server_size > 0 &&
-          (options_.block_size == 0 || options_.block_size == server_size)) {
+      if (!size || !absl::SimpleAtoi(*size, &server_size) || server_size <= 0) {
+        if (options_.block_size == 0) {
+          config_error_ = absl::FailedPreconditionError(
+              absl::StrCat("vLLM at ", options_.server.url,
+                           " does not state its block size in vllm:cache_config_info; pass "
+                           "--block-size (vLLM's --block-size)"));
+        }
+      } else if (options_.block_size > 0 && server_size != options_.block_size) {
+        config_error_ = absl::FailedPreconditionError(
+            absl::StrCat("vLLM at ", options_.server.url, " runs --block-size ", server_size,
+                         " but this worker was configured with block size ", options_.block_size));
+      } else {
         block_size_ = server_size;
+        config_error_ = absl::OkStatus();
       }
       int64_t total = 0;
       if (blocks && absl::SimpleAtoi(*blocks, &total)) blocks_total_ = total;
@@ -507,15 +511,7 @@ void VllmEngine::RunRequest(std::shared_ptr<Request> request) {
                            : e.dump()));
       break;
     }
-    if (chunk.contains("usage") && chunk["usage"].is_object()) {
-      const nlohmann::json& usage = chunk["usage"];
-      r.has_usage = true;
-      if (usage.contains("prompt_tokens_details") && usage["prompt_tokens_details"].is_object() &&
-          usage["prompt_tokens_details"].contains("cached_tokens") &&
-          usage["prompt_tokens_details"]["cached_tokens"].is_number_integer()) {
-        r.cached_tokens = usage["prompt_tokens_details"]["cached_tokens"].get<int32_t>();
-      }
-    }
+    TakeUsage(chunk, &r.has_usage, &r.cached_tokens);
     if (!chunk.contains("choices") || !chunk["choices"].is_array() || chunk["choices"].empty()) {
       continue;
     }
@@ -598,17 +594,8 @@ void VllmEngine::RunRequest(std::shared_ptr<Request> request) {
       while (!r.has_usage) {
         absl::StatusOr<std::optional<std::string>> rest = stream->Next();
         if (!rest.ok() || !rest->has_value()) break;
-        nlohmann::json tail = nlohmann::json::parse(**rest, nullptr, false);
-        if (tail.is_object() && tail.contains("usage") && tail["usage"].is_object()) {
-          r.has_usage = true;
-          const nlohmann::json& usage = tail["usage"];
-          if (usage.contains("prompt_tokens_details") &&
-              usage["prompt_tokens_details"].is_object() &&
-              usage["prompt_tokens_details"].contains("cached_tokens") &&
-              usage["prompt_tokens_details"]["cached_tokens"].is_number_integer()) {
-            r.cached_tokens = usage["prompt_tokens_details"]["cached_tokens"].get<int32_t>();
-          }
-        }
+        const nlohmann::json tail = nlohmann::json::parse(**rest, nullptr, false);
+        if (tail.is_object()) TakeUsage(tail, &r.has_usage, &r.cached_tokens);
       }
       break;
     }

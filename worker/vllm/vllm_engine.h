@@ -52,7 +52,7 @@ struct VllmEngineOptions {
   // The name clients use; sent as `model` unless server.model is set.
   std::string served_model_name;
   // Tokens per KV block; 0: the server's (vllm:cache_config_info). When set
-  // and the server states another, WaitReady fails.
+  // and the server states another, ConfigError says so.
   int32_t block_size = 0;
   // Reported in Info (the router keeps this many in flight, plus slack).
   int32_t max_num_seqs = 8;
@@ -100,11 +100,12 @@ class VllmEngine final : public ServingEngine {
   VllmEngine(const VllmEngine&) = delete;
   VllmEngine& operator=(const VllmEngine&) = delete;
 
-  // Waits until the server answers /health with 200 and its block size is
-  // known (from /metrics or the options). FAILED_PRECONDITION when the
-  // server's block size differs from the configured one or cannot be
-  // learnt; DEADLINE_EXCEEDED when it is not up in time.
-  absl::Status WaitReady(absl::Duration timeout);
+  // FAILED_PRECONDITION once the server's /metrics contradicts the options:
+  // another block size than the configured one, or none stated where none
+  // is configured. The engine cannot serve such a server correctly.
+  absl::Status ConfigError() const;
+  // Ready to serve: the server answers /health and its block size is known.
+  bool ready() const;
   // The server answered /health with 200 at the last check.
   bool healthy() const;
 
@@ -139,6 +140,7 @@ class VllmEngine final : public ServingEngine {
   bool healthy_ ABSL_GUARDED_BY(mu_) = false;
   int32_t block_size_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t blocks_total_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status config_error_ ABSL_GUARDED_BY(mu_);
   // From the last /metrics read.
   double server_running_ ABSL_GUARDED_BY(mu_) = 0;
   double server_waiting_ ABSL_GUARDED_BY(mu_) = 0;
