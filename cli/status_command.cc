@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/flags.h"
+#include "common/grpc_tls.h"
 #include "tern/v1/router.grpc.pb.h"
 
 namespace tern::cli {
@@ -17,7 +18,10 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: tern status [--router 127.0.0.1:50051] [--timeout-ms 2000]\n"
-    "  The workers the router knows, their health, load and prefix cache.\n";
+    "                   [--mtls-ca-file F --mtls-cert-file F --mtls-key-file F]\n"
+    "  The workers the router knows, their health, load and prefix cache. A router\n"
+    "  with mutual TLS (tern.yaml's tls: section) needs a client certificate of its CA\n"
+    "  (`tern up --tls` prints where its client certificate is).\n";
 
 std::string Percent(int64_t part, int64_t whole) {
   return whole > 0 ? absl::StrFormat("%.1f%%",
@@ -73,7 +77,9 @@ std::string FormatClusterState(const tern::v1::ClusterStateResponse& state) {
 }
 
 int RunStatus(int argc, char** argv) {
-  absl::StatusOr<Flags> flags = Flags::Parse(argc, argv, 1, {"router", "timeout-ms"}, {"help"});
+  absl::StatusOr<Flags> flags = Flags::Parse(
+      argc, argv, 1, {"router", "timeout-ms", "mtls-ca-file", "mtls-cert-file", "mtls-key-file"},
+      {"help"});
   if (!flags.ok()) {
     std::cerr << "tern status: " << flags.status().message() << "\n" << kUsage;
     return 2;
@@ -88,8 +94,20 @@ int RunStatus(int argc, char** argv) {
     return 2;
   }
   const std::string address = flags->GetOr("router", "127.0.0.1:50051");
-  auto stub =
-      tern::v1::Router::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  TlsSection tls;
+  tls.ca_file = flags->GetOr("mtls-ca-file", "");
+  tls.cert_file = flags->GetOr("mtls-cert-file", "");
+  tls.key_file = flags->GetOr("mtls-key-file", "");
+  if (absl::Status files = CheckTlsFiles(tls); !files.ok() ||
+                                               tls.ca_file.empty() != tls.cert_file.empty() ||
+                                               tls.cert_file.empty() != tls.key_file.empty()) {
+    std::cerr << "tern status: "
+              << (files.ok() ? "--mtls-ca-file, --mtls-cert-file and --mtls-key-file go together"
+                             : files.message())
+              << "\n";
+    return 2;
+  }
+  auto stub = tern::v1::Router::NewStub(ChannelSecurity(tls).CreateChannel(address));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::milliseconds(timeout_ms->value_or(2000)));

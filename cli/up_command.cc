@@ -3,6 +3,9 @@
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -21,12 +25,15 @@
 #include "absl/strings/str_replace.h"
 #include "cli/cpu_set.h"
 #include "cli/process_supervisor.h"
+#include "cli/tls_certs.h"
 #include "common/config.h"
 #include "common/flags.h"
+#include "common/grpc_tls.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "tern/v1/router.grpc.pb.h"
 #include "worker/model/model_config.h"
+#include "yaml-cpp/yaml.h"
 
 namespace tern::cli {
 namespace {
@@ -37,12 +44,18 @@ constexpr char kUsage[] =
     "               [--config tern.yaml] [--host 127.0.0.1] [--max-num-seqs N]\n"
     "               [--max-model-len N] [--served-model-name NAME] [--log-level info]\n"
     "               [--tp N] [--vllm URL[,events=EP][,replay=EP][,model=NAME]]...\n"
+    "               [--grpc-port N] [--tls [--tls-dir DIR]]\n"
     "The workers share the CPUs this process may run on: each gets its own\n"
     "contiguous group (--cpus) and, unless --tp says otherwise, one\n"
     "tensor-parallel rank per CPU of its group.\n"
     "--vllm fronts a vLLM server that is already running (repeatable): each\n"
     "gets a tern-worker --engine vllm, and --workers defaults to 0 native ones.\n"
-    "events= and replay= are its --kv-events-config endpoints, for prefix routing.\n";
+    "events= and replay= are its --kv-events-config endpoints, for prefix routing.\n"
+    "The gateway also serves the gRPC API (tern.v1.Inference, with reflection) on\n"
+    "--grpc-port, a free port by default.\n"
+    "--tls: mutual TLS between gateway, router and workers, with a throw-away CA\n"
+    "and certificates (127.0.0.1, localhost; 7 days) written to --tls-dir, by\n"
+    "default a fresh folder under $TMPDIR removed when the cluster stops.\n";
 
 using Clock = std::chrono::steady_clock;
 
@@ -55,8 +68,21 @@ std::filesystem::path BinDir() {
   return std::filesystem::read_symlink("/proc/self/exe").parent_path();
 }
 
-bool WorkerServing(const std::string& address) {
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+// The identities `tern up --tls` makes certificates for; "client" is its own
+// (the readiness probes) and the operator's (grpcurl -cacert/-cert/-key).
+const std::vector<std::string> kTlsIdentities = {"gateway", "router", "worker", "client"};
+
+// Removes a folder when it goes out of scope (the throw-away certificates).
+struct RemoveFolderAtExit {
+  ~RemoveFolderAtExit() {
+    std::error_code ignored;
+    if (!path.empty()) std::filesystem::remove_all(path, ignored);
+  }
+  std::string path;
+};
+
+bool WorkerServing(const std::string& address, const ChannelSecurity& security) {
+  auto channel = security.CreateChannel(address);
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
@@ -65,9 +91,8 @@ bool WorkerServing(const std::string& address) {
          response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 
-int RouterReadyWorkers(const std::string& address) {
-  auto stub =
-      tern::v1::Router::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+int RouterReadyWorkers(const std::string& address, const ChannelSecurity& security) {
+  auto stub = tern::v1::Router::NewStub(security.CreateChannel(address));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   tern::v1::ListModelsResponse response;
@@ -82,21 +107,74 @@ std::string ShellQuoted(const std::string& text) {
   return absl::StrCat("'", absl::StrReplaceAll(text, {{"'", "'\\''"}}), "'");
 }
 
-// GET /health on the gateway; true on a 200.
-bool GatewayHealthy(const std::string& host, int port) {
+// Sends `request` over TLS on the connected socket `fd` and returns the
+// start of the answer; empty when the handshake fails or the server's
+// certificate does not verify against `ca_file` and name `ip`.
+std::string ExchangeOverTls(int fd, const std::string& ip, const std::string& ca_file,
+                            const std::string& request) {
+  std::unique_ptr<SSL_CTX, void (*)(SSL_CTX*)> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+  std::string answer;
+  if (ctx != nullptr && SSL_CTX_load_verify_locations(ctx.get(), ca_file.c_str(), nullptr) == 1) {
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    std::unique_ptr<SSL, void (*)(SSL*)> ssl(SSL_new(ctx.get()), SSL_free);
+    if (ssl != nullptr && SSL_set_fd(ssl.get(), fd) == 1 &&
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), ip.c_str()) == 1 &&
+        SSL_connect(ssl.get()) == 1 &&
+        SSL_write(ssl.get(), request.data(), static_cast<int>(request.size())) > 0) {
+      char buf[64] = {};
+      const int n = SSL_read(ssl.get(), buf, sizeof(buf) - 1);
+      if (n > 0) answer.assign(buf, n);
+    }
+  }
+  ERR_clear_error();
+  return answer;
+}
+
+// The gateway's config under --tls: the --config file's content (if any)
+// with gateway.tls_cert_file and tls_key_file naming its certificate, so its
+// HTTP listener speaks HTTPS; written into `dir`.
+absl::StatusOr<std::string> WriteGatewayHttpsConfig(const std::string& config_path,
+                                                    const TlsSection& certificate,
+                                                    const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "gateway.yaml").string();
+  try {
+    YAML::Node root =
+        config_path.empty() ? YAML::Node(YAML::NodeType::Map) : YAML::LoadFile(config_path);
+    if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+    root["gateway"]["tls_cert_file"] = certificate.cert_file;
+    root["gateway"]["tls_key_file"] = certificate.key_file;
+    YAML::Emitter out;
+    out << root;
+    std::ofstream file(path);
+    file << out.c_str() << "\n";
+    if (!file.flush()) return absl::InternalError("cannot write " + path);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", e.what()));
+  }
+  return path;
+}
+
+// GET /health on the gateway; true on a 200. Over HTTPS when
+// `https_ca_file` is set (the certificate checked against it).
+bool GatewayHealthy(const std::string& host, int port, const std::string& https_ca_file) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return false;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, host == "0.0.0.0" ? "127.0.0.1" : host.c_str(), &addr.sin_addr);
+  const std::string ip = host == "0.0.0.0" ? "127.0.0.1" : host;
+  inet_pton(AF_INET, ip.c_str(), &addr.sin_addr);
   timeval timeout{1, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   bool ok = false;
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
     const std::string request =
         "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+    if (!https_ca_file.empty()) {
+      const std::string answer = ExchangeOverTls(fd, ip, https_ca_file, request);
+      ok = answer.size() > 12 && answer.find(" 200 ") != std::string::npos;
+    } else if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
       char buf[64] = {};
       const ssize_t n = read(fd, buf, sizeof(buf) - 1);
       ok = n > 12 && std::string(buf, n).find(" 200 ") != std::string::npos;
@@ -138,10 +216,11 @@ bool WaitUntil(ProcessSupervisor& supervisor, const std::string& what, std::chro
 }  // namespace
 
 int RunUpCommand(int argc, char** argv, int first) {
-  auto flags = Flags::Parse(argc, argv, first,
-                            {"model", "port", "workers", "policy", "config", "host", "max-num-seqs",
-                             "max-model-len", "served-model-name", "log-level", "tp", "vllm"},
-                            {"help"});
+  auto flags = Flags::Parse(
+      argc, argv, first,
+      {"model", "port", "workers", "policy", "config", "host", "max-num-seqs", "max-model-len",
+       "served-model-name", "log-level", "tp", "vllm", "grpc-port", "tls-dir"},
+      {"help", "tls"});
   if (!flags.ok()) {
     std::cerr << "tern up: " << flags.status().message() << "\n" << kUsage;
     return 2;
@@ -175,13 +254,19 @@ int RunUpCommand(int argc, char** argv, int first) {
   auto port = flags->GetInt("port");
   auto workers = flags->GetInt("workers");
   auto tp = flags->GetInt("tp");
-  if (!port.ok() || !workers.ok() || !tp.ok()) {
+  auto grpc_port = flags->GetInt("grpc-port");
+  if (!port.ok() || !workers.ok() || !tp.ok() || !grpc_port.ok()) {
     std::cerr << "tern up: "
               << (!port.ok()      ? port.status()
                   : !workers.ok() ? workers.status()
-                                  : tp.status())
+                  : !tp.ok()      ? tp.status()
+                                  : grpc_port.status())
                      .message()
               << "\n";
+    return 2;
+  }
+  if (grpc_port->has_value() && (**grpc_port < 1 || **grpc_port > 65535)) {
+    std::cerr << "tern up: --grpc-port must be in [1, 65535]\n";
     return 2;
   }
   if (tp->has_value() && (**tp < 1 || **tp > 1024)) {
@@ -202,6 +287,48 @@ int RunUpCommand(int argc, char** argv, int first) {
   // CPUs named in the config are shared out instead of the whole affinity set.
   const std::vector<std::vector<int32_t>> worker_cpus = DivideCpus(
       config.worker.cpus.empty() ? ProcessCpus() : config.worker.cpus, std::max(1, num_native));
+
+  // --tls: every tier gets its certificate; tern up probes with "client".
+  // Without it, a tls section in --config reaches the tiers through the
+  // config, and the probes use it too.
+  std::map<std::string, TlsSection> tls;
+  std::string tls_dir;
+  RemoveFolderAtExit remove_tls_dir;
+  ChannelSecurity probe_security(config.tls);
+  if (flags->Has("tls")) {
+    tls_dir = flags->GetOr("tls-dir", "");
+    if (tls_dir.empty()) {
+      std::string pattern =
+          (std::filesystem::temp_directory_path() / "tern-up-tls-XXXXXX").string();
+      if (mkdtemp(pattern.data()) == nullptr) {
+        std::cerr << "tern up: cannot create a folder for the certificates\n";
+        return 1;
+      }
+      tls_dir = pattern;
+      remove_tls_dir.path = tls_dir;  // throw-away: gone with the cluster
+    }
+    std::vector<std::string> hosts = {"127.0.0.1", "localhost"};
+    if (host != "0.0.0.0" && host != "127.0.0.1" && host != "localhost") hosts.push_back(host);
+    auto written = WriteClusterCertificates(tls_dir, kTlsIdentities, hosts, absl::Hours(24 * 7));
+    if (!written.ok()) {
+      std::cerr << "tern up: " << written.status().message() << "\n";
+      return 1;
+    }
+    tls = *std::move(written);
+    probe_security = ChannelSecurity(tls["client"]);
+    Say(absl::StrCat("mutual TLS between the tiers: throw-away CA and certificates in ", tls_dir));
+  } else if (flags->Has("tls-dir")) {
+    std::cerr << "tern up: --tls-dir needs --tls\n";
+    return 2;
+  }
+  // The tier's --mtls-* flags under --tls; none otherwise.
+  const auto tls_args = [&](const std::string& tier) {
+    if (tls.empty()) return std::vector<std::string>();
+    const TlsSection& section = tls[tier];
+    return std::vector<std::string>{"--mtls-ca-file=" + section.ca_file,
+                                    "--mtls-cert-file=" + section.cert_file,
+                                    "--mtls-key-file=" + section.key_file};
+  };
 
   // Ctrl-C reaches the whole foreground process group; the children stop on
   // their own and the supervisor waits for them.
@@ -236,6 +363,8 @@ int RunUpCommand(int argc, char** argv, int first) {
                                      "--log-level",
                                      log_level};
     if (!config_path.empty()) args.insert(args.end(), {"--config", config_path});
+    const std::vector<std::string> worker_tls = tls_args("worker");
+    args.insert(args.end(), worker_tls.begin(), worker_tls.end());
     for (const char* flag : {"max-num-seqs", "max-model-len", "served-model-name"}) {
       if (auto v = flags->Get(flag)) args.insert(args.end(), {std::string("--") + flag, *v});
     }
@@ -284,7 +413,7 @@ int RunUpCommand(int argc, char** argv, int first) {
                            : "waiting for every worker (vLLM servers: until they answer /health)");
   for (const std::string& address : worker_addresses) {
     if (!WaitUntil(supervisor, "worker " + address, std::chrono::seconds(600),
-                   [&] { return WorkerServing(address); })) {
+                   [&] { return WorkerServing(address, probe_security); })) {
       return g_stop_signal ? 0 : 1;
     }
   }
@@ -308,35 +437,68 @@ int RunUpCommand(int argc, char** argv, int first) {
                                           "--log-level",
                                           log_level};
   if (!config_path.empty()) router_args.insert(router_args.end(), {"--config", config_path});
+  const std::vector<std::string> router_tls = tls_args("router");
+  router_args.insert(router_args.end(), router_tls.begin(), router_tls.end());
   if (!supervisor.Start("router", router_args).ok()) return 1;
-  if (!WaitUntil(supervisor, "router", std::chrono::seconds(60),
-                 [&] { return RouterReadyWorkers(router_address) == num_workers; })) {
+  if (!WaitUntil(supervisor, "router", std::chrono::seconds(60), [&] {
+        return RouterReadyWorkers(router_address, probe_security) == num_workers;
+      })) {
     return g_stop_signal ? 0 : 1;
   }
 
   const std::string gateway_listen = absl::StrCat(host, ":", gateway_port);
-  Say(absl::StrCat("starting gateway on http://", gateway_listen));
+  int gateway_grpc_port = static_cast<int>(grpc_port->value_or(0));
+  if (gateway_grpc_port == 0) {
+    auto free_port = PickFreePort();
+    if (!free_port.ok()) return 1;
+    gateway_grpc_port = *free_port;
+  }
+  const std::string gateway_grpc_listen = absl::StrCat(host, ":", gateway_grpc_port);
+  Say(absl::StrCat("starting gateway on http://", gateway_listen, " (gRPC on ", gateway_grpc_listen,
+                   ")"));
   std::vector<std::string> gateway_args = {(bin / "tern-gateway").string(),
                                            "--listen",
                                            gateway_listen,
+                                           "--grpc-listen",
+                                           gateway_grpc_listen,
                                            "--router",
                                            router_address,
                                            "--model",
                                            config.model.path,
                                            "--log-level",
                                            log_level};
-  if (!config_path.empty()) gateway_args.insert(gateway_args.end(), {"--config", config_path});
+  // Under --tls the gateway's HTTP listener speaks HTTPS with its certificate.
+  std::string gateway_config = config_path;
+  if (!tls.empty()) {
+    auto written = WriteGatewayHttpsConfig(config_path, tls["gateway"], tls_dir);
+    if (!written.ok()) {
+      std::cerr << "tern up: " << written.status().message() << "\n";
+      return 1;
+    }
+    gateway_config = *written;
+  }
+  if (!gateway_config.empty()) {
+    gateway_args.insert(gateway_args.end(), {"--config", gateway_config});
+  }
+  const std::vector<std::string> gateway_tls = tls_args("gateway");
+  gateway_args.insert(gateway_args.end(), gateway_tls.begin(), gateway_tls.end());
   if (auto v = flags->Get("served-model-name")) {
     gateway_args.insert(gateway_args.end(), {"--served-model-name", *v});
   }
   if (!supervisor.Start("gateway", gateway_args).ok()) return 1;
-  if (!WaitUntil(supervisor, "gateway", std::chrono::seconds(60),
-                 [&] { return GatewayHealthy(host, gateway_port); })) {
+  if (!WaitUntil(supervisor, "gateway", std::chrono::seconds(60), [&] {
+        return GatewayHealthy(host, gateway_port, tls.empty() ? "" : tls["client"].ca_file);
+      })) {
     return g_stop_signal ? 0 : 1;
   }
 
+  const std::string client_host = host == "0.0.0.0" ? "127.0.0.1" : host;
   const std::string base =
-      absl::StrCat("http://", host == "0.0.0.0" ? "127.0.0.1" : host, ":", gateway_port, "/v1");
+      absl::StrCat(tls.empty() ? "http://" : "https://", client_host, ":", gateway_port, "/v1");
+  // curl's flag to trust the throw-away CA.
+  const std::string cacert =
+      tls.empty() ? "" : absl::StrCat("--cacert ", tls["client"].ca_file, " ");
+  const std::string grpc_address = absl::StrCat(client_host, ":", gateway_grpc_port);
   // The id the gateway serves the model under, as it derives it.
   const std::string model_id = config.model.served_name.empty()
                                    ? DefaultServedModelName(config.model.path)
@@ -345,12 +507,23 @@ int RunUpCommand(int argc, char** argv, int first) {
                                           {"messages", {{{"role", "user"}, {"content", "Hello!"}}}},
                                           {"max_tokens", 32}};
   std::cout << "\n[tern up] ready: " << num_workers << " worker(s), model " << model_id
-            << ", OpenAI API at " << base << "\n[tern up] try:\n  curl " << base
-            << "/models\n  curl " << base
+            << ", OpenAI API at " << base << "\n[tern up] try:\n  curl " << cacert << base
+            << "/models\n  curl " << cacert << base
             << "/chat/completions -H 'Content-Type: application/json' \\\n"
             << "    -d " << ShellQuoted(example.dump()) << "\n"
+            << "[tern up] gRPC API (tern.v1.Inference) at " << grpc_address
+            << "; with reflection: grpcurl "
+            << (tls.empty() ? std::string("-plaintext ")
+                            : absl::StrCat("-cacert ", tls["client"].ca_file, " "))
+            << grpc_address << " list\n"
             << "[tern up] metrics: " << base.substr(0, base.size() - 3) << "/metrics (gateway), "
             << absl::StrJoin(metrics_urls, ", ") << "\n"
+            << (tls.empty() ? ""
+                            : absl::StrCat("[tern up] TLS: HTTPS at the gateway; mutual TLS "
+                                           "gateway -> router -> workers (router ",
+                                           router_address, "); CA ", tls["client"].ca_file,
+                                           ", a client certificate: ", tls["client"].cert_file,
+                                           " + ", tls["client"].key_file, "\n"))
             << "[tern up] press Ctrl-C to stop\n"
             << std::endl;
 

@@ -41,7 +41,7 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
   ClusterConfig config;
   if (!root || root.IsNull()) return config;
   TERN_RETURN_IF_ERROR(
-      CheckKeys(root, "tern.yaml", {"model", "worker", "router", "gateway", "neuron"}));
+      CheckKeys(root, "tern.yaml", {"model", "worker", "router", "gateway", "neuron", "tls"}));
   if (const YAML::Node m = root["model"]) {
     TERN_RETURN_IF_ERROR(CheckKeys(m, "model", {"path", "served_name", "max_model_len"}));
     Read(m, "path", &config.model.path);
@@ -67,12 +67,12 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(w, "metrics_listen", &config.worker.metrics_listen);
   }
   if (const YAML::Node r = root["router"]) {
-    TERN_RETURN_IF_ERROR(
-        CheckKeys(r, "router",
-                  {"listen", "policy", "model_policies", "session_affinity", "workers",
-                   "dns_refresh_ms", "registration_lease_ms", "health_interval_ms",
-                   "health_timeout_ms", "metrics_listen", "slack", "max_queue", "max_queue_wait_ms",
-                   "stall_timeout_ms", "max_retries", "circuit_failures", "circuit_cooldown_ms"}));
+    TERN_RETURN_IF_ERROR(CheckKeys(
+        r, "router",
+        {"listen", "policy", "model_policies", "session_affinity", "workers", "dns_refresh_ms",
+         "registration_lease_ms", "health_interval_ms", "health_timeout_ms", "metrics_listen",
+         "slack", "max_queue", "max_queue_wait_ms", "max_priority_wait_ms", "stall_timeout_ms",
+         "max_retries", "circuit_failures", "circuit_cooldown_ms"}));
     Read(r, "listen", &config.router.listen);
     Read(r, "policy", &config.router.policy);
     if (const YAML::Node p = r["model_policies"]) {
@@ -92,22 +92,32 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(r, "slack", &config.router.slack);
     Read(r, "max_queue", &config.router.max_queue);
     Read(r, "max_queue_wait_ms", &config.router.max_queue_wait_ms);
+    Read(r, "max_priority_wait_ms", &config.router.max_priority_wait_ms);
     Read(r, "stall_timeout_ms", &config.router.stall_timeout_ms);
     Read(r, "max_retries", &config.router.max_retries);
     Read(r, "circuit_failures", &config.router.circuit_failures);
     Read(r, "circuit_cooldown_ms", &config.router.circuit_cooldown_ms);
   }
   if (const YAML::Node g = root["gateway"]) {
-    TERN_RETURN_IF_ERROR(CheckKeys(g, "gateway",
-                                   {"listen", "router", "max_body_bytes", "request_timeout_s",
-                                    "io_threads", "api_keys", "api_key_file"}));
+    TERN_RETURN_IF_ERROR(CheckKeys(
+        g, "gateway",
+        {"listen", "grpc_listen", "router", "max_body_bytes", "request_timeout_s", "io_threads",
+         "api_keys", "api_key_file", "max_connections", "max_connections_per_client",
+         "header_timeout_s", "body_idle_timeout_s", "tls_cert_file", "tls_key_file"}));
     Read(g, "listen", &config.gateway.listen);
+    Read(g, "grpc_listen", &config.gateway.grpc_listen);
     Read(g, "router", &config.gateway.router);
     Read(g, "max_body_bytes", &config.gateway.max_body_bytes);
     Read(g, "request_timeout_s", &config.gateway.request_timeout_s);
     Read(g, "io_threads", &config.gateway.io_threads);
     Read(g, "api_keys", &config.gateway.api_keys);
     Read(g, "api_key_file", &config.gateway.api_key_file);
+    Read(g, "max_connections", &config.gateway.max_connections);
+    Read(g, "max_connections_per_client", &config.gateway.max_connections_per_client);
+    Read(g, "header_timeout_s", &config.gateway.header_timeout_s);
+    Read(g, "body_idle_timeout_s", &config.gateway.body_idle_timeout_s);
+    Read(g, "tls_cert_file", &config.gateway.tls_cert_file);
+    Read(g, "tls_key_file", &config.gateway.tls_key_file);
   }
   if (const YAML::Node n = root["neuron"]) {
     TERN_RETURN_IF_ERROR(CheckKeys(n, "neuron",
@@ -153,6 +163,14 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(n, "remote_cache", &neuron.remote_cache);
     Read(n, "extra_args", &neuron.extra_args);
   }
+  if (const YAML::Node t = root["tls"]) {
+    TERN_RETURN_IF_ERROR(
+        CheckKeys(t, "tls", {"ca_file", "cert_file", "key_file", "server_name_override"}));
+    Read(t, "ca_file", &config.tls.ca_file);
+    Read(t, "cert_file", &config.tls.cert_file);
+    Read(t, "key_file", &config.tls.key_file);
+    Read(t, "server_name_override", &config.tls.server_name_override);
+  }
   TERN_RETURN_IF_ERROR(ValidateClusterConfig(config));
   return config;
 }
@@ -191,9 +209,12 @@ absl::Status ValidateClusterConfig(const ClusterConfig& config) {
       {"router.health_timeout_ms", config.router.health_timeout_ms},
       {"router.stall_timeout_ms", config.router.stall_timeout_ms},
       {"router.max_queue_wait_ms", config.router.max_queue_wait_ms},
+      {"router.max_priority_wait_ms", config.router.max_priority_wait_ms},
       {"router.circuit_failures", config.router.circuit_failures},
       {"router.circuit_cooldown_ms", config.router.circuit_cooldown_ms},
-      {"gateway.request_timeout_s", config.gateway.request_timeout_s}};
+      {"gateway.request_timeout_s", config.gateway.request_timeout_s},
+      {"gateway.header_timeout_s", config.gateway.header_timeout_s},
+      {"gateway.body_idle_timeout_s", config.gateway.body_idle_timeout_s}};
   for (const auto& [key, value] : positive) {
     if (value <= 0) return absl::InvalidArgumentError(absl::StrCat(key, " must be positive"));
   }
@@ -203,11 +224,40 @@ absl::Status ValidateClusterConfig(const ClusterConfig& config) {
       {"router.max_queue", config.router.max_queue},
       {"router.max_retries", config.router.max_retries},
       {"gateway.io_threads", config.gateway.io_threads},
+      {"gateway.max_connections", config.gateway.max_connections},
+      {"gateway.max_connections_per_client", config.gateway.max_connections_per_client},
       {"neuron.servers", config.neuron.servers},
       {"neuron.max_model_len", config.neuron.max_model_len},
       {"neuron.max_num_batched_tokens", config.neuron.max_num_batched_tokens}};
   for (const auto& [key, value] : not_negative) {
     if (value < 0) return absl::InvalidArgumentError(absl::StrCat(key, " must not be negative"));
+  }
+  if (const std::string& grpc = config.gateway.grpc_listen; !grpc.empty()) {
+    const size_t colon = grpc.rfind(':');
+    int port = -1;
+    if (colon == std::string::npos || colon == 0 ||
+        !absl::SimpleAtoi(grpc.substr(colon + 1), &port) || port < 0 || port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gateway.grpc_listen must be HOST:PORT (or empty: off), got '", grpc, "'"));
+    }
+    if (port != 0 && grpc == config.gateway.listen) {
+      return absl::InvalidArgumentError("gateway.grpc_listen must differ from gateway.listen");
+    }
+  }
+  if (config.gateway.tls_cert_file.empty() != config.gateway.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "gateway.tls_cert_file and gateway.tls_key_file go together: set both or neither");
+  }
+  // Whether the files exist and fit together is for common/grpc_tls.h.
+  const TlsSection& tls = config.tls;
+  const int tls_files = !tls.ca_file.empty() + !tls.cert_file.empty() + !tls.key_file.empty();
+  if (tls_files != 0 && tls_files != 3) {
+    return absl::InvalidArgumentError(
+        "tls: set all of ca_file, cert_file and key_file (mutual TLS), or none (plaintext)");
+  }
+  if (tls_files == 0 && !tls.server_name_override.empty()) {
+    return absl::InvalidArgumentError(
+        "tls.server_name_override needs ca_file, cert_file and key_file");
   }
   const std::string& fp8 = config.neuron.fp8;
   if (fp8 != "auto" && fp8 != "true" && fp8 != "false") {

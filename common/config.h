@@ -79,6 +79,9 @@ struct RouterSection {
   // Global queue per model: requests waiting for a worker, and how long one may wait.
   int32_t max_queue = 1024;
   int32_t max_queue_wait_ms = 30000;
+  // A queued request that has waited this long goes before every later
+  // arrival, whatever their priorities (the starvation bound of priorities).
+  int32_t max_priority_wait_ms = 10000;
   // A worker with work whose engine makes no step for this long is unhealthy.
   int32_t stall_timeout_ms = 3000;
   // Re-dispatches of a request whose worker failed (mid-stream: resumed).
@@ -90,6 +93,10 @@ struct RouterSection {
 
 struct GatewaySection {
   std::string listen = "127.0.0.1:8000";
+  // The public gRPC API (tern.v1.Inference, with reflection and health),
+  // "host:port"; empty: not served. Off by default: a second public port is
+  // something to open on purpose (`tern up` and the Helm chart turn it on).
+  std::string grpc_listen;
   std::string router = "127.0.0.1:50051";
   int64_t max_body_bytes = 1 << 20;
   // Default request timeout when the client gives none.
@@ -99,6 +106,20 @@ struct GatewaySection {
   std::vector<std::string> api_keys;
   // A key file of names and salted hashes (`tern keys add`); empty: none.
   std::string api_key_file;
+  // The front door (README "Front door and HTTPS"). Caps on open HTTP
+  // connections, in total and per client address (0: none); a connection
+  // over a cap is closed as soon as it is accepted.
+  int32_t max_connections = 10000;
+  int32_t max_connections_per_client = 1024;
+  // 408 for a request whose header is not complete this long after its
+  // first byte (also the TLS handshake's bound), or whose body stalls this
+  // long between two reads (nginx's client_header/body_timeout).
+  int32_t header_timeout_s = 60;
+  int32_t body_idle_timeout_s = 60;
+  // PEM certificate chain and private key, both or neither: with them the
+  // HTTP listener speaks HTTPS only; reloaded on SIGHUP or when they change.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 // vLLM Neuron servers on one trn2.48xlarge, as `tern neuron plan` renders
@@ -141,12 +162,29 @@ struct NeuronSection {
   std::vector<std::string> extra_args;
 };
 
+// Mutual TLS on every gRPC hop between the tiers (common/grpc_tls.h): the
+// router's and the workers' servers require a client certificate signed by
+// ca_file; every tier's client presents cert_file and checks the server's
+// certificate against ca_file and the host it dials. All three files, or none
+// (plaintext).
+struct TlsSection {
+  std::string ca_file;
+  std::string cert_file;  // PEM chain: the tier's certificate first
+  std::string key_file;
+  // The name a server's certificate must carry instead of the host of the
+  // address dialled (e.g. when peers are dialled by IP); empty: that host.
+  std::string server_name_override;
+
+  bool enabled() const { return !cert_file.empty(); }
+};
+
 struct ClusterConfig {
   ModelSection model;
   WorkerSection worker;
   RouterSection router;
   GatewaySection gateway;
   NeuronSection neuron;
+  TlsSection tls;
 };
 
 // Parses YAML text. Unknown keys are rejected so typos do not pass silently.

@@ -30,4 +30,19 @@ int WaitForTerminationSignal() {
   return signal_number;
 }
 
+void BlockReloadSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int WaitForTerminationOrReloadSignal() {
+  sigset_t set = TerminationSet();
+  sigaddset(&set, SIGHUP);
+  int signal_number = 0;
+  sigwait(&set, &signal_number);
+  return signal_number;
+}
+
 }  // namespace tern

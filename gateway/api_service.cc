@@ -1,7 +1,10 @@
 #include "gateway/api_service.h"
 
+#include <limits>
+#include <optional>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -10,6 +13,8 @@
 #include "gateway/openai/openai_request.h"
 #include "gateway/openai/openai_response.h"
 #include "gateway/openai/request_builder.h"
+#include "gateway/openai/responses_request.h"
+#include "gateway/openai/tokenize_api.h"
 
 namespace tern::gateway {
 namespace {
@@ -21,9 +26,38 @@ struct Route {
 
 constexpr Route kRoutes[] = {
     {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
-    {"/v1/models", "GET"},       {"/health", "GET"},
-    {"/metrics", "GET"},
+    {"/v1/models", "GET"},       {"/v1/responses", "POST"},
+    {"/tokenize", "POST"},       {"/detokenize", "POST"},
+    {"/health", "GET"},          {"/metrics", "GET"},
 };
+
+constexpr char kPriorityHeader[] = "X-Tern-Priority";
+
+// The X-Tern-Priority header's value, on the body's `priority` scale and
+// range; nullopt when the header is absent.
+absl::StatusOr<std::optional<int32_t>> HeaderPriority(const HttpRequest& request) {
+  if (request.priority.empty()) return std::nullopt;
+  int64_t value = 0;
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  if (!absl::SimpleAtoi(request.priority, &value) || value < -kMax || value > kMax) {
+    return InvalidRequestError(
+        kPriorityHeader,
+        absl::StrCat("The ", kPriorityHeader, " header must be an integer between ", -kMax, " and ",
+                     kMax, ", got '", request.priority, "'."),
+        "invalid_value");
+  }
+  return static_cast<int32_t>(value);
+}
+
+// Whether the body gives `priority` (a JSON null counts as absent). The
+// parsed request cannot tell an absent field from 0, so the body is read
+// again, only for requests that carry the header.
+bool BodyHasPriority(const HttpRequest& request) {
+  const absl::StatusOr<OrderedJson> body = ParseJsonBody(request.body);
+  if (!body.ok() || !body->is_object()) return false;
+  const auto it = body->find("priority");
+  return it != body->end() && !it->is_null();
+}
 
 HttpResponse JsonResponse(int status, const OrderedJson& body) {
   HttpResponse response;
@@ -36,7 +70,12 @@ HttpResponse JsonResponse(int status, const OrderedJson& body) {
 
 ApiService::ApiService(ApiServiceOptions options, ModelRegistry* registry, RouterClient* router,
                        GatewayMetrics* metrics)
-    : options_(std::move(options)), registry_(registry), router_(router), metrics_(metrics) {}
+    : options_(std::move(options)),
+      registry_(registry),
+      limiter_(options_.key_limiter != nullptr ? options_.key_limiter
+                                               : std::make_shared<KeyLimiter>()),
+      router_(router),
+      metrics_(metrics) {}
 
 void ApiService::Handle(HttpRequest request, std::shared_ptr<HttpExchange> exchange) {
   const absl::Time received = absl::Now();
@@ -60,16 +99,16 @@ void ApiService::Handle(HttpRequest request, std::shared_ptr<HttpExchange> excha
     return;
   }
   const std::string path = route->path;
-  if (path == "/v1/completions" || path == "/v1/chat/completions") {
-    HandleGeneration(
-        path == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChatCompletions, request,
-        std::move(exchange), received);
+  if (path == "/v1/completions" || path == "/v1/chat/completions" || path == "/v1/responses") {
+    HandleGeneration(path, request, std::move(exchange), received);
     return;
   }
   HttpResponse response;
   if (path == "/v1/models") {
     const absl::StatusOr<const ApiKeyEntry*> auth = Authenticate(request);
     response = auth.ok() ? Models() : ToHttpResponse(auth.status());
+  } else if (path == "/tokenize" || path == "/detokenize") {
+    response = Tokenization(request);
   } else if (path == "/health") {
     response = Health();
   } else {
@@ -79,35 +118,41 @@ void ApiService::Handle(HttpRequest request, std::shared_ptr<HttpExchange> excha
   exchange->Respond(std::move(response));
 }
 
-void ApiService::HandleGeneration(Endpoint endpoint, const HttpRequest& request,
+void ApiService::HandleGeneration(const std::string& path, const HttpRequest& request,
                                   std::shared_ptr<HttpExchange> exchange, absl::Time received) {
-  const absl::Status status = StartGeneration(endpoint, request, exchange, received);
+  const absl::Status status = StartGeneration(path, request, exchange, received);
   if (status.ok()) return;
   HttpResponse response = ToHttpResponse(status);
-  metrics_->RecordRequest(
-      endpoint == Endpoint::kCompletions ? "/v1/completions" : "/v1/chat/completions",
-      response.status);
+  metrics_->RecordRequest(path, response.status);
   TERN_LOG(Debug) << "rejected " << request.path << ": " << status.ToString();
   exchange->Respond(std::move(response));
 }
 
-absl::Status ApiService::StartGeneration(Endpoint endpoint, const HttpRequest& request,
+absl::Status ApiService::StartGeneration(const std::string& path, const HttpRequest& request,
                                          std::shared_ptr<HttpExchange> exchange,
                                          absl::Time received) {
   TERN_ASSIGN_OR_RETURN(const ApiKeyEntry* const key, Authenticate(request));
-  TERN_ASSIGN_OR_RETURN(const OpenAiRequest parsed, ParseOpenAiRequest(endpoint, request.body));
+  // The Responses API's body reads as the chat request it amounts to.
+  std::optional<ResponsesRequest> responses;
+  if (path == "/v1/responses") {
+    TERN_ASSIGN_OR_RETURN(responses, ParseResponsesRequest(request.body));
+  }
+  const Endpoint endpoint =
+      path == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChatCompletions;
+  absl::StatusOr<OpenAiRequest> parsed_or = responses.has_value()
+                                                ? absl::StatusOr<OpenAiRequest>(responses->chat)
+                                                : ParseOpenAiRequest(endpoint, request.body);
+  TERN_ASSIGN_OR_RETURN(const OpenAiRequest parsed, std::move(parsed_or));
+  TERN_ASSIGN_OR_RETURN(const std::optional<int32_t> header_priority, HeaderPriority(request));
   std::shared_ptr<KeyLease> lease;
   if (key != nullptr) {
-    KeyRefusal refusal;
-    lease = limiter_.Admit(key->name, key->limits, &refusal);
-    if (lease == nullptr) {
-      metrics_->KeyRejected(key->name, KeyLimitName(refusal.limit));
-      return WithRetryAfter(
-          absl::ResourceExhaustedError(
-              absl::StrCat("Rate limit reached for this API key on ", KeyLimitName(refusal.limit),
-                           ". Please try again in ", refusal.retry_after_s, "s.")),
-          static_cast<int>(refusal.retry_after_s));
+    KeyLimit refused;
+    absl::StatusOr<std::shared_ptr<KeyLease>> admitted = AdmitKey(*limiter_, *key, &refused);
+    if (!admitted.ok()) {
+      metrics_->KeyRejected(key->name, KeyLimitName(refused));
+      return admitted.status();
     }
+    lease = *std::move(admitted);
     metrics_->KeyAdmitted(key->name);
   }
   TERN_ASSIGN_OR_RETURN(const RouterModelView view, registry_->Resolve(parsed.model));
@@ -117,20 +162,51 @@ absl::Status ApiService::StartGeneration(Endpoint endpoint, const HttpRequest& r
   identity.model = parsed.model;
   identity.endpoint = endpoint;
   identity.include_usage = parsed.include_usage;
+  identity.system_fingerprint = registry_->model().system_fingerprint;
   TERN_ASSIGN_OR_RETURN(
-      PreparedRequest prepared,
-      PrepareGenerateRequest(parsed, registry_->model(), view.max_model_len, identity.id));
-  prepared.rpc.set_routing_policy(request.routing_policy);
-  if (!request.session_id.empty()) prepared.rpc.set_session_key(request.session_id);
+      std::vector<PreparedChoice> choices,
+      PrepareChoices(parsed, registry_->model(), view.max_model_len, identity.id));
+  // The body's priority wins over the header's.
+  const bool header_priority_applies = header_priority.has_value() && !BodyHasPriority(request);
+  for (PreparedChoice& choice : choices) {
+    tern::v1::RouterGenerateRequest& rpc = choice.prepared.rpc;
+    if (header_priority_applies) {
+      // vLLM's scale (lower first) to the router's (higher first), as for the body's.
+      rpc.set_priority(-*header_priority);
+    }
+    rpc.set_routing_policy(request.routing_policy);
+    if (!request.session_id.empty()) rpc.set_session_key(request.session_id);
+  }
   CompletionHandler::Dependencies deps;
   deps.model = &registry_->model();
   deps.router = router_;
   deps.metrics = metrics_;
   deps.timeout = options_.request_timeout;
   deps.key_lease = std::move(lease);
-  CompletionHandler::Start(deps, parsed, std::move(prepared), std::move(identity),
+  if (responses.has_value()) {
+    CompletionHandler::StartResponses(deps, *responses, std::move(choices), std::move(identity),
+                                      std::move(exchange), received);
+    return absl::OkStatus();
+  }
+  CompletionHandler::Start(deps, parsed, std::move(choices), std::move(identity),
                            std::move(exchange), received);
   return absl::OkStatus();
+}
+
+HttpResponse ApiService::Tokenization(const HttpRequest& request) const {
+  if (absl::Status auth = Authenticate(request).status(); !auth.ok()) return ToHttpResponse(auth);
+  const MaxModelLenFn max_model_len = [this](std::string_view model) -> absl::StatusOr<int32_t> {
+    TERN_ASSIGN_OR_RETURN(const RouterModelView view, registry_->Resolve(model));
+    return view.max_model_len;
+  };
+  const absl::StatusOr<OrderedJson> body =
+      request.path == "/tokenize" ? Tokenize(request.body, registry_->model(), max_model_len)
+                                  : Detokenize(request.body, registry_->model(), max_model_len);
+  if (!body.ok()) {
+    TERN_LOG(Debug) << "rejected " << request.path << ": " << body.status().ToString();
+    return ToHttpResponse(body.status());
+  }
+  return JsonResponse(200, *body);
 }
 
 HttpResponse ApiService::Models() const {
@@ -156,16 +232,7 @@ HttpResponse ApiService::Metrics() const {
 }
 
 absl::StatusOr<const ApiKeyEntry*> ApiService::Authenticate(const HttpRequest& request) const {
-  if (options_.api_keys == nullptr || options_.api_keys->empty()) {
-    return static_cast<const ApiKeyEntry*>(nullptr);
-  }
-  constexpr std::string_view kBearer = "Bearer ";
-  const std::string& header = request.authorization;
-  if (header.size() > kBearer.size() && header.compare(0, kBearer.size(), kBearer) == 0) {
-    const absl::string_view key = absl::string_view(header).substr(kBearer.size());
-    if (const ApiKeyEntry* entry = options_.api_keys->Verify(key)) return entry;
-  }
-  return absl::UnauthenticatedError("Incorrect API key provided.");
+  return AuthenticateBearer(options_.api_keys.get(), request.authorization);
 }
 
 }  // namespace tern::gateway

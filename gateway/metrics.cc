@@ -57,6 +57,15 @@ GatewayMetrics::GatewayMetrics() : registry_(std::make_shared<prometheus::Regist
                        .Name("tern_gateway_key_rejected_total")
                        .Help("Requests refused by a per-key limit, by key name and limit.")
                        .Register(*registry_);
+  open_connections_ = &prometheus::BuildGauge()
+                           .Name("tern_gateway_open_connections")
+                           .Help("HTTP connections open (counted against the connection caps)")
+                           .Register(r)
+                           .Add({});
+  connections_rejected_ = &prometheus::BuildCounter()
+                               .Name("tern_gateway_connections_rejected_total")
+                               .Help("HTTP connections closed at accept by a cap, by reason")
+                               .Register(r);
   client_disconnects_ = &prometheus::BuildCounter()
                              .Name("tern_gateway_client_disconnects_total")
                              .Help("Requests whose client went away before the answer was complete")
@@ -118,6 +127,11 @@ void GatewayMetrics::KeyRejected(const std::string& key, const std::string& limi
 void GatewayMetrics::StreamOpened() { active_streams_->Increment(); }
 void GatewayMetrics::StreamClosed() { active_streams_->Decrement(); }
 void GatewayMetrics::ClientDisconnected() { client_disconnects_->Increment(); }
+void GatewayMetrics::ConnectionOpened() { open_connections_->Increment(); }
+void GatewayMetrics::ConnectionClosed() { open_connections_->Decrement(); }
+void GatewayMetrics::ConnectionRejected(std::string_view reason) {
+  connections_rejected_->Add({{"reason", std::string(reason)}}).Increment();
+}
 
 void GatewayMetrics::RequestStarted() { in_flight_->Increment(); }
 void GatewayMetrics::RequestFinished() { in_flight_->Decrement(); }

@@ -46,6 +46,11 @@ class GatewayMetrics {
   void StreamOpened();
   void StreamClosed();
   void ClientDisconnected();
+  // HTTP connections: counted while open; refused by a cap (`reason`: the
+  // cap's config key, e.g. "max_connections_per_client").
+  void ConnectionOpened();
+  void ConnectionClosed();
+  void ConnectionRejected(std::string_view reason);
   void RequestStarted();
   void RequestFinished();
   void AddPromptTokens(int64_t tokens);
@@ -70,6 +75,8 @@ class GatewayMetrics {
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* active_streams_;
   prometheus::Counter* client_disconnects_;
+  prometheus::Gauge* open_connections_;
+  prometheus::Family<prometheus::Counter>* connections_rejected_;
   prometheus::Counter* prompt_tokens_;
   prometheus::Counter* generation_tokens_;
   prometheus::Histogram* ttft_;

@@ -64,9 +64,15 @@ class RouterClient::Reactor : public grpc::ClientReadReactor<tern::v1::GenerateR
 RouterClient::RouterClient(std::shared_ptr<grpc::Channel> channel)
     : stub_(tern::v1::Router::NewStub(std::move(channel))) {}
 
-std::unique_ptr<RouterClient> RouterClient::Connect(const std::string& target) {
-  return std::make_unique<RouterClient>(
-      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+std::unique_ptr<RouterClient> RouterClient::Connect(const std::string& target,
+                                                    const tern::ChannelSecurity& security) {
+  // gRPC's default reconnect backoff grows to two minutes: a router that
+  // restarts would stay unreachable long after it is back. Retry within a second.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  return std::make_unique<RouterClient>(security.CreateChannel(target, args));
 }
 
 RouterClient::~RouterClient() {

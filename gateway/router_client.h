@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/grpc_tls.h"
 #include "tern/v1/router.grpc.pb.h"
 
 namespace tern::gateway {
@@ -46,8 +47,10 @@ struct GenerateCallbacks {
 class RouterClient {
  public:
   explicit RouterClient(std::shared_ptr<grpc::Channel> channel);
-  // An insecure channel to `target` ("host:port").
-  static std::unique_ptr<RouterClient> Connect(const std::string& target);
+  // A channel to `target` ("host:port"): plaintext, or mutual TLS as
+  // `security` says (common/grpc_tls.h).
+  static std::unique_ptr<RouterClient> Connect(
+      const std::string& target, const tern::ChannelSecurity& security = tern::ChannelSecurity());
   // Cancels in-flight calls and waits until they have finished.
   ~RouterClient();
 

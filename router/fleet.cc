@@ -74,13 +74,13 @@ tern::v1::WorkerLoad ToProto(const WorkerLoad& load) {
 
 // A member's channel and stubs; created when the address first joins.
 struct Fleet::Connection {
-  explicit Connection(const std::string& address) {
+  Connection(const std::string& address, const ChannelSecurity& security) {
     grpc::ChannelArguments args;
     // Reconnect quickly after a worker restarts; health checks drive the rest.
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     args.SetMaxReceiveMessageSize(64 << 20);
-    channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    channel = security.CreateChannel(address, args);
     stub = tern::v1::Worker::NewStub(channel);
     health_stub = grpc::health::v1::Health::NewStub(channel);
   }
@@ -254,7 +254,7 @@ void Fleet::RefreshMembership(bool force_dns) {
         streams_.resize(id + 1);
       }
       if (connections_[id] == nullptr) {
-        connections_[id] = std::make_unique<Connection>(worker->address());
+        connections_[id] = std::make_unique<Connection>(worker->address(), options_.security);
       }
     }
   }

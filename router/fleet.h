@@ -35,6 +35,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/grpc_tls.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "router/core/clock.h"
 #include "router/core/fleet_state.h"
@@ -62,6 +63,8 @@ struct FleetOptions {
   absl::Duration tick_interval = absl::Milliseconds(100);
   CircuitBreakerOptions breaker;
   PrefixIndexOptions index;
+  // How workers are dialled: plaintext, or mutual TLS (common/grpc_tls.h).
+  ChannelSecurity security;
 };
 
 class Fleet {

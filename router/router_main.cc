@@ -8,6 +8,7 @@
 
 #include "common/config.h"
 #include "common/flags.h"
+#include "common/grpc_tls.h"
 #include "common/log.h"
 #include "common/metrics_server.h"
 #include "common/signals.h"
@@ -24,12 +25,14 @@ constexpr char kUsage[] =
     "                   [--workers HOST:PORT,dns:NAME:PORT,...]\n"
     "                   [--policy prefix|least-loaded|round-robin|random]\n"
     "                   [--health-interval-ms N] [--stall-timeout-ms N] [--max-queue N]\n"
-    "                   [--metrics-listen HOST:PORT] [--log-level info] [--check-config]\n";
+    "                   [--metrics-listen HOST:PORT] [--log-level info] [--check-config]\n"
+    "                   [--mtls-ca-file F --mtls-cert-file F --mtls-key-file F]\n";
 
 int Run(int argc, char** argv) {
   auto flags = tern::Flags::Parse(argc, argv, 1,
                                   {"config", "listen", "workers", "policy", "health-interval-ms",
-                                   "stall-timeout-ms", "max-queue", "log-level", "metrics-listen"},
+                                   "stall-timeout-ms", "max-queue", "log-level", "metrics-listen",
+                                   "mtls-ca-file", "mtls-cert-file", "mtls-key-file"},
                                   {"help", "check-config"});
   if (!flags.ok() || flags->Has("help")) {
     if (!flags.ok()) std::cerr << "tern-router: " << flags.status().message() << "\n";
@@ -48,7 +51,10 @@ int Run(int argc, char** argv) {
                                      {"metrics-listen", &section.metrics_listen},
                                      {"health-interval-ms", &section.health_interval_ms},
                                      {"stall-timeout-ms", &section.stall_timeout_ms},
-                                     {"max-queue", &section.max_queue}});
+                                     {"max-queue", &section.max_queue},
+                                     {"mtls-ca-file", &config.tls.ca_file},
+                                     {"mtls-cert-file", &config.tls.cert_file},
+                                     {"mtls-key-file", &config.tls.key_file}});
       !configured.ok()) {
     std::cerr << "tern-router: " << configured.message() << "\n";
     return 2;
@@ -62,6 +68,10 @@ int Run(int argc, char** argv) {
       tern::router::ParseModelPolicies(section.model_policies);
   if (!model_policies.ok()) {
     std::cerr << "tern-router: " << model_policies.status().message() << "\n";
+    return 2;
+  }
+  if (const absl::Status tls = tern::CheckTlsFiles(config.tls); !tls.ok()) {
+    std::cerr << "tern-router: " << tls.message() << "\n";
     return 2;
   }
   if (flags->Has("check-config")) {
@@ -82,6 +92,7 @@ int Run(int argc, char** argv) {
   fleet_options.stall_timeout = absl::Milliseconds(section.stall_timeout_ms);
   fleet_options.breaker.failure_threshold = section.circuit_failures;
   fleet_options.breaker.cool_down = absl::Milliseconds(section.circuit_cooldown_ms);
+  fleet_options.security = tern::ChannelSecurity(config.tls);
   tern::router::Fleet fleet(fleet_options);
   tern::router::DispatcherOptions dispatcher_options;
   dispatcher_options.policy.kind = *policy;
@@ -90,6 +101,7 @@ int Run(int argc, char** argv) {
   dispatcher_options.slack = section.slack;
   dispatcher_options.queue.max_length = section.max_queue;
   dispatcher_options.queue.max_wait = absl::Milliseconds(section.max_queue_wait_ms);
+  dispatcher_options.queue.max_priority_wait = absl::Milliseconds(section.max_priority_wait_ms);
   tern::router::RouterMetrics router_metrics;
   dispatcher_options.observer = &router_metrics;
   tern::router::Dispatcher dispatcher(&fleet.state(), dispatcher_options);
@@ -116,7 +128,9 @@ int Run(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(section.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(
+      section.listen,
+      tern::MakeServerCredentials(config.tls, tern::ClientCertificates::kRequireAndVerify), &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
@@ -125,7 +139,8 @@ int Run(int argc, char** argv) {
   }
   const std::string host = section.listen.substr(0, section.listen.rfind(':'));
   TERN_LOG(Info) << "router listening on " << host << ":" << port << " with "
-                 << section.workers.size() << " worker(s), policy " << section.policy;
+                 << section.workers.size() << " worker(s), policy " << section.policy
+                 << (config.tls.enabled() ? ", mutual TLS" : "");
 
   const int signal_number = tern::WaitForTerminationSignal();
   TERN_LOG(Info) << "signal " << signal_number << ": shutting down";

@@ -1,7 +1,7 @@
 // The router's Prometheus metrics (docs/metrics.md, "Router"): per-worker
 // health, circuit, load, cached blocks and prefix-hit accounting from the
-// fleet's ClusterState, dispatch and failover counters, queue depth by
-// priority, computed at scrape time; the queue-time and routing-decision
+// fleet's ClusterState, dispatch, failover and priority-promotion counters, queue
+// depth by priority, computed at scrape time; the queue-time and routing-decision
 // histograms, fed by the dispatcher as its DispatchObserver; and the process
 // families every tier exports.
 //

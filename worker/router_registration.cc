@@ -12,8 +12,9 @@
 
 namespace tern::worker {
 
-RouterRegistration::RouterRegistration(std::string router, std::string advertise)
-    : router_(std::move(router)), advertise_(std::move(advertise)) {
+RouterRegistration::RouterRegistration(std::string router, std::string advertise,
+                                       tern::ChannelSecurity security)
+    : router_(std::move(router)), advertise_(std::move(advertise)), security_(std::move(security)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -25,8 +26,7 @@ void RouterRegistration::Stop() {
 }
 
 void RouterRegistration::Loop() {
-  auto stub =
-      tern::v1::Router::NewStub(grpc::CreateChannel(router_, grpc::InsecureChannelCredentials()));
+  auto stub = tern::v1::Router::NewStub(security_.CreateChannel(router_));
   tern::v1::RegisterWorkerRequest request;
   request.set_address(advertise_);
   bool registered = false;

@@ -12,14 +12,16 @@
 #include <thread>
 
 #include "absl/synchronization/notification.h"
+#include "common/grpc_tls.h"
 
 namespace tern::worker {
 
 class RouterRegistration {
  public:
   // `router` is the router's HOST:PORT; `advertise` the HOST:PORT it is to
-  // reach this worker at.
-  RouterRegistration(std::string router, std::string advertise);
+  // reach this worker at; `security` how the router is dialled.
+  RouterRegistration(std::string router, std::string advertise,
+                     tern::ChannelSecurity security = tern::ChannelSecurity());
   ~RouterRegistration();
 
   RouterRegistration(const RouterRegistration&) = delete;
@@ -33,6 +35,7 @@ class RouterRegistration {
 
   const std::string router_;
   const std::string advertise_;
+  const tern::ChannelSecurity security_;
   absl::Notification stop_;
   std::thread thread_;
 };

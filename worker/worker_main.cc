@@ -22,9 +22,11 @@
 #include "cli/neuron/neuron_plan.h"
 #include "common/config.h"
 #include "common/flags.h"
+#include "common/grpc_tls.h"
 #include "common/log.h"
 #include "common/metrics_server.h"
 #include "common/signals.h"
+#include "structured/constraint.h"
 #include "worker/engine/engine.h"
 #include "worker/model/model.h"
 #include "worker/model/model_config.h"
@@ -45,6 +47,7 @@ constexpr char kUsage[] =
     "                   [--max-num-batched-tokens N] [--no-prefix-caching]\n"
     "                   [--metrics-listen HOST:PORT] [--log-level info]\n"
     "                   [--register-with ROUTER_HOST:PORT [--advertise HOST:PORT]]\n"
+    "                   [--mtls-ca-file F --mtls-cert-file F --mtls-key-file F]\n"
     "                   [--check-config]\n";
 
 constexpr char kVersion[] = "0.1.0";
@@ -52,6 +55,27 @@ constexpr char kVersion[] = "0.1.0";
 int Fail(const std::string& message) {
   std::cerr << "tern-worker: " << message << "\n";
   return 2;
+}
+
+// Compiles output constraints against the model directory's tokenizer.json;
+// null (constrained requests refused) when there is none or it is unreadable.
+std::shared_ptr<tern::structured::ConstraintCache> LoadConstraintCache(const std::string& model_dir,
+                                                                       int32_t vocab_size) {
+  const std::filesystem::path path = std::filesystem::path(model_dir) / "tokenizer.json";
+  if (!std::filesystem::exists(path)) {
+    TERN_LOG(Warning) << "no " << path.string() << ": structured outputs are off";
+    return nullptr;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto vocabulary = tern::structured::TokenVocabulary::FromTokenizerJson(path.string(), vocab_size);
+  if (!vocabulary.ok()) {
+    TERN_LOG(Warning) << "structured outputs are off: " << vocabulary.status().message();
+    return nullptr;
+  }
+  TERN_LOG(Info) << "token vocabulary for structured outputs read in "
+                 << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
+                 << " s";
+  return std::make_shared<tern::structured::ConstraintCache>(*std::move(vocabulary));
 }
 
 // The address a worker serving on `listen` (port `port`) tells a router.
@@ -218,7 +242,10 @@ int RunVllmWorker(const tern::Flags& flags, const tern::ClusterConfig& config,
     grpc::ServerBuilder builder;
     const std::string listen =
         absl::StrCat(host, ":", base_port == 0 ? 0 : base_port + static_cast<int>(i));
-    builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &s.port);
+    builder.AddListeningPort(
+        listen,
+        tern::MakeServerCredentials(config.tls, tern::ClientCertificates::kRequireAndVerify),
+        &s.port);
     builder.RegisterService(s.service.get());
     s.server = builder.BuildAndStart();
     if (!s.server || s.port == 0) {
@@ -291,6 +318,7 @@ int RunVllmWorker(const tern::Flags& flags, const tern::ClusterConfig& config,
     }
   });
   if (auto router = flags.Get("register-with")) {
+    const tern::ChannelSecurity router_security(config.tls);
     for (size_t i = 0; i < servings.size(); ++i) {
       auto advertise =
           AdvertiseAddress(flags, section.listen, servings[i].port, static_cast<int>(i));
@@ -300,7 +328,7 @@ int RunVllmWorker(const tern::Flags& flags, const tern::ClusterConfig& config,
         return Fail(std::string(advertise.status().message()));
       }
       servings[i].registration =
-          std::make_unique<tern::worker::RouterRegistration>(*router, *advertise);
+          std::make_unique<tern::worker::RouterRegistration>(*router, *advertise, router_security);
     }
   }
   std::cout << "tern-worker: vllm engines on";
@@ -340,12 +368,30 @@ int RunVllmWorker(const tern::Flags& flags, const tern::ClusterConfig& config,
 }
 
 int Run(int argc, char** argv) {
-  auto flags = tern::Flags::Parse(
-      argc, argv, 1,
-      {"config", "model", "listen", "served-model-name", "max-num-seqs", "max-model-len",
-       "log-level", "drain-timeout-s", "metrics-listen", "tp", "cpus", "kv-cache-gib",
-       "max-num-batched-tokens", "block-size", "register-with", "advertise", "engine", "vllm"},
-      {"help", "no-prefix-caching", "check-config", "launch"});
+  auto flags = tern::Flags::Parse(argc, argv, 1,
+                                  {"config",
+                                   "model",
+                                   "listen",
+                                   "served-model-name",
+                                   "max-num-seqs",
+                                   "max-model-len",
+                                   "log-level",
+                                   "drain-timeout-s",
+                                   "metrics-listen",
+                                   "tp",
+                                   "cpus",
+                                   "kv-cache-gib",
+                                   "max-num-batched-tokens",
+                                   "block-size",
+                                   "register-with",
+                                   "advertise",
+                                   "engine",
+                                   "vllm",
+                                   "mtls-ca-file",
+                                   "mtls-cert-file",
+                                   "mtls-key-file",
+                                   "debug-step-delay-ms"},
+                                  {"help", "no-prefix-caching", "check-config", "launch"});
   if (!flags.ok()) return Fail(std::string(flags.status().message()) + "\n" + kUsage);
   if (flags->Has("help")) {
     std::cout << kUsage;
@@ -369,8 +415,14 @@ int Run(int argc, char** argv) {
                                  {"cpus", &section.cpus},
                                  {"kv-cache-gib", &section.kv_cache_gib},
                                  {"no-prefix-caching", &section.enable_prefix_caching, false},
-                                 {"engine", &section.engine}});
+                                 {"engine", &section.engine},
+                                 {"mtls-ca-file", &config.tls.ca_file},
+                                 {"mtls-cert-file", &config.tls.cert_file},
+                                 {"mtls-key-file", &config.tls.key_file}});
   if (!configured.ok()) return Fail(std::string(configured.message()));
+  if (const absl::Status tls = tern::CheckTlsFiles(config.tls); !tls.ok()) {
+    return Fail(std::string(tls.message()));
+  }
   if (config.model.path.empty()) return Fail(std::string("--model DIR is required\n") + kUsage);
   if (config.model.served_name.empty()) {
     config.model.served_name = tern::DefaultServedModelName(config.model.path);
@@ -403,6 +455,7 @@ int Run(int argc, char** argv) {
                  << " layers, hidden " << mc.hidden_size << ", vocab " << mc.vocab_size;
 
   tern::worker::EngineOptions engine_options;
+  engine_options.constraints = LoadConstraintCache(config.model.path, mc.vocab_size);
   engine_options.max_num_seqs = config.worker.max_num_seqs;
   engine_options.max_queue = config.worker.max_queue;
   engine_options.max_num_batched_tokens = config.worker.max_num_batched_tokens;
@@ -416,6 +469,16 @@ int Run(int argc, char** argv) {
   engine_options.max_model_len = static_cast<int32_t>(
       config.model.max_model_len > 0 ? std::min<int64_t>(config.model.max_model_len, model_max)
                                      : std::min<int64_t>(model_max, 8192));
+  // Hidden, for fault drills (tests/e2e/faults_workers.test.mjs): a slow
+  // worker, every engine step sleeping this long first.
+  auto step_delay_ms = flags->GetInt("debug-step-delay-ms");
+  if (!step_delay_ms.ok()) return Fail(std::string(step_delay_ms.status().message()));
+  if (*step_delay_ms && **step_delay_ms > 0) {
+    const absl::Duration delay = absl::Milliseconds(**step_delay_ms);
+    TERN_LOG(Warning) << "--debug-step-delay-ms: every engine step sleeps " << **step_delay_ms
+                      << " ms (test only)";
+    engine_options.before_step_for_testing = [delay](int64_t) { absl::SleepFor(delay); };
+  }
   // Before the engine, which reports to it from its first step.
   tern::worker::WorkerMetrics worker_metrics(config.model.served_name);
   engine_options.observer = &worker_metrics;
@@ -452,7 +515,9 @@ int Run(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.worker.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(
+      config.worker.listen,
+      tern::MakeServerCredentials(config.tls, tern::ClientCertificates::kRequireAndVerify), &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
@@ -473,7 +538,8 @@ int Run(int argc, char** argv) {
                     config.worker.listen);
       }
     }
-    registration = std::make_unique<tern::worker::RouterRegistration>(*router, advertise);
+    registration = std::make_unique<tern::worker::RouterRegistration>(
+        *router, advertise, tern::ChannelSecurity(config.tls));
   }
 
   const int signal_number = tern::WaitForTerminationSignal();

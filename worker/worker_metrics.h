@@ -40,6 +40,7 @@ class WorkerMetrics final : public EngineObserver {
   void OnStep(const StepReport& step) override;
   void OnInterTokenLatency(absl::Duration gap) override;
   void OnSequenceFinished(const SequenceReport& sequence) override;
+  void OnConstraintMask(absl::Duration duration) override;
 
   // Everything above, with the engine's current load, and the process families.
   std::vector<prometheus::MetricFamily> Collect(const ServingEngine& engine) const;
@@ -57,6 +58,7 @@ class WorkerMetrics final : public EngineObserver {
   prometheus::Histogram* queue_time_;
   prometheus::Histogram* prompt_tokens_;
   prometheus::Histogram* generation_tokens_;
+  prometheus::Histogram* constraint_mask_;
 };
 
 // Several engines of one process in one scrape: families of the same name

@@ -201,6 +201,33 @@ absl::StatusOr<SequenceSpec> SpecFromRequest(const tern::v1::GenerateRequest& re
   // Alternatives come with the sampled token's own log-probability.
   spec.logprobs = p.logprobs() || p.top_logprobs() > 0;
   spec.top_logprobs = p.top_logprobs();
+  spec.constraint = ConstraintFromProto(p.constraint());
+  return spec;
+}
+
+structured::ConstraintSpec ConstraintFromProto(const tern::v1::OutputConstraint& constraint) {
+  using Kind = structured::ConstraintSpec::Kind;
+  structured::ConstraintSpec spec;
+  switch (constraint.kind_case()) {
+    case tern::v1::OutputConstraint::kJsonSchema:
+      spec.kind = Kind::kJsonSchema;
+      spec.json_schema = constraint.json_schema();
+      break;
+    case tern::v1::OutputConstraint::kJsonObject:
+      if (constraint.json_object()) spec.kind = Kind::kJsonObject;
+      break;
+    case tern::v1::OutputConstraint::kRegex:
+      spec.kind = Kind::kRegex;
+      spec.regex = constraint.regex();
+      break;
+    case tern::v1::OutputConstraint::kChoice:
+      spec.kind = Kind::kChoice;
+      spec.choices.assign(constraint.choice().choices().begin(),
+                          constraint.choice().choices().end());
+      break;
+    case tern::v1::OutputConstraint::KIND_NOT_SET:
+      break;
+  }
   return spec;
 }
 

@@ -69,6 +69,9 @@ class WorkerService final : public tern::v1::Worker::CallbackService {
 // field that cannot be honoured.
 absl::StatusOr<SequenceSpec> SpecFromRequest(const tern::v1::GenerateRequest& request);
 
+// The constraint's plain form (kind kNone when none is set).
+structured::ConstraintSpec ConstraintFromProto(const tern::v1::OutputConstraint& constraint);
+
 // Converts one engine KV event to its wire form.
 tern::v1::KvEvent KvEventToProto(const KvEvent& event);
 

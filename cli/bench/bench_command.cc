@@ -16,6 +16,8 @@
 #include "cli/bench/bench_report.h"
 #include "cli/bench/bench_serve.h"
 #include "cli/bench/bench_simulate.h"
+#include "cli/bench/bench_soak.h"
+#include "cli/bench/constraint_bench.h"
 #include "cli/bench/machine_probe.h"
 #include "cli/cpu_set.h"
 #include "cli/runtime_files.h"
@@ -28,7 +30,8 @@ namespace tern::cli {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: tern bench engine|serve|simulate ...   (`tern bench serve --help`, ...)\n"
+    "usage: tern bench engine|serve|simulate|constraint|soak ...   (`tern bench serve --help`, "
+    "...)\n"
     "       tern bench engine --model DIR [--threads N] [--quick] [--gguf PATH]\n"
     "                         [--no-llama-cpp] [--llama-cpp-script FILE] [--node PATH]\n"
     "                         [--max-num-batched-tokens N] [--kv-cache-mib N]\n"
@@ -37,7 +40,10 @@ constexpr char kUsage[] =
     "  --gguf PATH   llama.cpp's copy of the weights (default: DIR/model.gguf)\n"
     "  --llama-cpp-script FILE  the llama.cpp harness, tests/bench/llama_cpp_engine.mjs of\n"
     "                a checkout with its npm packages installed (default:\n"
-    "                $TERN_LLAMA_CPP_SCRIPT); without it the llama.cpp column is skipped\n";
+    "                $TERN_LLAMA_CPP_SCRIPT); without it the llama.cpp column is skipped\n"
+    "       tern bench constraint --model DIR [--threads N] [--quick]\n"
+    "                         structured outputs: the per-step token-mask cost over the\n"
+    "                         model's vocabulary against its decode step, batch 1 and 32\n";
 
 void Say(const std::string& line) { std::cout << "[tern bench] " << line << std::endl; }
 
@@ -148,16 +154,68 @@ absl::StatusOr<TernRun> RunTern(const std::string& dir, const std::vector<int32_
   return run;
 }
 
+// `tern bench constraint`: the engine's decode step at batch 1 and 32, then
+// the constraint masks of as many sequences, in the same run.
+int RunBenchConstraint(const Flags& flags, const std::string& dir, const std::vector<int32_t>& cpus,
+                       int32_t vocab_size) {
+  const bool quick = flags.Has("quick");
+  Plan plan = MakePlan(quick);
+  plan.engine.prefill_lengths = {};
+  plan.engine.ttft_length = 0;
+  plan.engine.decode_batches = {1, 32};
+  Say("phase 1/2: tern engine decode (the reference)");
+  auto tern = RunTern(dir, cpus, flags, plan, /*rss_reset=*/false);
+  if (!tern.ok()) {
+    std::cerr << "tern bench constraint: tern engine: " << tern.status().message() << "\n";
+    return 1;
+  }
+  Say("phase 2/2: constraint masks over the model's vocabulary");
+  ConstraintBenchOptions options;
+  options.tokenizer_json = (std::filesystem::path(dir) / "tokenizer.json").string();
+  options.vocab_size = vocab_size;
+  options.batch_sizes = {1, 32};
+  if (quick) {
+    options.sequences = 1;
+    options.max_tokens = 60;
+  }
+  auto masks = RunConstraintBench(options);
+  if (!masks.ok()) {
+    std::cerr << "tern bench constraint: " << masks.status().message() << "\n";
+    return 1;
+  }
+  std::cout << "\n";
+  PrintConstraintBench(*masks, std::cout);
+  std::cout << "\n[tern bench] mask cost per decode step (warm cache, every schema), target <= 5% "
+               "of the step:\n";
+  for (const DecodeFigure& d : tern->figures.decode) {
+    for (const ConstraintBenchRow& row : masks->rows) {
+      if (row.schema != "all" || !row.warm || row.batch != d.batch) continue;
+      const double step_us = d.step_s * 1e6;
+      const double share = row.batch_step_mean_us / step_us;
+      std::cout << absl::StrFormat(
+          "  batch %2d: decode step %.2f ms, masks %.3f ms = %.2f%% of the step  %s\n", d.batch,
+          d.step_s * 1e3, row.batch_step_mean_us / 1e3, 100.0 * share,
+          share <= 0.05 ? "met" : "NOT met");
+    }
+  }
+  std::cout << std::flush;
+  return 0;
+}
+
 }  // namespace
 
 int RunBenchCommand(int argc, char** argv, int first) {
   if (first < argc && std::string(argv[first]) == "serve") {
     return RunBenchServe(argc - first, argv + first);
   }
+  if (first < argc && std::string(argv[first]) == "soak") {
+    return RunBenchSoak(argc - first, argv + first);
+  }
   if (first < argc && std::string(argv[first]) == "simulate") {
     return RunBenchSimulate(argc - first, argv + first);
   }
-  if (first >= argc || std::string(argv[first]) != "engine") {
+  const std::string subcommand = first < argc ? argv[first] : "";
+  if (subcommand != "engine" && subcommand != "constraint") {
     std::cerr << kUsage;
     return 2;
   }
@@ -201,6 +259,7 @@ int RunBenchCommand(int argc, char** argv, int first) {
     return 2;
   }
   const std::vector<int32_t> cpus(all_cpus.begin(), all_cpus.begin() + threads);
+  if (subcommand == "constraint") return RunBenchConstraint(*flags, dir, cpus, config->vocab_size);
   Plan plan = MakePlan(flags->Has("quick"));
   const ModelCost cost = ComputeModelCost(*config);
   Say(

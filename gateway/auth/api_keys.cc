@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace tern::gateway {
@@ -201,6 +202,18 @@ ApiKeyEntry HashApiKey(std::string name, absl::string_view key) {
   entry.salt = RandomBytes(kSaltBytes);
   entry.sha256 = Sha256(entry.salt, key);
   return entry;
+}
+
+absl::StatusOr<const ApiKeyEntry*> AuthenticateBearer(const ApiKeyStore* keys,
+                                                      absl::string_view authorization) {
+  if (keys == nullptr || keys->empty()) return static_cast<const ApiKeyEntry*>(nullptr);
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (authorization.size() > kBearer.size() && absl::StartsWith(authorization, kBearer)) {
+    if (const ApiKeyEntry* entry = keys->Verify(authorization.substr(kBearer.size()))) {
+      return entry;
+    }
+  }
+  return absl::UnauthenticatedError("Incorrect API key provided.");
 }
 
 }  // namespace tern::gateway

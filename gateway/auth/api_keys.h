@@ -86,6 +86,13 @@ std::string NewApiKey();
 // The stored form of `key` under `name`, with a fresh random salt.
 ApiKeyEntry HashApiKey(std::string name, absl::string_view key);
 
+// The key entry an `Authorization` value ("Bearer <key>", from an HTTP
+// header or gRPC metadata) names: null when `keys` is null or empty (no
+// authentication), UNAUTHENTICATED ("Incorrect API key provided.", naming
+// no key) when it names none.
+absl::StatusOr<const ApiKeyEntry*> AuthenticateBearer(const ApiKeyStore* keys,
+                                                      absl::string_view authorization);
+
 }  // namespace tern::gateway
 
 #endif  // TERN_GATEWAY_AUTH_API_KEYS_H_

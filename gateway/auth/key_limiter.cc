@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
+#include "gateway/http/api_error.h"
+
 namespace tern::gateway {
 
 const char* KeyLimitName(KeyLimit limit) {
@@ -78,6 +81,18 @@ void KeyLimiter::Release(const std::string& key, int64_t tokens, bool end) {
   Refill(state, now);
   if (state.limits.tokens_per_minute > 0) state.tokens -= static_cast<double>(tokens);
   if (end) state.streams = std::max<int64_t>(0, state.streams - 1);
+}
+
+absl::StatusOr<std::shared_ptr<KeyLease>> AdmitKey(KeyLimiter& limiter, const ApiKeyEntry& key,
+                                                   KeyLimit* refused) {
+  KeyRefusal refusal;
+  std::shared_ptr<KeyLease> lease = limiter.Admit(key.name, key.limits, &refusal);
+  if (lease != nullptr) return lease;
+  *refused = refusal.limit;
+  return WithRetryAfter(absl::ResourceExhaustedError(absl::StrCat(
+                            "Rate limit reached for this API key on ", KeyLimitName(refusal.limit),
+                            ". Please try again in ", refusal.retry_after_s, "s.")),
+                        static_cast<int>(refusal.retry_after_s));
 }
 
 }  // namespace tern::gateway

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "gateway/auth/api_keys.h"
@@ -52,6 +53,12 @@ struct KeyRefusal {
   // Whole seconds until the request could be admitted (at least 1).
   int64_t retry_after_s = 1;
 };
+
+// Admits one request of `key` under its limits: the lease, or
+// RESOURCE_EXHAUSTED (OpenAI's 429 rate_limit_exceeded) carrying the seconds
+// to wait as Retry-After, with the limit that refused it in `refused`.
+absl::StatusOr<std::shared_ptr<KeyLease>> AdmitKey(KeyLimiter& limiter, const ApiKeyEntry& key,
+                                                   KeyLimit* refused);
 
 class KeyLimiter {
  public:

@@ -27,6 +27,9 @@ struct HttpRequest {
   // The x-session-id header, possibly empty: a session-affinity hint that
   // takes precedence over the body's `user` (router.proto session_key).
   std::string session_id;
+  // The x-tern-priority header, possibly empty: the body's `priority` when
+  // the body has none (validated by the endpoint).
+  std::string priority;
   bool keep_alive = true;
 };
 

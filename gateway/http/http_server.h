@@ -1,12 +1,27 @@
 // The gateway's HTTP/1.1 server (Boost.Beast on Asio, kept out of this
-// header). One io_context per io thread; the acceptor deals connections out
-// round-robin and each connection lives its whole life on one context, so a
+// header), over plain TCP or, with a certificate and key, TLS only. One
+// io_context per io thread; the acceptor deals connections out round-robin
+// and each connection lives its whole life on one context, so a
 // connection's state needs no locks. Requests are parsed with bounded header
 // and body sizes; keep-alive and `Connection: close` are honoured; malformed
-// requests get 400, oversized headers 431 and oversized bodies 413, each with
-// an OpenAI-style error body.
+// requests get 400, oversized headers 431, oversized bodies 413 and a request
+// that stalls (its header not complete within header_timeout of its first
+// byte, or its body idle for body_idle_timeout) 408, each with an
+// OpenAI-style error body, and the connection is closed.
 //
-// Start/StopAccepting/Stop are called from the owning (main) thread.
+// One request at a time per connection: while a request is being served
+// (an event stream included) nothing more is read from its connection, so
+// pipelined requests behind it wait until it ends, and at most one event
+// stream is open per connection.
+//
+// Caps: a connection over max_connections, or over
+// max_connections_per_client from its address, is closed as soon as it is
+// accepted (no response: that would need reading a request, and for TLS a
+// handshake; clients see the connection close and retry). Each refusal is
+// reported to `events.rejected`.
+//
+// Start/StopAccepting/Stop are called from the owning (main) thread;
+// ReloadTls and the accessors from any thread.
 #ifndef TERN_GATEWAY_HTTP_HTTP_SERVER_H_
 #define TERN_GATEWAY_HTTP_HTTP_SERVER_H_
 
@@ -28,9 +43,32 @@ struct HttpServerOptions {
   int io_threads = 0;    // 0: one per core
   int64_t max_body_bytes = 1 << 20;
   uint32_t max_header_bytes = 16 * 1024;
-  absl::Duration idle_timeout = absl::Seconds(75);   // keep-alive wait for the next request
-  absl::Duration read_timeout = absl::Seconds(60);   // to receive one request
+  // Keep-alive: how long a connection may wait for its next request to
+  // start; it is then closed without a response (nginx keepalive_timeout).
+  absl::Duration idle_timeout = absl::Seconds(75);
+  // For a new connection's TLS handshake and first byte, and for a request's
+  // header from its first byte to its end: 408 when some of it came (nginx
+  // client_header_timeout).
+  absl::Duration header_timeout = absl::Seconds(60);
+  // Between two reads of a request body: 408 (nginx client_body_timeout).
+  absl::Duration body_idle_timeout = absl::Seconds(60);
   absl::Duration write_timeout = absl::Seconds(60);  // for one write to make progress
+  // Caps on open connections; 0: none.
+  int max_connections = 10000;
+  int max_connections_per_client = 1024;
+  // PEM files, both or neither: with them the listener speaks HTTPS only.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // How often the files' mtimes are checked for a reload; 0: only ReloadTls().
+  absl::Duration tls_poll_interval = absl::Seconds(5);
+  // Connection events, e.g. for metrics. Called on io threads: thread-safe,
+  // non-blocking; each may be empty.
+  struct Events {
+    std::function<void()> opened;  // admitted (counted until `closed`)
+    std::function<void()> closed;
+    // Refused by a cap; `reason` is its key (ConnectionCapName).
+    std::function<void(std::string_view reason)> rejected;
+  } events;
 };
 
 // Called on the connection's io thread for every complete request. The
@@ -50,8 +88,9 @@ absl::StatusOr<HttpRequest> ParseHttpRequest(std::string_view bytes,
 
 class HttpServer {
  public:
-  // Binds, listens and starts the io threads. UNAVAILABLE when the address
-  // cannot be bound, INVALID_ARGUMENT when the host does not resolve.
+  // Loads the TLS files if any, binds, listens and starts the io threads.
+  // UNAVAILABLE when the address cannot be bound, INVALID_ARGUMENT when the
+  // host does not resolve or the TLS files do not load (or only one is set).
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(HttpServerOptions options,
                                                            RequestHandler handler);
   ~HttpServer();
@@ -61,6 +100,13 @@ class HttpServer {
 
   // The bound port (the real one when options.port was 0).
   uint16_t port() const;
+  bool tls() const;
+  // Connections counted against the caps now.
+  int open_connections() const;
+  // Rebuilds the TLS context from the files for new connections (open ones
+  // keep theirs). FAILED_PRECONDITION without TLS; a file error leaves the
+  // previous context in use and is returned.
+  absl::Status ReloadTls();
   // Closes the listening socket; connections in progress continue, but no
   // longer keep alive.
   void StopAccepting();

@@ -1,5 +1,6 @@
 #include "gateway/openai/openai_request.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -8,110 +9,10 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "gateway/http/api_error.h"
+#include "gateway/openai/json_fields.h"
 
 namespace tern::gateway {
 namespace {
-
-using Json = nlohmann::ordered_json;
-
-absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
-absl::Status TypeError(std::string_view param, std::string_view expected) {
-  return InvalidRequestError(
-      param,
-      absl::StrCat("Invalid type for '", AbslView(param), "': expected ", AbslView(expected), "."),
-      "invalid_type");
-}
-
-absl::Status ValueError(std::string_view param, std::string_view message) {
-  return InvalidRequestError(param, message, "invalid_value");
-}
-
-absl::Status Unsupported(std::string_view param, std::string_view message) {
-  return InvalidRequestError(param, message, "unsupported_parameter");
-}
-
-// The field `name` of `obj`, or nullptr when it is absent or null.
-const Json* Find(const Json& obj, const char* name) {
-  const auto it = obj.find(name);
-  if (it == obj.end() || it->is_null()) return nullptr;
-  return &*it;
-}
-
-absl::StatusOr<std::optional<double>> GetNumber(const Json& obj, const char* name) {
-  const Json* value = Find(obj, name);
-  if (value == nullptr) return std::optional<double>();
-  if (!value->is_number()) return TypeError(name, "a number");
-  const double d = value->get<double>();
-  if (!std::isfinite(d))
-    return ValueError(name, absl::StrCat("'", name, "' must be a finite number."));
-  return std::optional<double>(d);
-}
-
-// Integers must be JSON integers (5, not 5.0 or "5") within int64.
-absl::StatusOr<std::optional<int64_t>> GetInteger(const Json& obj, const char* name) {
-  const Json* value = Find(obj, name);
-  if (value == nullptr) return std::optional<int64_t>();
-  if (!value->is_number_integer()) return TypeError(name, "an integer");
-  if (value->is_number_unsigned() &&
-      value->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return ValueError(name, absl::StrCat("'", name, "' is too large."));
-  }
-  return std::optional<int64_t>(value->get<int64_t>());
-}
-
-absl::StatusOr<std::optional<bool>> GetBool(const Json& obj, const char* name) {
-  const Json* value = Find(obj, name);
-  if (value == nullptr) return std::optional<bool>();
-  if (!value->is_boolean()) return TypeError(name, "a boolean");
-  return std::optional<bool>(value->get<bool>());
-}
-
-absl::StatusOr<std::optional<std::string>> GetString(const Json& obj, const char* name) {
-  const Json* value = Find(obj, name);
-  if (value == nullptr) return std::optional<std::string>();
-  if (!value->is_string()) return TypeError(name, "a string");
-  return std::optional<std::string>(value->get<std::string>());
-}
-
-absl::Status CheckRange(const char* name, double value, double lo, bool lo_closed, double hi,
-                        bool hi_closed) {
-  const bool ok = (lo_closed ? value >= lo : value > lo) && (hi_closed ? value <= hi : value < hi);
-  if (ok) return absl::OkStatus();
-  return ValueError(
-      name, absl::StrFormat("'%s' must be in %c%g, %g%c, got %g.", name, lo_closed ? '[' : '(', lo,
-                            hi, hi_closed ? ']' : ')', value));
-}
-
-// Reads an integer field into int32 range [lo, hi].
-absl::StatusOr<std::optional<int32_t>> GetInt32(const Json& obj, const char* name, int64_t lo,
-                                                int64_t hi) {
-  TERN_ASSIGN_OR_RETURN(const std::optional<int64_t> value, GetInteger(obj, name));
-  if (!value) return std::optional<int32_t>();
-  if (*value < lo || *value > hi) {
-    return ValueError(name, absl::StrCat("'", name, "' must be between ", lo, " and ", hi, ", got ",
-                                         *value, "."));
-  }
-  return std::optional<int32_t>(static_cast<int32_t>(*value));
-}
-
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-
-absl::StatusOr<std::vector<int32_t>> TokenIdArray(const Json& array, const std::string& param) {
-  std::vector<int32_t> ids;
-  ids.reserve(array.size());
-  for (size_t i = 0; i < array.size(); ++i) {
-    const Json& id = array[i];
-    const std::string where = absl::StrCat(param, "[", i, "]");
-    if (!id.is_number_integer()) return TypeError(where, "an integer token id");
-    if (id.is_number_unsigned() ? id.get<uint64_t>() > static_cast<uint64_t>(kInt32Max)
-                                : id.get<int64_t>() < 0) {
-      return ValueError(where, absl::StrCat("'", where, "' is not a valid token id."));
-    }
-    ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
-  }
-  return ids;
-}
 
 absl::Status ParseLogprobs(const Json& body, Endpoint endpoint, SamplingOptions* s) {
   if (endpoint == Endpoint::kCompletions) {
@@ -236,35 +137,18 @@ absl::Status ParseStop(const Json& body, std::vector<std::string>* stop) {
 
 // Known OpenAI / vLLM fields whose effect the gateway cannot produce yet.
 absl::Status RejectUnsupported(const Json& body, Endpoint endpoint) {
-  TERN_ASSIGN_OR_RETURN(const std::optional<int32_t> n, GetInt32(body, "n", 1, kInt32Max));
-  if (n && *n > 1) return Unsupported("n", "Only n=1 is supported; 'n' > 1 is not supported yet.");
   TERN_ASSIGN_OR_RETURN(const std::optional<bool> beam, GetBool(body, "use_beam_search"));
   if (beam.value_or(false)) return Unsupported("use_beam_search", "Beam search is not supported.");
   if (endpoint == Endpoint::kCompletions) {
-    TERN_ASSIGN_OR_RETURN(const std::optional<bool> echo, GetBool(body, "echo"));
-    if (echo.value_or(false)) return Unsupported("echo", "'echo' is not supported.");
+    TERN_ASSIGN_OR_RETURN(const std::optional<int32_t> n, GetInt32(body, "n", 1, kMaxChoices));
     TERN_ASSIGN_OR_RETURN(const std::optional<int32_t> best_of,
                           GetInt32(body, "best_of", 1, kInt32Max));
-    if (best_of && *best_of > 1) return Unsupported("best_of", "'best_of' > 1 is not supported.");
+    if (best_of && *best_of > n.value_or(1)) {
+      return Unsupported("best_of", "'best_of' greater than 'n' is not supported.");
+    }
     TERN_ASSIGN_OR_RETURN(const std::optional<std::string> suffix, GetString(body, "suffix"));
     if (suffix && !suffix->empty()) return Unsupported("suffix", "'suffix' is not supported.");
     return absl::OkStatus();
-  }
-  if (const Json* format = Find(body, "response_format")) {
-    if (!format->is_object()) return TypeError("response_format", "an object");
-    TERN_ASSIGN_OR_RETURN(const std::optional<std::string> type, GetString(*format, "type"));
-    if (!type) return InvalidRequestError("response_format", "'response_format.type' is required.");
-    if (*type != "text") {
-      return Unsupported("response_format", absl::StrCat("'response_format' of type '", *type,
-                                                         "' is not supported; only 'text' is."));
-    }
-  }
-  if (const Json* choice = Find(body, "tool_choice")) {
-    if (!choice->is_string() && !choice->is_object())
-      return TypeError("tool_choice", "a string or an object");
-    if (!choice->is_string() || (*choice != "none" && *choice != "auto")) {
-      return Unsupported("tool_choice", "Only 'tool_choice' \"auto\" and \"none\" are supported.");
-    }
   }
   TERN_ASSIGN_OR_RETURN(const std::optional<bool> continue_final,
                         GetBool(body, "continue_final_message"));
@@ -303,6 +187,33 @@ absl::StatusOr<std::string> FlattenContent(const Json& content, const std::strin
   return text;
 }
 
+// An assistant message's tool calls carry their arguments as JSON text; chat
+// templates (Llama's `tool_call.arguments | tojson`) want the object, so it
+// is parsed in place, as vLLM does.
+absl::Status ParseToolCallArguments(Json& message, const std::string& where) {
+  if (!message.contains("tool_calls") || message["tool_calls"].is_null()) return absl::OkStatus();
+  Json& calls = message["tool_calls"];
+  if (!calls.is_array()) return TypeError(absl::StrCat(where, ".tool_calls"), "an array");
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const std::string param = absl::StrCat(where, ".tool_calls[", i, "]");
+    if (!calls[i].is_object()) return TypeError(param, "an object");
+    const Json* function = Find(calls[i], "function");
+    if (function == nullptr || !function->is_object()) {
+      return TypeError(absl::StrCat(param, ".function"), "an object");
+    }
+    Json& arguments = calls[i]["function"]["arguments"];
+    if (!arguments.is_string()) continue;
+    const std::string text = arguments.get<std::string>();
+    Json parsed = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (parsed.is_discarded() || !parsed.is_object()) {
+      return ValueError(absl::StrCat(param, ".function.arguments"),
+                        "Tool call arguments must be a JSON object encoded as a string.");
+    }
+    arguments = std::move(parsed);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseMessages(const Json& body, OpenAiRequest* request) {
   const Json* messages = Find(body, "messages");
   if (messages == nullptr)
@@ -330,6 +241,7 @@ absl::Status ParseMessages(const Json& body, OpenAiRequest* request) {
       TERN_ASSIGN_OR_RETURN(normalized["content"],
                             FlattenContent(*content, absl::StrCat(where, ".content")));
     }
+    TERN_RETURN_IF_ERROR(ParseToolCallArguments(normalized, where));
     request->messages.push_back(std::move(normalized));
   }
   if (const Json* tools = Find(body, "tools")) {
@@ -362,26 +274,60 @@ absl::Status ParsePrompt(const Json& body, OpenAiRequest* request) {
   const Json* prompt = Find(body, "prompt");
   if (prompt == nullptr) return InvalidRequestError("prompt", "'prompt' is a required property.");
   if (prompt->is_string()) {
-    request->prompt = prompt->get<std::string>();
-    return absl::OkStatus();
-  }
-  if (!prompt->is_array())
+    request->prompts.push_back(PromptInput{prompt->get<std::string>(), {}, false});
+  } else if (!prompt->is_array()) {
     return TypeError("prompt", "a string, an array of strings or an array of token ids");
-  if (prompt->empty()) return ValueError("prompt", "'prompt' must not be empty.");
-  const Json& first = (*prompt)[0];
-  if (first.is_string() || first.is_array()) {
-    if (prompt->size() > 1)
-      return Unsupported("prompt", "Batched prompts are not supported; send one prompt.");
-    if (first.is_string()) {
-      request->prompt = first.get<std::string>();
-      return absl::OkStatus();
+  } else if (prompt->empty()) {
+    return ValueError("prompt", "'prompt' must not be empty.");
+  } else if ((*prompt)[0].is_string() || (*prompt)[0].is_array()) {
+    // A batch: strings, or arrays of token ids.
+    if (prompt->size() > static_cast<size_t>(kMaxChoices)) {
+      return ValueError("prompt", absl::StrCat("At most ", kMaxChoices, " prompts per request."));
     }
-    if (first.empty()) return ValueError("prompt", "'prompt' must not be empty.");
-    TERN_ASSIGN_OR_RETURN(request->prompt_token_ids, TokenIdArray(first, "prompt[0]"));
+    for (size_t i = 0; i < prompt->size(); ++i) {
+      const Json& item = (*prompt)[i];
+      const std::string where = absl::StrCat("prompt[", i, "]");
+      if (item.is_string()) {
+        request->prompts.push_back(PromptInput{item.get<std::string>(), {}, false});
+        continue;
+      }
+      if (!item.is_array()) return TypeError(where, "a string or an array of token ids");
+      if (item.empty()) return ValueError(where, absl::StrCat("'", where, "' must not be empty."));
+      PromptInput input;
+      input.is_tokens = true;
+      TERN_ASSIGN_OR_RETURN(input.token_ids, TokenIdArray(item, where));
+      request->prompts.push_back(std::move(input));
+    }
   } else {
-    TERN_ASSIGN_OR_RETURN(request->prompt_token_ids, TokenIdArray(*prompt, "prompt"));
+    PromptInput input;
+    input.is_tokens = true;
+    TERN_ASSIGN_OR_RETURN(input.token_ids, TokenIdArray(*prompt, "prompt"));
+    request->prompts.push_back(std::move(input));
   }
-  request->prompt_is_tokens = true;
+  const PromptInput& first = request->prompts.front();
+  request->prompt = first.text;
+  request->prompt_token_ids = first.token_ids;
+  request->prompt_is_tokens = first.is_tokens;
+  return absl::OkStatus();
+}
+
+// n, and the completions' echo.
+absl::Status ParseChoices(const Json& body, Endpoint endpoint, OpenAiRequest* request) {
+  TERN_ASSIGN_OR_RETURN(const std::optional<int32_t> n, GetInt32(body, "n", 1, kMaxChoices));
+  request->n = n.value_or(1);
+  const size_t prompts = std::max<size_t>(1, request->prompts.size());
+  if (prompts * static_cast<size_t>(request->n) > static_cast<size_t>(kMaxChoices)) {
+    return ValueError(
+        "n", absl::StrCat("'n' times the number of prompts may be at most ", kMaxChoices, "."));
+  }
+  if (endpoint != Endpoint::kCompletions) return absl::OkStatus();
+  TERN_ASSIGN_OR_RETURN(const std::optional<bool> echo, GetBool(body, "echo"));
+  request->echo = echo.value_or(false);
+  if (request->echo && request->sampling.logprobs) {
+    return Unsupported("echo",
+                       "'echo' together with 'logprobs' is not supported: tern does not "
+                       "compute the prompt's logprobs.");
+  }
   return absl::OkStatus();
 }
 
@@ -438,6 +384,7 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(Endpoint endpoint, std::string_
     TERN_RETURN_IF_ERROR(ParsePrompt(body, &request));
   }
   TERN_RETURN_IF_ERROR(ParseSampling(body, endpoint, &request.sampling));
+  TERN_RETURN_IF_ERROR(ParseChoices(body, endpoint, &request));
   TERN_RETURN_IF_ERROR(ParseStop(body, &request.stop));
 
   TERN_ASSIGN_OR_RETURN(const std::optional<bool> stream, GetBool(body, "stream"));
@@ -460,6 +407,9 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(Endpoint endpoint, std::string_
   TERN_ASSIGN_OR_RETURN(const std::optional<int32_t> priority,
                         GetInt32(body, "priority", -kInt32Max, kInt32Max));
   request.priority = priority.value_or(0);
+  TERN_ASSIGN_OR_RETURN(
+      request.output,
+      ParseOutputFormat(body, endpoint == Endpoint::kChatCompletions, request.tools));
   TERN_ASSIGN_OR_RETURN(request.add_special_tokens, GetBool(body, "add_special_tokens"));
   TERN_ASSIGN_OR_RETURN(const std::optional<bool> skip_special,
                         GetBool(body, "skip_special_tokens"));

@@ -3,7 +3,9 @@
 //
 // Everything that can be checked without the tokenizer or the router is
 // checked here: JSON syntax and nesting depth, field types, value ranges, and
-// the known fields the gateway cannot honour (n > 1, echo, best_of, ...).
+// the known fields the gateway cannot honour (beam search, best_of > n, ...).
+// Output fields (response_format, tools, tool_choice) are read by
+// output_format.h.
 // Errors are INVALID_ARGUMENT statuses built with InvalidRequestError, naming
 // the offending field as `param`. Unknown fields are ignored, as vLLM does,
 // and a JSON null counts as an absent field.
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "gateway/openai/output_format.h"
 
 namespace tern::gateway {
 
@@ -63,6 +66,16 @@ struct SamplingOptions {
 inline constexpr int32_t kMaxChatTopLogprobs = 20;
 inline constexpr int32_t kMaxCompletionLogprobs = 5;
 
+// Most choices one request may ask for: n times the number of prompts.
+inline constexpr int32_t kMaxChoices = 128;
+
+// One completion prompt: text, or token ids when is_tokens.
+struct PromptInput {
+  std::string text;
+  std::vector<int32_t> token_ids;
+  bool is_tokens = false;
+};
+
 struct OpenAiRequest {
   Endpoint endpoint = Endpoint::kCompletions;
   std::string model;
@@ -75,10 +88,17 @@ struct OpenAiRequest {
   // Chat: the `tools` array, or null.
   nlohmann::ordered_json tools;
 
-  // Completions: the prompt as text, or as token ids when prompt_is_tokens.
+  // Completions: every prompt of the request (a batch when more than one),
+  // and the first of them in the three fields after it: as text, or as
+  // token ids when prompt_is_tokens.
+  std::vector<PromptInput> prompts;
   std::string prompt;
   std::vector<int32_t> prompt_token_ids;
   bool prompt_is_tokens = false;
+  // Choices per prompt; each has its own seed stream (seed + index).
+  int32_t n = 1;
+  // Completions: the prompt's text precedes each choice's text.
+  bool echo = false;
 
   // vLLM extensions on prompt handling. add_special_tokens defaults to true
   // for completions and false for chat (the template writes the BOS itself).
@@ -90,6 +110,9 @@ struct OpenAiRequest {
   bool include_stop_str_in_output = false;
 
   SamplingOptions sampling;
+  // Structured outputs and tool calling: the constraint sent to the worker
+  // and how the output is read back.
+  OutputFormat output;
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;

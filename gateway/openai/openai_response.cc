@@ -9,12 +9,21 @@ const char* ChunkObject(Endpoint endpoint) {
   return endpoint == Endpoint::kChatCompletions ? "chat.completion.chunk" : "text_completion";
 }
 
+// id, object, created, model and system_fingerprint, in OpenAI's order.
+OrderedJson BodyEnvelope(const ResponseIdentity& identity, const char* object) {
+  OrderedJson body;
+  body["id"] = identity.id;
+  body["object"] = object;
+  body["created"] = identity.created;
+  body["model"] = identity.model;
+  if (!identity.system_fingerprint.empty()) {
+    body["system_fingerprint"] = identity.system_fingerprint;
+  }
+  return body;
+}
+
 OrderedJson ChunkEnvelope(const ResponseIdentity& identity, OrderedJson choices) {
-  OrderedJson chunk;
-  chunk["id"] = identity.id;
-  chunk["object"] = ChunkObject(identity.endpoint);
-  chunk["created"] = identity.created;
-  chunk["model"] = identity.model;
+  OrderedJson chunk = BodyEnvelope(identity, ChunkObject(identity.endpoint));
   chunk["choices"] = std::move(choices);
   if (identity.include_usage) chunk["usage"] = nullptr;
   return chunk;
@@ -93,6 +102,12 @@ OrderedJson ChatContentChunk(const ResponseIdentity& identity, std::string_view 
   return ChunkEnvelope(identity, ChatChoice(std::move(delta), "", std::move(logprobs)));
 }
 
+OrderedJson ChatToolCallsChunk(const ResponseIdentity& identity, OrderedJson tool_calls) {
+  OrderedJson delta;
+  delta["tool_calls"] = std::move(tool_calls);
+  return ChunkEnvelope(identity, ChatChoice(std::move(delta), ""));
+}
+
 OrderedJson ChatFinishChunk(const ResponseIdentity& identity, std::string_view finish_reason) {
   return ChunkEnvelope(identity, ChatChoice(OrderedJson::object(), finish_reason));
 }
@@ -113,38 +128,69 @@ OrderedJson UsageChunk(const ResponseIdentity& identity, const TokenUsage& usage
   return chunk;
 }
 
-OrderedJson ChatCompletionBody(const ResponseIdentity& identity, std::string_view text,
-                               std::string_view finish_reason, const TokenUsage& usage,
-                               OrderedJson logprobs) {
+OrderedJson ChatBodyChoice(int index, std::string_view text, std::string_view finish_reason,
+                           OrderedJson logprobs, OrderedJson tool_calls) {
   OrderedJson message;
   message["role"] = "assistant";
-  message["content"] = text;
+  if (tool_calls.is_null()) {
+    message["content"] = text;
+  } else {
+    // OpenAI's shape: content null beside the calls (text, if any, kept).
+    message["content"] = text.empty() ? OrderedJson(nullptr) : OrderedJson(text);
+    message["tool_calls"] = std::move(tool_calls);
+  }
   OrderedJson choice;
-  choice["index"] = 0;
+  choice["index"] = index;
   choice["message"] = std::move(message);
   choice["logprobs"] = std::move(logprobs);
   choice["finish_reason"] = finish_reason;
-  OrderedJson body;
-  body["id"] = identity.id;
-  body["object"] = "chat.completion";
-  body["created"] = identity.created;
-  body["model"] = identity.model;
-  body["choices"] = OrderedJson::array({std::move(choice)});
+  return choice;
+}
+
+OrderedJson CompletionBodyChoice(int index, std::string_view text, std::string_view finish_reason,
+                                 OrderedJson logprobs) {
+  OrderedJson choices = TextChoice(text, finish_reason, std::move(logprobs));
+  choices[0]["index"] = index;
+  return std::move(choices[0]);
+}
+
+OrderedJson ChatCompletionBody(const ResponseIdentity& identity, OrderedJson choices,
+                               const TokenUsage& usage) {
+  OrderedJson body = BodyEnvelope(identity, "chat.completion");
+  body["choices"] = std::move(choices);
   body["usage"] = UsageJson(usage);
   return body;
+}
+
+OrderedJson CompletionBody(const ResponseIdentity& identity, OrderedJson choices,
+                           const TokenUsage& usage) {
+  OrderedJson body = BodyEnvelope(identity, "text_completion");
+  body["choices"] = std::move(choices);
+  body["usage"] = UsageJson(usage);
+  return body;
+}
+
+OrderedJson ChatCompletionBody(const ResponseIdentity& identity, std::string_view text,
+                               std::string_view finish_reason, const TokenUsage& usage,
+                               OrderedJson logprobs, OrderedJson tool_calls) {
+  return ChatCompletionBody(
+      identity,
+      OrderedJson::array(
+          {ChatBodyChoice(0, text, finish_reason, std::move(logprobs), std::move(tool_calls))}),
+      usage);
 }
 
 OrderedJson CompletionBody(const ResponseIdentity& identity, std::string_view text,
                            std::string_view finish_reason, const TokenUsage& usage,
                            OrderedJson logprobs) {
-  OrderedJson body;
-  body["id"] = identity.id;
-  body["object"] = "text_completion";
-  body["created"] = identity.created;
-  body["model"] = identity.model;
-  body["choices"] = TextChoice(text, finish_reason, std::move(logprobs));
-  body["usage"] = UsageJson(usage);
-  return body;
+  return CompletionBody(
+      identity,
+      OrderedJson::array({CompletionBodyChoice(0, text, finish_reason, std::move(logprobs))}),
+      usage);
+}
+
+void SetChoiceIndex(OrderedJson& chunk, int index) {
+  for (OrderedJson& choice : chunk["choices"]) choice["index"] = index;
 }
 
 OrderedJson ModelListBody(std::string_view model, int64_t created, int32_t max_model_len) {

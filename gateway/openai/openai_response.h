@@ -1,7 +1,8 @@
 // OpenAI response bodies and server-sent-event chunks, built as ordered JSON
 // so keys appear in OpenAI's order (id, object, created, model, choices, usage).
 //
-// Chat stream: ChatRoleChunk, ChatContentChunk..., ChatFinishChunk, then
+// Chat stream: ChatRoleChunk, ChatContentChunk... (or ChatToolCallsChunk...),
+// ChatFinishChunk, then
 // UsageChunk when stream_options.include_usage (every other chunk then carries
 // "usage": null), then SseDone(). Completions stream: CompletionTextChunk...,
 // CompletionFinishChunk, optional UsageChunk, SseDone().
@@ -29,6 +30,8 @@ struct ResponseIdentity {
   std::string model;
   Endpoint endpoint = Endpoint::kChatCompletions;
   bool include_usage = false;  // streams: add "usage": null to non-usage chunks
+  // What served the response (binary version and model); omitted when empty.
+  std::string system_fingerprint;
 };
 
 struct TokenUsage {
@@ -52,6 +55,8 @@ OrderedJson ChatRoleChunk(const ResponseIdentity& identity);
 // the client did not ask for them.
 OrderedJson ChatContentChunk(const ResponseIdentity& identity, std::string_view text,
                              OrderedJson logprobs = nullptr);
+// delta.tool_calls: entries with their "index" (tool_calls.h's Delta).
+OrderedJson ChatToolCallsChunk(const ResponseIdentity& identity, OrderedJson tool_calls);
 OrderedJson ChatFinishChunk(const ResponseIdentity& identity, std::string_view finish_reason);
 OrderedJson CompletionTextChunk(const ResponseIdentity& identity, std::string_view text,
                                 OrderedJson logprobs = nullptr);
@@ -59,10 +64,25 @@ OrderedJson CompletionFinishChunk(const ResponseIdentity& identity, std::string_
 // choices: [] and the full usage; object per endpoint.
 OrderedJson UsageChunk(const ResponseIdentity& identity, const TokenUsage& usage);
 
-// Non-streaming bodies.
+// Chunks are built for choice 0; this renumbers one for another choice (n > 1,
+// or several prompts).
+void SetChoiceIndex(OrderedJson& chunk, int index);
+
+// One choice of a non-streaming body.
+OrderedJson ChatBodyChoice(int index, std::string_view text, std::string_view finish_reason,
+                           OrderedJson logprobs = nullptr, OrderedJson tool_calls = nullptr);
+OrderedJson CompletionBodyChoice(int index, std::string_view text, std::string_view finish_reason,
+                                 OrderedJson logprobs = nullptr);
+// Non-streaming bodies with every choice.
+OrderedJson ChatCompletionBody(const ResponseIdentity& identity, OrderedJson choices,
+                               const TokenUsage& usage);
+OrderedJson CompletionBody(const ResponseIdentity& identity, OrderedJson choices,
+                           const TokenUsage& usage);
+
+// Non-streaming bodies of one choice.
 OrderedJson ChatCompletionBody(const ResponseIdentity& identity, std::string_view text,
                                std::string_view finish_reason, const TokenUsage& usage,
-                               OrderedJson logprobs = nullptr);
+                               OrderedJson logprobs = nullptr, OrderedJson tool_calls = nullptr);
 OrderedJson CompletionBody(const ResponseIdentity& identity, std::string_view text,
                            std::string_view finish_reason, const TokenUsage& usage,
                            OrderedJson logprobs = nullptr);

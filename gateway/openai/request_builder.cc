@@ -167,7 +167,73 @@ absl::StatusOr<PreparedRequest> PrepareGenerateRequest(const OpenAiRequest& requ
   generate->mutable_prompt_token_ids()->Assign(prompt.begin(), prompt.end());
   *generate->mutable_sampling() =
       ToSamplingParams(request.sampling, model.sampling_defaults, prepared.max_tokens);
+  *generate->mutable_sampling()->mutable_constraint() =
+      ToOutputConstraint(request.output.constraint);
   return prepared;
+}
+
+absl::StatusOr<std::vector<PreparedChoice>> PrepareChoices(const OpenAiRequest& request,
+                                                           const ServedModel& model,
+                                                           int32_t max_model_len,
+                                                           const std::string& request_id) {
+  const size_t prompts = std::max<size_t>(1, request.prompts.size());
+  const bool several = prompts > 1 || request.n > 1;
+  std::vector<PreparedChoice> choices;
+  choices.reserve(prompts * static_cast<size_t>(request.n));
+  for (size_t p = 0; p < prompts; ++p) {
+    OpenAiRequest one = request;
+    if (!request.prompts.empty()) {
+      one.prompt = request.prompts[p].text;
+      one.prompt_token_ids = request.prompts[p].token_ids;
+      one.prompt_is_tokens = request.prompts[p].is_tokens;
+    }
+    TERN_ASSIGN_OR_RETURN(const PreparedRequest prepared,
+                          PrepareGenerateRequest(one, model, max_model_len, request_id));
+    std::string echo;
+    if (request.echo) {
+      echo = one.prompt_is_tokens
+                 ? model.tokenizer->Decode(one.prompt_token_ids, request.skip_special_tokens)
+                 : one.prompt;
+    }
+    for (int32_t i = 0; i < request.n; ++i) {
+      PreparedChoice choice;
+      choice.index = static_cast<int32_t>(choices.size());
+      choice.leader = i == 0;
+      choice.echo = echo;
+      choice.prepared = prepared;
+      tern::v1::GenerateRequest* generate = choice.prepared.rpc.mutable_request();
+      if (several) generate->set_request_id(absl::StrCat(request_id, "-", choice.index));
+      // Each choice its own random stream, reproducible from the request's seed.
+      if (request.sampling.seed.has_value()) {
+        generate->mutable_sampling()->set_seed(*request.sampling.seed + static_cast<uint64_t>(i));
+      }
+      choices.push_back(std::move(choice));
+    }
+  }
+  return choices;
+}
+
+tern::v1::OutputConstraint ToOutputConstraint(const structured::ConstraintSpec& spec) {
+  using Kind = structured::ConstraintSpec::Kind;
+  tern::v1::OutputConstraint constraint;
+  switch (spec.kind) {
+    case Kind::kJsonSchema:
+      constraint.set_json_schema(spec.json_schema);
+      break;
+    case Kind::kJsonObject:
+      constraint.set_json_object(true);
+      break;
+    case Kind::kRegex:
+      constraint.set_regex(spec.regex);
+      break;
+    case Kind::kChoice:
+      for (const std::string& choice : spec.choices)
+        constraint.mutable_choice()->add_choices(choice);
+      break;
+    case Kind::kNone:
+      break;
+  }
+  return constraint;
 }
 
 }  // namespace tern::gateway

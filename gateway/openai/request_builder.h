@@ -43,6 +43,29 @@ absl::StatusOr<int32_t> ResolveMaxTokens(Endpoint endpoint, int32_t prompt_token
 tern::v1::SamplingParams ToSamplingParams(const SamplingOptions& options,
                                           const SamplingDefaults& defaults, int32_t max_tokens);
 
+// One choice of a response: its own router request, and where it stands.
+struct PreparedChoice {
+  PreparedRequest prepared;
+  int32_t index = 0;  // choices[].index: prompt * n + i
+  // The first choice of its prompt: the others start once it has prefilled
+  // the prompt, so that they find it in the prefix cache.
+  bool leader = true;
+  // Completions with echo: the prompt's text, which the choice's text begins with.
+  std::string echo;
+};
+
+// Every choice of `request`: n per prompt (a completions batch has several
+// prompts), choice i of a prompt seeded with seed + i when a seed is given;
+// request ids get "-<index>" when there is more than one. Errors as
+// PrepareGenerateRequest.
+absl::StatusOr<std::vector<PreparedChoice>> PrepareChoices(const OpenAiRequest& request,
+                                                           const ServedModel& model,
+                                                           int32_t max_model_len,
+                                                           const std::string& request_id);
+
+// The constraint's wire form (no kind set for kNone).
+tern::v1::OutputConstraint ToOutputConstraint(const structured::ConstraintSpec& spec);
+
 absl::StatusOr<PreparedRequest> PrepareGenerateRequest(const OpenAiRequest& request,
                                                        const ServedModel& model,
                                                        int32_t max_model_len,

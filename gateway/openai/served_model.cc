@@ -1,11 +1,15 @@
 #include "gateway/openai/served_model.h"
 
+#include <xxhash.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/config.h"
+#include "common/process_metrics.h"
 #include "common/status_macros.h"
 
 namespace tern::gateway {
@@ -112,6 +116,11 @@ absl::StatusOr<std::unique_ptr<ServedModel>> LoadServedModel(const std::string& 
     TERN_ASSIGN_OR_RETURN(const Json generation_json, ReadJsonFile(generation));
     model->sampling_defaults = ParseGenerationConfig(generation_json);
   }
+  // Changes with tern's version, the served name and the prompt format.
+  const std::string identity = absl::StrCat(TernVersion(), "\n", TernCommit(), "\n", model->name,
+                                            "\n", config.chat_template);
+  model->system_fingerprint =
+      absl::StrFormat("fp_%012x", XXH64(identity.data(), identity.size(), 0) & 0xffffffffffffULL);
   return model;
 }
 

@@ -41,6 +41,9 @@ struct ServedModel {
   std::string bos_token;
   std::string eos_token;
   SamplingDefaults sampling_defaults;
+  // Responses' system_fingerprint: "fp_" and 12 hex digits of a hash of
+  // tern's version and commit, the served name and the chat template.
+  std::string system_fingerprint;
 };
 
 // Reads tokenizer_config.json's fields. The chat template may be a string or

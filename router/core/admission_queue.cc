@@ -24,6 +24,7 @@ absl::Status AdmissionQueue::Push(RequestId id, int32_t priority, absl::Time arr
   queue_.emplace(key, Entry{id});
   by_id_.emplace(id, key);
   by_arrival_.emplace(std::make_pair(key.arrival, key.order), id);
+  unpromoted_.emplace(std::make_pair(key.arrival, key.order), id);
   return absl::OkStatus();
 }
 
@@ -31,6 +32,7 @@ bool AdmissionQueue::Remove(RequestId id) {
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return false;
   by_arrival_.erase({it->second.arrival, it->second.order});
+  unpromoted_.erase({it->second.arrival, it->second.order});
   queue_.erase(it->second);
   by_id_.erase(it);
   return true;
@@ -46,16 +48,35 @@ std::vector<AdmissionQueue::RequestId> AdmissionQueue::Expire(absl::Time now) {
   return ids;
 }
 
+int64_t AdmissionQueue::Promote(absl::Time now) {
+  int64_t promoted = 0;
+  while (!unpromoted_.empty() &&
+         now - unpromoted_.begin()->first.first > options_.max_priority_wait) {
+    const RequestId id = unpromoted_.begin()->second;
+    unpromoted_.erase(unpromoted_.begin());
+    Key& key = by_id_.at(id);
+    auto node = queue_.extract(key);
+    key.neg_priority = kPromoted;
+    node.key() = key;
+    queue_.insert(std::move(node));
+    ++promoted;
+  }
+  promotions_ += promoted;
+  return promoted;
+}
+
 std::optional<AdmissionQueue::RequestId> AdmissionQueue::TakeFor(
     const std::function<double(RequestId)>& cost, absl::Time now) {
   if (queue_.empty()) return std::nullopt;
+  Promote(now);
   auto best = queue_.end();
   double best_cost = 0.0;
   int32_t scanned = 0;
   for (auto it = queue_.begin(); it != queue_.end() && scanned < options_.scan_window;
        ++it, ++scanned) {
-    const bool overdue =
-        now - it->first.arrival > options_.max_skip_age || it->second.skips >= options_.max_skips;
+    const bool overdue = it->first.neg_priority == kPromoted ||
+                         now - it->first.arrival > options_.max_skip_age ||
+                         it->second.skips >= options_.max_skips;
     if (overdue) {
       // Nothing behind an overdue request may pass it.
       if (best == queue_.end()) best = it;
@@ -71,6 +92,7 @@ std::optional<AdmissionQueue::RequestId> AdmissionQueue::TakeFor(
   for (auto it = queue_.begin(); it != best; ++it) ++it->second.skips;
   const RequestId id = best->second.id;
   by_arrival_.erase({best->first.arrival, best->first.order});
+  unpromoted_.erase({best->first.arrival, best->first.order});
   by_id_.erase(id);
   queue_.erase(best);
   return id;

@@ -278,7 +278,9 @@ size_t Dispatcher::queued() const {
 
 DispatcherStats Dispatcher::stats() const {
   absl::MutexLock lock(&mu_);
-  return stats_;
+  DispatcherStats stats = stats_;
+  for (const auto& [model, queue] : queues_) stats.promoted += queue->queue.promotions();
+  return stats;
 }
 
 }  // namespace tern::router

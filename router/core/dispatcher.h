@@ -13,6 +13,9 @@
 // per-model policies (DispatcherOptions) apply when a request is bound at
 // admission; a request that had to queue goes to the first worker with room,
 // since waiting on for its session's worker would trade latency for affinity.
+// Queued requests go by priority, aged by the queue's max_priority_wait
+// (admission_queue.h): past it a request is served before any later arrival,
+// whatever their priorities.
 //
 // Errors: NOT_FOUND (no worker serves the model), UNAVAILABLE (none is
 // routable; also for queued requests once none is), RESOURCE_EXHAUSTED (the
@@ -114,6 +117,7 @@ struct DispatcherStats {
   uint64_t no_worker = 0;   // turned away because no worker could serve the model
   uint64_t cache_hits = 0;  // dispatches to a worker holding part of the prompt
   uint64_t sticky = 0;      // dispatches decided by session affinity
+  uint64_t promoted = 0;    // queued requests promoted by max_priority_wait
 };
 
 class Dispatcher {
@@ -132,7 +136,8 @@ class Dispatcher {
   void Pump();
 
   size_t queued() const;
-  // Waiting requests by priority.
+  // Waiting requests by the priority they were admitted with (promotion
+  // changes their place in the queue, not their priority).
   std::vector<std::pair<int32_t, int64_t>> QueuedByPriority() const;
   DispatcherStats stats() const;
   const DispatcherOptions& options() const { return options_; }

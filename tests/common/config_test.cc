@@ -43,7 +43,18 @@ TEST(ConfigTest, RangeChecksNameTheKey) {
       {"router:\n  health_timeout_ms: 0\n", "router.health_timeout_ms"},
       {"router:\n  max_retries: -1\n", "router.max_retries"},
       {"gateway:\n  request_timeout_s: 0\n", "gateway.request_timeout_s"},
-      {"worker:\n  kv_cache_gib: 0\n", "worker.kv_cache_gib"}};
+      {"worker:\n  kv_cache_gib: 0\n", "worker.kv_cache_gib"},
+      {"router:\n  max_priority_wait_ms: 0\n", "router.max_priority_wait_ms"},
+      {"gateway:\n  header_timeout_s: 0\n", "gateway.header_timeout_s"},
+      {"gateway:\n  body_idle_timeout_s: -1\n", "gateway.body_idle_timeout_s"},
+      {"gateway:\n  max_connections: -1\n", "gateway.max_connections"},
+      {"gateway:\n  max_connections_per_client: -1\n", "gateway.max_connections_per_client"},
+      {"gateway:\n  tls_cert_file: a.pem\n", "gateway.tls_key_file"},
+      {"gateway:\n  grpc_listen: nonsense\n", "gateway.grpc_listen"},
+      {"gateway:\n  listen: 127.0.0.1:8000\n  grpc_listen: 127.0.0.1:8000\n",
+       "gateway.grpc_listen"},
+      {"tls:\n  cert_file: a.pem\n", "tls:"},
+      {"tls:\n  server_name_override: x\n", "tls.server_name_override"}};
   for (const auto& [yaml, key] : bad) {
     auto config = ParseClusterConfig(yaml);
     ASSERT_FALSE(config.ok()) << yaml;

@@ -73,6 +73,11 @@ const kCases = {
     },
   },
   "cpu, API keys from a Secret": { gateway: { apiKeySecret: "tern-api-keys" } },
+  "cpu, mutual TLS between the tiers from a Secret": { tls: { enabled: true, secretName: "tern-tls" } },
+  "cpu, mutual TLS issued by cert-manager, HTTPS at the gateway": {
+    tls: { enabled: true, certManager: { issuerRef: { name: "tern-ca", kind: "ClusterIssuer" } } },
+    gateway: { tlsSecretName: "tern-https" },
+  },
   "cpu, no NetworkPolicy, no PDBs": {
     networkPolicy: { enabled: false },
     gateway: { pdb: { enabled: false } },
@@ -187,6 +192,22 @@ function matchesLabels(selector, labels) {
 // ---- validation against the API schemas -----------------------------------
 
 // Kinds that are not in Kubernetes' own API: checked by their shape.
+function checkCertManagerKind(object) {
+  const where = nameOf(object);
+  assert.equal(object.apiVersion, "cert-manager.io/v1", where);
+  assert.equal(object.kind, "Certificate", `${where}: the chart makes Certificates only`);
+  const spec = object.spec ?? {};
+  assert.match(spec.secretName ?? "", /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, `${where}: spec.secretName`);
+  assert.ok(Array.isArray(spec.dnsNames) && spec.dnsNames.length > 0, `${where}: spec.dnsNames`);
+  for (const name of spec.dnsNames) assert.match(name, /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, `${where}: DNS name ${name}`);
+  assert.ok(spec.issuerRef?.name, `${where}: spec.issuerRef.name`);
+  assert.ok(["Issuer", "ClusterIssuer"].includes(spec.issuerRef.kind), `${where}: spec.issuerRef.kind`);
+  for (const key of ["duration", "renewBefore"]) assert.match(spec[key] ?? "", /^\d+(h|m|s)$/, `${where}: spec.${key}`);
+  const kUsages = ["digital signature", "key encipherment", "server auth", "client auth", "signing"];
+  for (const usage of spec.usages ?? []) assert.ok(kUsages.includes(usage), `${where}: usage ${usage}`);
+  assert.ok(["RSA", "ECDSA", "Ed25519"].includes(spec.privateKey?.algorithm), `${where}: privateKey.algorithm`);
+}
+
 function checkPrometheusOperatorKind(object) {
   const where = nameOf(object);
   assert.equal(object.apiVersion, "monitoring.coreos.com/v1", where);
@@ -223,6 +244,7 @@ async function validateObject(object) {
     assert.ok(String(value).length <= 63, `${where}: label ${key} of at most 63 characters`);
   }
   if (object.apiVersion.startsWith("monitoring.coreos.com/")) return checkPrometheusOperatorKind(object);
+  if (object.apiVersion.startsWith("cert-manager.io/")) return checkCertManagerKind(object);
   // "apps/v1" -> kubernetes-models/apps/v1, the core "v1" -> kubernetes-models/v1.
   const module = `kubernetes-models/${object.apiVersion}`;
   if (!modelModules.has(module)) modelModules.set(module, await import(module));
@@ -285,6 +307,11 @@ function checkPodRules(workload) {
       assert.equal(mount?.mountPath, path.dirname(kConfigPath), `${at}: tern.yaml mounted`);
     }
   }
+  // Under tls.enabled the kubelet's gRPC probe (plaintext only) gives way to
+  // a TCP one; under gateway.tlsSecretName the gateway is probed over HTTPS.
+  const mutualTls = pod.volumes?.some((v) => v.name === "tls");
+  const https = pod.volumes?.some((v) => v.name === "https") ? { scheme: "HTTPS" } : {};
+  const grpcPort = (probe) => (mutualTls ? probe.tcpSocket?.port : probe.grpc?.port);
   for (const c of pod.containers) {
     const at = `${where} container ${c.name}`;
     for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) assert.ok(c[probe], `${at}: ${probe}`);
@@ -292,21 +319,21 @@ function checkPodRules(workload) {
     if (c.name === "gateway") {
       // Ready when it can serve (/health: a worker is ready); alive when its
       // HTTP server answers, whatever the fleet's state.
-      assert.deepEqual(c.readinessProbe.httpGet, { path: "/health", port: "http" }, `${at}: ready on GET /health`);
+      assert.deepEqual(c.readinessProbe.httpGet, { path: "/health", port: "http", ...https }, `${at}: ready on GET /health`);
       for (const probe of [c.livenessProbe, c.startupProbe]) {
-        assert.deepEqual(probe.httpGet, { path: "/metrics", port: "http" }, `${at}: alive on GET /metrics`);
+        assert.deepEqual(probe.httpGet, { path: "/metrics", port: "http", ...https }, `${at}: alive on GET /metrics`);
       }
     } else if (c.name === "worker" && c.args.includes("--engine")) {
       // trn2: ready when engine 0 is SERVING; started and alive while the
       // process answers /metrics, so a restarting vLLM server does not
       // restart tern-worker.
-      assert.equal(c.readinessProbe.grpc?.port, ports.get("grpc"), `${at}: ready on engine 0's gRPC health`);
+      assert.equal(grpcPort(c.readinessProbe), ports.get("grpc"), `${at}: ready on engine 0's gRPC health`);
       for (const probe of [c.livenessProbe, c.startupProbe]) {
         assert.deepEqual(probe.httpGet, { path: "/metrics", port: "metrics" }, `${at}: alive on GET /metrics`);
       }
     } else if (c.name === "router" || c.name === "worker") {
       for (const probe of [c.readinessProbe, c.livenessProbe, c.startupProbe]) {
-        assert.equal(probe.grpc?.port, ports.get("grpc"), `${at}: native gRPC health probe on the gRPC port`);
+        assert.equal(grpcPort(probe), ports.get("grpc"), `${at}: native gRPC health probe (TCP under mTLS) on the gRPC port`);
       }
     } else {
       // A vLLM server: GET /health on its own port.
@@ -583,8 +610,62 @@ function withStandInKeyFile(objects, text) {
   return YAML.stringify(parsed);
 }
 
+// Stand-in certificates from the `openssl` command, made once: a CA and a
+// certificate it signs for the names `names` (server and client use).
+let standInPki;
+function standInCertificates() {
+  if (standInPki) return standInPki;
+  const dir = path.join(workDir, "stand-in-pki");
+  mkdirSync(dir, { recursive: true });
+  const run = (args) => {
+    const out = spawnSync("openssl", args, { cwd: dir, encoding: "utf8", timeout: 60_000 });
+    assert.equal(out.status, 0, `openssl ${args.join(" ")}: ${out.stderr}`);
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  run(["req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=stand-in CA", "-days", "1"]);
+  run(["req", ...ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=stand-in"]);
+  writeFileSync(path.join(dir, "ext.cnf"), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n");
+  run(["x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt",
+    "-days", "1", "-extfile", "ext.cnf"]);
+  // A CA that did not sign tls.crt, for the checks that must fail.
+  run(["req", "-x509", ...ec, "-keyout", "other-ca.key", "-out", "other-ca.crt", "-subj", "/CN=other CA", "-days", "1"]);
+  standInPki = { ca: path.join(dir, "ca.crt"), cert: path.join(dir, "tls.crt"), key: path.join(dir, "tls.key"),
+    otherCa: path.join(dir, "other-ca.crt") };
+  return standInPki;
+}
+
+// The Secret file `file` as `tier`'s pod mounts it, asserted.
+function checkMountedSecretFile(objects, tier, file) {
+  const pod = workloadOf(objects, tier).spec.template.spec;
+  const container = pod.containers.find((c) => c.name === tier);
+  const mount = container.volumeMounts.find((m) => file.startsWith(`${m.mountPath}/`));
+  assert.ok(mount, `the ${tier} mounts ${file}`);
+  const volume = pod.volumes.find((v) => v.name === mount.name);
+  assert.ok(volume.secret?.items?.some((i) => `${mount.mountPath}/${i.path}` === file), `${tier}: ${file} comes from a Secret`);
+  return volume.secret;
+}
+
+// tern.yaml's tls section and gateway.tls_cert_file / tls_key_file name
+// mounted Secret files (checked in every tier's pod), then stand-ins here.
+function withStandInTlsFiles(objects, text) {
+  const parsed = YAML.parse(text);
+  const pki = standInCertificates();
+  if (parsed.tls) {
+    for (const tier of ["gateway", "router", "worker"]) {
+      for (const key of ["ca_file", "cert_file", "key_file"]) checkMountedSecretFile(objects, tier, parsed.tls[key]);
+    }
+    Object.assign(parsed.tls, { ca_file: pki.ca, cert_file: pki.cert, key_file: pki.key });
+  }
+  if (parsed.gateway?.tls_cert_file) {
+    checkMountedSecretFile(objects, "gateway", parsed.gateway.tls_cert_file);
+    checkMountedSecretFile(objects, "gateway", parsed.gateway.tls_key_file);
+    Object.assign(parsed.gateway, { tls_cert_file: pki.cert, tls_key_file: pki.key });
+  }
+  return YAML.stringify(parsed);
+}
+
 function checkConfigAccepted(objects, { wholeWorkerCommand = true } = {}) {
-  const configFile = writeConfig(withStandInKeyFile(objects, configText(objects).text));
+  const configFile = writeConfig(withStandInTlsFiles(objects, withStandInKeyFile(objects, configText(objects).text)));
   for (const tier of ["gateway", "router", "worker"]) {
     const c = workloadOf(objects, tier).spec.template.spec.containers.find((x) => x.name === tier);
     const args = tier === "worker" && !wholeWorkerCommand ? withoutVllmEngine(c.args) : c.args;
@@ -1086,6 +1167,70 @@ describe("failures", () => {
   });
 });
 
+describe("mutual TLS between the tiers", () => {
+  const fromSecret = { tls: { enabled: true, secretName: "tern-tls" } };
+  const fromCertManager = { tls: { enabled: true, certManager: { issuerRef: { name: "tern-ca" } } } };
+  const host = (tier) => `${kRelease}-tern-${tier}.${kNamespace}.svc.cluster.local`;
+
+  test("tls.secretName is mounted into every tier and named in tern.yaml; clients check the workers' Service name", () => {
+    const objects = render(fromSecret);
+    const tls = YAML.parse(configText(objects).text).tls;
+    assert.deepEqual(tls, {
+      ca_file: "/etc/tern-tls/ca.crt",
+      cert_file: "/etc/tern-tls/tls.crt",
+      key_file: "/etc/tern-tls/tls.key",
+      server_name_override: host("worker"),
+    });
+    for (const tier of ["gateway", "router", "worker"]) {
+      for (const file of [tls.ca_file, tls.cert_file, tls.key_file]) {
+        assert.equal(checkMountedSecretFile(objects, tier, file).secretName, "tern-tls", `${tier}: ${file}`);
+      }
+    }
+    assert.equal(find(objects, "Certificate").length, 0, "no Certificate without tls.certManager.issuerRef");
+    assert.equal(YAML.parse(configText(render({})).text).tls, undefined, "no tls section by default");
+  });
+
+  test("tls.certManager.issuerRef: a Certificate into the mounted Secret, naming every Service the tiers dial", () => {
+    const objects = render(fromCertManager);
+    const [certificate] = find(objects, "Certificate");
+    assert.ok(certificate, "a cert-manager Certificate");
+    const config = YAML.parse(configText(objects).text);
+    const mounted = checkMountedSecretFile(objects, "router", config.tls.cert_file);
+    assert.equal(certificate.spec.secretName, mounted.secretName);
+    assert.equal(mounted.secretName, `${kRelease}-tern-tls`);
+    const names = certificate.spec.dnsNames;
+    assert.ok(names.includes(config.gateway.router.split(":")[0]), "the router's Service, as the gateway dials it");
+    assert.ok(names.includes(config.tls.server_name_override), "the name clients check");
+    for (const tier of ["gateway", "router", "worker"]) assert.ok(names.includes(host(tier)), `${tier}'s Service`);
+    assert.deepEqual([...certificate.spec.usages].sort(), ["client auth", "digital signature", "server auth"]);
+    assert.deepEqual(certificate.spec.issuerRef, { name: "tern-ca", kind: "Issuer", group: "cert-manager.io" });
+    const named = render({ tls: { ...fromCertManager.tls, secretName: "mine", serverName: "tern.internal" } });
+    assert.equal(find(named, "Certificate")[0].spec.secretName, "mine");
+    assert.ok(find(named, "Certificate")[0].spec.dnsNames.includes("tern.internal"));
+    assert.equal(YAML.parse(configText(named).text).tls.server_name_override, "tern.internal");
+  });
+
+  test("tls.enabled without a Secret or an issuer, or with an unknown key, fails to render", () => {
+    assert.match(renderFails({ tls: { enabled: true } }), /tls\.enabled needs tls\.secretName .* or tls\.certManager\.issuerRef\.name/);
+    assert.match(renderFails({ tls: { enabled: true, secretName: "x", caFile: "ca.crt" } }), /caFile/);
+    assert.match(renderFails({ tls: { enabled: true, certManager: { issuerRef: { name: "x", kind: "Vault" } } } }), /kind/);
+  });
+
+  test("the binaries refuse stand-in files whose CA did not sign the certificate (the check is not vacuous)", () => {
+    const objects = render(fromSecret);
+    const parsed = YAML.parse(withStandInTlsFiles(objects, configText(objects).text));
+    parsed.tls.ca_file = standInCertificates().otherCa;
+    const configFile = writeConfig(YAML.stringify(parsed));
+    for (const tier of ["gateway", "router", "worker"]) {
+      const c = workloadOf(objects, tier).spec.template.spec.containers.find((x) => x.name === tier);
+      const out = runContainerArgs(c.args, configFile, ["--check-config"]);
+      assert.notEqual(out.status, 0, `tern-${tier} accepted a certificate its CA did not sign`);
+      assert.match(out.stderr, /tls\.cert_file .* does not verify against/, `tern-${tier}: ${out.stderr}`);
+      console.log(`tern-${tier} --check-config with a foreign CA: ${out.stderr.trim()}`);
+    }
+  });
+});
+
 describe("config keys", () => {
   test("values.schema.json's config keys plus the chart's own are exactly common/config.cc's", () => {
     const source = readFileSync(path.join(repoDir, "common", "config.cc"), "utf8");
@@ -1093,28 +1238,34 @@ describe("config keys", () => {
     for (const match of source.matchAll(/CheckKeys\(\s*\w+,\s*"([\w.]+)",\s*\{([^}]*)\}/g)) {
       known[match[1]] = [...match[2].matchAll(/"(\w+)"/g)].map((m) => m[1]).sort();
     }
-    assert.deepEqual(Object.keys(known).sort(), ["gateway", "model", "neuron", "router", "tern.yaml", "worker"]);
+    assert.deepEqual(Object.keys(known).sort(), ["gateway", "model", "neuron", "router", "tern.yaml", "tls", "worker"]);
     const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
     const chartOwned = {
       model: ["path"],
       worker: ["listen", "metrics_listen"],
       router: ["listen", "metrics_listen", "workers"],
-      gateway: ["listen", "router", "api_key_file"],
+      gateway: ["listen", "grpc_listen", "router", "api_key_file", "tls_cert_file", "tls_key_file"],
       neuron: ["cache_root", "host", "instance_type", "remote_cache"],
+      // The whole section, from the tls values.
+      tls: ["ca_file", "cert_file", "key_file", "server_name_override"],
     };
     // Set by the chart as tern-worker flags on trn2 (--engine vllm, one
     // --vllm per server), hence not values; config.cc may not know them yet.
     const chartFlags = { worker: ["engine", "vllm"] };
     const config = schema.properties.config;
-    assert.deepEqual(Object.keys(config.properties).sort(), known["tern.yaml"]);
+    assert.deepEqual([...Object.keys(config.properties), "tls"].sort(), known["tern.yaml"]);
     for (const section of Object.keys(chartOwned)) {
-      const keys = [...Object.keys(config.properties[section].properties), ...chartOwned[section]].sort();
+      const keys = [...Object.keys(config.properties[section]?.properties ?? {}), ...chartOwned[section]].sort();
       const expected = known[section].filter((key) => !(chartFlags[section] ?? []).includes(key));
       assert.deepEqual(keys, expected, `config.${section}`);
     }
     // And the chart fills in each of its own keys (neuron: on trn2 only).
-    // (gateway.api_key_file: when gateway.apiKeySecret names the key file's Secret.)
-    const cpu = YAML.parse(configText(render({ gateway: { apiKeySecret: "tern-api-keys" } })).text);
+    // (gateway.api_key_file: when gateway.apiKeySecret names the key file's
+    // Secret; tls_cert_file / tls_key_file: gateway.tlsSecretName; tls: tls.enabled.)
+    const cpu = YAML.parse(configText(render({
+      gateway: { apiKeySecret: "tern-api-keys", tlsSecretName: "tern-https" },
+      tls: { enabled: true, secretName: "tern-tls" },
+    })).text);
     const trn2 = YAML.parse(configText(render(kTrn2)).text);
     assert.equal(cpu.neuron, undefined, "no neuron section on cpu");
     for (const [section, keys] of Object.entries(chartOwned)) {

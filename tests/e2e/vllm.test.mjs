@@ -506,6 +506,21 @@ describe("tern up --vllm fronts a running vLLM server in one command", { timeout
       assert.equal(json.usage.completion_tokens, 5);
       assert.equal((await d.stats()).requests, before + 1);
       assert.match(cluster.logs.join(""), /1 worker\(s\)/);
+
+      // Structured outputs go on to vLLM's own `structured_outputs` (the
+      // double records it; it cannot constrain its made-up tokens).
+      const schema = { type: "object", properties: { a: { type: "integer" } }, required: ["a"] };
+      const structured = await fetch(`${cluster.baseURL}/chat/completions`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          model: "tiny", messages: [{ role: "user", content: "JSON" }], max_tokens: 3,
+          response_format: { type: "json_schema", json_schema: { name: "a", schema } },
+        }),
+        signal: AbortSignal.timeout(30_000),
+      });
+      assert.equal(structured.status, 200, await structured.text());
+      assert.deepEqual((await d.stats()).last_structured_outputs, { json: schema });
     } finally {
       assert.equal(await cluster.stop(), 0, cluster.logs.join(""));
     }

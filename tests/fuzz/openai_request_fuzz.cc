@@ -1,8 +1,10 @@
 // Fuzzes OpenAI request validation (ParseOpenAiRequest). The first byte
 // picks the endpoint (odd: chat completions, even: completions; the seeds
-// use '0' and '1'), the rest is the body. Properties: a refusal is an
+// use '0' and '1'), the rest is the body; structured outputs and tools go
+// through the JSON-schema and regex compilers. Properties: a refusal is an
 // INVALID_ARGUMENT that maps to a 400 with a serializable error body; an
-// accepted request holds only values within the documented ranges.
+// accepted request holds only values within the documented ranges, and its
+// output constraint compiles.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -11,6 +13,7 @@
 #include "absl/status/status.h"
 #include "gateway/http/api_error.h"
 #include "gateway/openai/openai_request.h"
+#include "structured/constraint.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace {
@@ -48,6 +51,14 @@ void CheckRequest(const OpenAiRequest& r, Endpoint endpoint) {
     TERN_FUZZ_CHECK(!stop.empty() && stop.size() <= tern::gateway::kMaxStopBytes);
   }
   TERN_FUZZ_CHECK(!r.include_usage || r.stream);
+  TERN_FUZZ_CHECK(r.n >= 1 && r.n <= tern::gateway::kMaxChoices);
+  TERN_FUZZ_CHECK(r.prompts.size() * static_cast<size_t>(r.n) <=
+                  static_cast<size_t>(tern::gateway::kMaxChoices));
+  // An accepted constraint compiles (the gateway checked it before routing).
+  TERN_FUZZ_CHECK(tern::structured::ValidateConstraint(r.output.constraint).ok());
+  if (r.output.tool_choice == tern::gateway::ToolChoice::kNamed) {
+    TERN_FUZZ_CHECK(!r.output.tool_name.empty() && r.tools.is_array());
+  }
   if (endpoint == Endpoint::kChatCompletions) {
     TERN_FUZZ_CHECK(r.messages.is_array() && !r.messages.empty());
     for (const auto& message : r.messages) {

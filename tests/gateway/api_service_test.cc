@@ -171,7 +171,8 @@ TEST_F(ApiServiceTest, ValidationErrorsComeBeforeTheRouter) {
   EXPECT_EQ(response.status, 400) << response.body;
   EXPECT_EQ(Error(response)["param"], "temperature");
 
-  response = Send(PostJson("/v1/completions", R"({"model":"llama","prompt":"x","echo":true})"));
+  response = Send(
+      PostJson("/v1/completions", R"({"model":"llama","prompt":"x","echo":true,"logprobs":1})"));
   EXPECT_EQ(response.status, 400) << response.body;
   EXPECT_EQ(Error(response)["param"], "echo");
 
@@ -239,6 +240,50 @@ TEST_F(ApiServiceTest, MetricsCountRequestsByEndpointAndStatus) {
   EXPECT_THAT(response.body, HasSubstr("tern_gateway_prompt_tokens_total"));
 }
 
+TEST_F(ApiServiceTest, PriorityHeaderMustBeAnInteger) {
+  registry_->Update(Listing("llama", 1, 2048));
+  for (const char* value : {"high", "1.5", "2147483648", "-2147483648", "3x"}) {
+    const ClientResponse response = Send(
+        PostJson("/v1/chat/completions", kChat, std::string("X-Tern-Priority: ") + value + "\r\n"));
+    EXPECT_EQ(response.status, 400) << value << ": " << response.body;
+    EXPECT_EQ(Error(response)["type"], "invalid_request_error") << value;
+    EXPECT_EQ(Error(response)["param"], "X-Tern-Priority") << value;
+    EXPECT_THAT(Error(response)["message"].get<std::string>(), HasSubstr("X-Tern-Priority"));
+  }
+  // Valid, with or without the body's priority: on to the (unreachable) router.
+  for (const char* value : {"-3", "7", "2147483647"}) {
+    ClientResponse response = Send(PostJson("/v1/completions", R"({"model":"llama","prompt":"x"})",
+                                            std::string("X-Tern-Priority: ") + value + "\r\n"));
+    EXPECT_EQ(response.status, 503) << value << ": " << response.body;
+    response = Send(PostJson("/v1/completions", R"({"model":"llama","prompt":"x","priority":1})",
+                             std::string("x-tern-priority: ") + value + "\r\n"));
+    EXPECT_EQ(response.status, 503) << value << ": " << response.body;
+  }
+}
+
+TEST_F(ApiServiceTest, TokenizeAndDetokenize) {
+  registry_->Update(Listing("llama", 1, 2048));
+  ClientResponse response =
+      Send(PostJson("/tokenize", R"({"model":"llama","prompt":"Hello","return_token_strs":true})"));
+  ASSERT_EQ(response.status, 200) << response.body;
+  auto body = nlohmann::json::parse(response.body);
+  EXPECT_EQ(body["count"], 2);
+  EXPECT_EQ(body["max_model_len"], 2048);
+  EXPECT_EQ(body["token_strs"], nlohmann::json({"<|begin_of_text|>", "Hello"}));
+  response = Send(PostJson("/detokenize", nlohmann::json({{"tokens", body["tokens"]}}).dump()));
+  ASSERT_EQ(response.status, 200) << response.body;
+  EXPECT_EQ(nlohmann::json::parse(response.body)["prompt"], "<|begin_of_text|>Hello");
+  response = Send(PostJson("/detokenize", R"({"model":"llama","tokens":[-5]})"));
+  EXPECT_EQ(response.status, 400) << response.body;
+  EXPECT_EQ(Error(response)["param"], "tokens");
+  response = Send(PostJson("/tokenize", R"({"model":"nope","prompt":"x"})"));
+  EXPECT_EQ(response.status, 404) << response.body;
+  EXPECT_EQ(Error(response)["code"], "model_not_found");
+  response = Send(Get("/tokenize"));
+  EXPECT_EQ(response.status, 405) << response.body;
+  EXPECT_EQ(response.Header("allow"), "POST");
+}
+
 TEST_F(ApiServiceTest, ApiKeysAreEnforcedOnV1) {
   Start({"sk-one", "sk-two"});
   registry_->Update(Listing("llama", 1, 2048));
@@ -253,6 +298,11 @@ TEST_F(ApiServiceTest, ApiKeysAreEnforcedOnV1) {
   response = Send(PostJson("/v1/chat/completions", kChat, "Authorization: Bearer sk-one\r\n"));
   EXPECT_EQ(response.status, 503) << response.body;
   EXPECT_EQ(Send(Get("/health")).status, 200);  // health needs no key
+  // The tokenizer endpoints take the same keys.
+  response = Send(PostJson("/tokenize", R"({"prompt":"x"})"));
+  EXPECT_EQ(response.status, 401) << response.body;
+  response = Send(PostJson("/detokenize", R"({"tokens":[1]})", "Authorization: Bearer sk-two\r\n"));
+  EXPECT_EQ(response.status, 200) << response.body;
 }
 
 }  // namespace

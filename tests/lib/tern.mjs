@@ -3,7 +3,7 @@
 // synthetic models in a temporary folder, and a whole local cluster started
 // with `tern up` and stopped again.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -101,6 +101,13 @@ export class Cluster {
     return cluster;
   }
 
+  // The gateway's gRPC API ("127.0.0.1:PORT"), as `tern up` prints it when ready.
+  get grpcAddress() {
+    const match = this.logs.join("").match(/gRPC API \(tern\.v1\.Inference\) at (\S+?);/);
+    if (!match) throw new Error(`tern up printed no gRPC address:\n${this.logs.join("")}`);
+    return match[1];
+  }
+
   // Pids of the cluster's processes (children of `tern up`) whose command matches.
   childPids(match) {
     const out = spawnSync("pgrep", ["-P", String(this.child.pid), "-f", match], { encoding: "utf8" });
@@ -154,4 +161,127 @@ export async function readCompletionStream(response, onChunk = () => {}) {
 
 export function removeDir(dir) {
   rmSync(dir, { recursive: true, force: true });
+}
+
+// ---- Helpers for suites that start each tier as its own process (fault and
+// load drills): a process with its recent log lines, polling, Prometheus
+// values, /proc figures and one timed streamed completion.
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// One tier process (`tern-worker`, `tern-router`, `tern-gateway`); keeps
+// its last 400 stderr chunks.
+export class TierProcess {
+  constructor(name, args) {
+    this.name = name;
+    this.args = args;
+    this.logs = [];
+    this.child = spawn(binary(name), args, { stdio: ["ignore", "ignore", "pipe"] });
+    this.child.stderr.on("data", (chunk) => {
+      this.logs.push(chunk.toString());
+      if (this.logs.length > 400) this.logs.shift();
+    });
+    this.exited = new Promise((resolve) => this.child.on("exit", (code, sig) => resolve(code ?? sig)));
+  }
+  get pid() {
+    return this.child.pid;
+  }
+  get running() {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+  signal(sig) {
+    if (this.running) this.child.kill(sig);
+  }
+  // SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code or signal.
+  async stop(graceMs = 10_000) {
+    this.signal("SIGCONT");
+    this.signal("SIGTERM");
+    const timer = setTimeout(() => this.signal("SIGKILL"), graceMs);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+  tail(lines = 30) {
+    return `--- ${this.name}\n${this.logs.join("").split("\n").slice(-lines).join("\n")}`;
+  }
+}
+
+// Polls `check` (errors count as "not yet") every 50 ms; throws after `limitMs`.
+export async function waitUntil(what, limitMs, check, context = () => "") {
+  const end = Date.now() + limitMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > end) throw new Error(`${what} not reached in ${limitMs} ms\n${context()}`);
+    await sleep(50);
+  }
+}
+
+// The samples of metric `name` at `url`: [{ labels: {k: v}, value }].
+export async function scrapeMetric(url, name) {
+  const text = await (await fetch(url, { signal: AbortSignal.timeout(5_000) })).text();
+  const samples = [];
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name)) continue;
+    const m = line.match(/^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})? (\S+)/);
+    if (!m || m[1] !== name) continue;
+    const labels = {};
+    for (const pair of (m[2] ?? "").matchAll(/(\w+)="([^"]*)"/g)) labels[pair[1]] = pair[2];
+    samples.push({ labels, value: Number(m[3]) });
+  }
+  return samples;
+}
+
+// Resident set size of `pid` in KiB, and its open file descriptors (Linux /proc).
+export function processFigures(pid) {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const rssKiB = Number(status.match(/^VmRSS:\s+(\d+)/m)?.[1] ?? 0);
+    const fds = readdirSync(`/proc/${pid}/fd`).length;
+    return { rssKiB, fds };
+  } catch {
+    return { rssKiB: 0, fds: 0 };
+  }
+}
+
+// The p-th percentile (0..100) of `values` (nearest rank); NaN when empty.
+export function percentile(values, p) {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
+// One streamed completion against `baseURL` (".../v1"), bounded by
+// `timeoutMs`: { status, ttftMs, ms, done, error, retryAfter, text }. Never
+// throws: a refused connection or the timeout come back as `error`.
+export async function timedCompletion(baseURL, body, timeoutMs = 60_000) {
+  const start = performance.now();
+  const result = { status: 0, ttftMs: NaN, ms: NaN, done: false, error: null, retryAfter: null, text: "" };
+  try {
+    const response = await fetch(`${baseURL}/completions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ...body, stream: true }),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    result.status = response.status;
+    result.retryAfter = response.headers.get("retry-after");
+    if (!response.ok) {
+      result.error = await response.text();
+    } else {
+      const read = await readCompletionStream(response, (n) => {
+        if (n === 1) result.ttftMs = performance.now() - start;
+      });
+      result.text = read.text;
+      result.done = read.done;
+      result.error = read.error;
+    }
+  } catch (err) {
+    result.error = String(err?.cause?.code ?? err?.name ?? err);
+  }
+  result.ms = performance.now() - start;
+  return result;
 }

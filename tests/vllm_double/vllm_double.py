@@ -278,6 +278,8 @@ class Engine:
         self.c = {"requests": 0, "finished": 0, "aborted": 0, "preemptions": 0,
                   "prefix_query_tokens": 0, "prefix_hit_tokens": 0,
                   "prompt_tokens": 0, "generation_tokens": 0, "stop": 0, "length": 0, "abort": 0}
+        # The structured_outputs field of the latest request that had one.
+        self.last_structured_outputs = None
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="step", daemon=True)
         self.thread.start()
@@ -434,6 +436,7 @@ class Engine:
         # What a launcher put in the environment (the Neuron settings are
         # only reported back: a double has no cores to pin).
         s["env"] = {k: os.environ.get(k) for k in ("NEURON_RT_VISIBLE_CORES", "PYTHONHASHSEED")}
+        s["last_structured_outputs"] = self.last_structured_outputs
         if self.publisher is not None:
             s.update(self.publisher.stats())
         return s
@@ -494,6 +497,7 @@ KNOWN_FIELDS = {
     "return_tokens_as_token_ids", "request_id", "n", "echo", "stop", "user", "presence_penalty",
     "frequency_penalty", "repetition_penalty", "skip_special_tokens", "cache_salt", "priority",
     "include_stop_str_in_output", "spaces_between_special_tokens", "prompt_logprobs",
+    "structured_outputs",
 }
 
 
@@ -554,6 +558,15 @@ def parse_completion(body, args):
     logprobs = number("logprobs", None)
     if logprobs is not None and logprobs < 0:
         raise BadRequest("logprobs must be non-negative", param="logprobs")
+    structured = body.get("structured_outputs")
+    if structured is not None:
+        # Checked for vLLM's shape and recorded; the double cannot constrain
+        # its made-up tokens, so the output ignores it.
+        kinds = [k for k in ("json", "regex", "choice", "json_object", "grammar")
+                 if isinstance(structured, dict) and structured.get(k) not in (None, False)]
+        if len(kinds) != 1:
+            raise BadRequest("structured_outputs needs exactly one of json, regex, choice, "
+                             "json_object, grammar", param="structured_outputs")
     stream_options = body.get("stream_options")
     if stream_options is not None and not body.get("stream"):
         raise BadRequest("Stream options can only be defined when `stream=True`.")
@@ -566,7 +579,7 @@ def parse_completion(body, args):
         # vLLM: stream_options present -> include_usage defaults to true.
         "include_usage": bool(stream_options is not None and
                               stream_options.get("include_usage", True) is not False),
-        "request_id": body.get("request_id"),
+        "request_id": body.get("request_id"), "structured_outputs": structured,
     }
 
 
@@ -676,6 +689,8 @@ class Handler(BaseHTTPRequestHandler):
         base = self.headers.get("X-Request-Id") or p["request_id"] or uuid.uuid4().hex
         rid, created, model = f"cmpl-{base}", int(time.time()), self.args.served_model_name
         req = Request(rid + "-0", prompt, p)
+        if p["structured_outputs"] is not None:
+            self.engine.last_structured_outputs = p["structured_outputs"]
         self.engine.submit(req)
         if p["stream"]:
             return self._stream(req, p, rid, created, model)

@@ -60,6 +60,8 @@ struct Engine::Sequence {
   std::shared_ptr<SequenceHandle> handle;
   // Prompt plus resumed tokens: what is queued in the scheduler at Submit.
   std::vector<int32_t> initial_tokens;
+  // The output's progress through spec.constraint; empty when unconstrained.
+  std::optional<structured::ConstraintMatcher> matcher;
   // Tokens generated so far, resumed ones included.
   int32_t generated = 0;
   bool seed_sent = false;
@@ -109,6 +111,7 @@ Engine::Engine(const Model* model, EngineOptions options, std::unique_ptr<Execut
                            options_.enable_prefix_caching},
           kv_.get())),
       step_times_(std::move(step_times)),
+      constraint_mask_(model_->config().vocab_size),
       publisher_(static_cast<size_t>(4) * std::max(1, executor_->num_blocks())) {
   load_ = CurrentLoad();
   loop_ = std::thread([this] { Loop(); });
@@ -154,6 +157,21 @@ absl::StatusOr<std::shared_ptr<SequenceHandle>> Engine::Submit(SequenceSpec spec
         absl::StrCat("the request needs KV cache for ", total - 1,
                      " tokens but this worker's whole KV cache holds ", pool_tokens));
   }
+  std::optional<structured::ConstraintMatcher> matcher;
+  if (spec.constraint.kind != structured::ConstraintSpec::Kind::kNone) {
+    if (options_.constraints == nullptr) {
+      return absl::InvalidArgumentError(
+          "this worker cannot constrain outputs: its model directory has no tokenizer.json");
+    }
+    TERN_ASSIGN_OR_RETURN(std::shared_ptr<const structured::CompiledConstraint> compiled,
+                          options_.constraints->GetOrCompile(spec.constraint));
+    matcher.emplace(std::move(compiled));
+    for (const int32_t token : spec.resume) {
+      if (!matcher->AcceptToken(token).ok()) {
+        return absl::InvalidArgumentError("the resumed tokens break the output constraint");
+      }
+    }
+  }
   if (!spec.has_seed) {
     // The seed is reported back so another worker can continue the same stream.
     std::random_device device;
@@ -165,6 +183,7 @@ absl::StatusOr<std::shared_ptr<SequenceHandle>> Engine::Submit(SequenceSpec spec
   seq->initial_tokens = spec.prompt;
   seq->initial_tokens.insert(seq->initial_tokens.end(), spec.resume.begin(), spec.resume.end());
   seq->generated = static_cast<int32_t>(spec.resume.size());
+  seq->matcher = std::move(matcher);
   seq->spec = std::move(spec);
   seq->sink = std::move(sink);
   std::shared_ptr<SequenceHandle> handle = seq->handle;
@@ -379,6 +398,16 @@ void Engine::SampleAndEmit(Sequence& seq, absl::Span<const float> raw_logits) {
     for (int32_t id : config.eos_token_ids) logits[id] = -INFINITY;
     for (int32_t id : seq.spec.stop_token_ids) logits[id] = -INFINITY;
   }
+  if (seq.matcher) {
+    const absl::Time mask_start = absl::Now();
+    const bool continues = ApplyConstraint(seq, logits, may_stop);
+    if (options_.observer != nullptr) options_.observer->OnConstraintMask(absl::Now() - mask_start);
+    if (!continues) {
+      Finish(seq, FinishReason::kError, -1,
+             absl::InternalError("no token of the vocabulary can continue the constrained output"));
+      return;
+    }
+  }
   const std::vector<int32_t>& tokens = scheduler_->Find(seq.id)->tokens;
   const int64_t position = static_cast<int64_t>(tokens.size());
   const int32_t token = SampleToken(logits, seq.spec.sampling, absl::MakeConstSpan(tokens),
@@ -393,12 +422,15 @@ void Engine::SampleAndEmit(Sequence& seq, absl::Span<const float> raw_logits) {
   }
   seq.last_token = now;
 
-  const bool is_eos = !seq.spec.ignore_eos && Contains(config.eos_token_ids, token);
+  const bool is_eos =
+      (!seq.spec.ignore_eos || seq.matcher) && Contains(config.eos_token_ids, token);
   const bool is_stop = Contains(seq.spec.stop_token_ids, token);
   if (may_stop && (is_eos || is_stop)) {
     Finish(seq, FinishReason::kStop, token, absl::OkStatus());
     return;
   }
+  // The mask allowed only tokens the matcher accepts.
+  if (seq.matcher) TERN_CHECK(seq.matcher->AcceptToken(token).ok()) << "masked token " << token;
   const absl::Status appended = scheduler_->AppendToken(seq.id, token);
   TERN_CHECK(appended.ok()) << appended;
   StreamEvent event;
@@ -411,22 +443,49 @@ void Engine::SampleAndEmit(Sequence& seq, absl::Span<const float> raw_logits) {
     event.seed = seq.spec.sampling.seed;
     seq.seed_sent = true;
   }
-  if (seq.generated < seq.spec.max_tokens) {
+  // A constrained output that nothing may extend is complete.
+  const bool complete = seq.matcher && seq.matcher->MustEnd();
+  if (seq.generated < seq.spec.max_tokens && !complete) {
     seq.sink(std::move(event));
     return;
   }
-  StreamEvent last = LastEvent(seq, FinishReason::kLength);
+  const FinishReason reason = complete ? FinishReason::kStop : FinishReason::kLength;
+  StreamEvent last = LastEvent(seq, reason);
   event.finished = true;
   event.finish_reason = last.finish_reason;
   event.prompt_tokens = last.prompt_tokens;
   event.completion_tokens = last.completion_tokens;
   event.cached_prompt_tokens = last.cached_prompt_tokens;
-  finished_[static_cast<size_t>(FinishReason::kLength)].fetch_add(1);
-  ReportFinished(seq, FinishReason::kLength);
+  finished_[static_cast<size_t>(reason)].fetch_add(1);
+  ReportFinished(seq, reason);
   final_events_.emplace_back(std::move(seq.sink), std::move(event));
   const KvSequenceId id = seq.id;
   TERN_CHECK(scheduler_->Remove(id).ok());
   live_.erase(id);
+}
+
+bool Engine::ApplyConstraint(Sequence& seq, std::vector<float>& logits, bool may_stop) {
+  const ModelConfig& config = model_->config();
+  // EOS and stop ids are special tokens the grammar never allows; they come
+  // back where the output is a whole match.
+  const bool may_end = may_stop && seq.matcher->CanEnd();
+  std::vector<std::pair<int32_t, float>> enders;
+  if (may_end) {
+    for (int32_t id : config.eos_token_ids) enders.emplace_back(id, logits[id]);
+    for (int32_t id : seq.spec.stop_token_ids) enders.emplace_back(id, logits[id]);
+  }
+  seq.matcher->FillAllowedTokens(&constraint_mask_);
+  const std::vector<uint64_t>& words = constraint_mask_.words();
+  const size_t vocab = logits.size();
+  for (size_t w = 0; w < words.size(); ++w) {
+    if (words[w] == ~uint64_t{0}) continue;
+    const size_t end = std::min(vocab, (w + 1) * 64);
+    for (size_t id = w * 64; id < end; ++id) {
+      if (((words[w] >> (id & 63)) & 1U) == 0) logits[id] = -INFINITY;
+    }
+  }
+  for (const auto& [id, logit] : enders) logits[id] = logit;
+  return may_end || constraint_mask_.CountAllowed() > 0;
 }
 
 StreamEvent Engine::LastEvent(Sequence& seq, FinishReason reason) const {

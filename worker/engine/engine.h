@@ -42,6 +42,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "structured/constraint.h"
 #include "worker/engine/kv_block_manager.h"
 #include "worker/engine/kv_events.h"
 #include "worker/engine/scheduler.h"
@@ -67,6 +68,9 @@ struct EngineOptions {
   // Executor settings: tp, cpus, block_size, kv_cache_bytes. Its
   // max_batch_tokens is set from max_num_batched_tokens.
   ExecutorOptions executor;
+  // Compiles sequences' output constraints against the model's vocabulary;
+  // null: a constrained sequence is INVALID_ARGUMENT.
+  std::shared_ptr<structured::ConstraintCache> constraints;
   // Told about steps and finished sequences; may be null. Must outlive the engine.
   EngineObserver* observer = nullptr;
   // Tests only: called on the engine thread right before every executor
@@ -128,6 +132,10 @@ class Engine final : public ServingEngine {
   // Samples the next token of `seq` from its raw logits row and emits it;
   // may end the sequence.
   void SampleAndEmit(Sequence& seq, absl::Span<const float> raw_logits);
+  // Masks `logits` to the tokens `seq`'s output constraint allows (EOS and
+  // stop ids only where the output may end and `may_stop`). False when no
+  // token can continue the output, which ends the sequence with an error.
+  bool ApplyConstraint(Sequence& seq, std::vector<float>& logits, bool may_stop);
   // Tells the observer, if any, how `seq` went.
   void ReportFinished(const Sequence& seq, FinishReason reason) const;
   // Sends the last event and forgets the sequence (scheduler and KV included).
@@ -153,6 +161,8 @@ class Engine final : public ServingEngine {
   // router never hears a request end before the load that no longer counts it.
   std::vector<std::pair<StreamSink, StreamEvent>> final_events_;
   std::vector<float> logits_;
+  // Scratch for constrained sequences' allowed tokens.
+  structured::TokenMask constraint_mask_;
   StepTimeModel step_times_;
   // Set while the executor runs a step, with that step's expected duration.
   bool step_running_ = false;

@@ -121,12 +121,21 @@ StepPlan Scheduler::Schedule() {
     if (has_slots) add_chunk(seq, static_cast<int32_t>(seq->tokens.size()) - seq->num_computed);
   }
 
-  // 2. Prefill chunks of admitted sequences, oldest first.
+  // 2. Prefill chunks of admitted sequences, oldest first; shorter ones while
+  // others wait, so that the budget admits some of them too.
+  const int32_t long_chunk = options_.long_prefill_chunk > 0
+                                 ? options_.long_prefill_chunk
+                                 : std::max(1, options_.max_num_batched_tokens / 2);
+  // Others wait when some sequence is waiting and could be admitted.
+  auto chunk_limit = [&](bool others_wait) {
+    others_wait = others_wait && static_cast<int32_t>(running_.size()) < options_.max_num_seqs;
+    return others_wait ? std::min(budget, long_chunk) : budget;
+  };
   for (ScheduledSequence* seq : running_) {
     if (budget <= 0) break;
     if (IsDecoding(*seq)) continue;
     const int32_t remaining = static_cast<int32_t>(seq->tokens.size()) - seq->num_computed;
-    add_chunk(seq, std::min(remaining, budget));
+    add_chunk(seq, std::min(remaining, chunk_limit(!waiting_.empty())));
   }
 
   // 3. Admission, first come first served (except sequences waiting for a
@@ -156,7 +165,7 @@ StepPlan Scheduler::Schedule() {
     seq->running = true;
     running_.push_back(seq);
     const int32_t remaining = static_cast<int32_t>(seq->tokens.size()) - seq->num_computed;
-    add_chunk(seq, std::min(remaining, budget));
+    add_chunk(seq, std::min(remaining, chunk_limit(it != waiting_.end())));
   }
   return plan;
 }

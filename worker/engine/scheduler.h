@@ -7,7 +7,10 @@
 //      computed but the last sampled one, in admission order;
 //   2. prefill chunks for running sequences still prefilling, in admission
 //      order (a long prompt takes several steps, and the decodes of step 1
-//      run in every one of them);
+//      run in every one of them); while sequences wait for admission a chunk
+//      is at most long_prefill_chunk tokens, so what is left of the budget
+//      admits them in the same step and a short prompt arriving behind a
+//      long one is not held up for the long one's whole prefill;
 //   3. admission of waiting sequences, first come first served, while
 //      max_num_seqs, free KV blocks and the budget allow: Allocate reuses the
 //      longest cached prefix and the rest is prefilled in chunks. A waiting
@@ -51,6 +54,9 @@ struct SchedulerOptions {
   // may be admitted meanwhile (it waits on a prefill that is progressing, so
   // it cannot starve). Only useful with prefix caching.
   bool wait_for_inflight_prefix = true;
+  // The most tokens one prefill chunk takes while others wait for admission
+  // (vLLM's long_prefill_token_threshold); 0: half of max_num_batched_tokens.
+  int32_t long_prefill_chunk = 0;
 };
 
 // One sequence's share of a step: tokens [start, start + count) of its token

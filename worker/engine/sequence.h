@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "structured/constraint.h"
 #include "worker/model/sampler.h"
 
 namespace tern::worker {
@@ -42,6 +43,10 @@ struct SequenceSpec {
   // default) and the `top_logprobs` most likely alternatives (0..20).
   bool logprobs = false;
   int32_t top_logprobs = 0;
+  // What the output must match (structured outputs); kind kNone: free text.
+  // A constrained sequence ends (kStop) once its output is a whole match
+  // that nothing may extend, and ignore_eos does not apply to it.
+  structured::ConstraintSpec constraint;
 };
 
 // TokenLogprobs (the sampled token's log-probability and its top
@@ -117,6 +122,9 @@ class EngineObserver {
   // The time since the sequence's previous token, for each token after its first.
   virtual void OnInterTokenLatency(absl::Duration gap) = 0;
   virtual void OnSequenceFinished(const SequenceReport& sequence) = 0;
+  // The time a constrained sequence's token mask took (filled and applied),
+  // once per sampled token.
+  virtual void OnConstraintMask(absl::Duration duration) { (void)duration; }
 };
 
 // What every engine checks before it takes a sequence: a non-empty prompt,

@@ -32,6 +32,26 @@ std::optional<int32_t> TokenIdFromLogprobKey(const std::string& key) {
   return id;
 }
 
+// vLLM's `structured_outputs` request field (vLLM 0.10.2 and later; the
+// older guided_* fields are gone since 0.12) for a constraint.
+nlohmann::json StructuredOutputs(const structured::ConstraintSpec& constraint) {
+  using Kind = structured::ConstraintSpec::Kind;
+  switch (constraint.kind) {
+    case Kind::kJsonSchema:
+      // Validated by the gateway; vLLM takes the schema as an object.
+      return {{"json", nlohmann::json::parse(constraint.json_schema, nullptr, false)}};
+    case Kind::kJsonObject:
+      return {{"json_object", true}};
+    case Kind::kRegex:
+      return {{"regex", constraint.regex}};
+    case Kind::kChoice:
+      return {{"choice", constraint.choices}};
+    case Kind::kNone:
+      break;
+  }
+  return nullptr;
+}
+
 double LogprobValue(const nlohmann::json& value) {
   // vLLM sends -inf as -9999.0; JSON has no infinities.
   return value.is_number() ? value.get<double>() : -9999.0;
@@ -364,6 +384,12 @@ absl::StatusOr<std::shared_ptr<SequenceHandle>> VllmEngine::Submit(SequenceSpec 
       !checked.ok()) {
     return checked;
   }
+  if (spec.constraint.kind != structured::ConstraintSpec::Kind::kNone && !spec.resume.empty()) {
+    // vLLM would start the grammar over at the resumed tokens.
+    return absl::InvalidArgumentError(
+        "a constrained sequence cannot be resumed on a vLLM engine: vLLM's structured outputs "
+        "start from the first generated token");
+  }
   if (!spec.has_seed) {
     // Reported back so another worker can continue with the same seed. 63
     // bits: vLLM takes a Python int, and torch seeds are signed 64-bit.
@@ -438,6 +464,9 @@ std::string VllmEngine::RequestBody(const Request& request) const {
   if (spec.logprobs) {
     body["logprobs"] = spec.top_logprobs;
     body["return_tokens_as_token_ids"] = true;
+  }
+  if (spec.constraint.kind != structured::ConstraintSpec::Kind::kNone) {
+    body["structured_outputs"] = StructuredOutputs(spec.constraint);
   }
   body["skip_special_tokens"] = false;
   body["request_id"] =

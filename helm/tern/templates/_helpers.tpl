@@ -105,8 +105,18 @@ batch taken from it).
 {{- if .Values.gateway.apiKeySecret -}}
 {{- $_ := set $gatewayOwned "api_key_file" (include "tern.apiKeyFile" .) -}}
 {{- end -}}
+{{- if .Values.gateway.tlsSecretName -}}
+{{- $_ := set $gatewayOwned "tls_cert_file" (include "tern.httpsCertFile" .) -}}
+{{- $_ := set $gatewayOwned "tls_key_file" (printf "%s/tls.key" (include "tern.httpsCertFile" . | dir)) -}}
+{{- end -}}
+{{- if gt (int .Values.gateway.grpcPort) 0 -}}
+{{- $_ := set $gatewayOwned "grpc_listen" (printf "0.0.0.0:%d" (int .Values.gateway.grpcPort)) -}}
+{{- end -}}
 {{- $gateway := merge $gatewayOwned (deepCopy ($config.gateway | default dict)) -}}
 {{- $file := dict "model" $model "worker" $worker "router" $router "gateway" $gateway -}}
+{{- if .Values.tls.enabled -}}
+{{- $_ := set $file "tls" (include "tern.tlsSection" . | fromYaml) -}}
+{{- end -}}
 {{- if $trn2 -}}
 {{- $_ := set $file "neuron" (include "tern.neuronSection" . | fromYaml) -}}
 {{- end -}}
@@ -127,6 +137,11 @@ checksum/config: {{ include "tern.configYaml" . | sha256sum }}
   configMap:
     name: {{ include "tern.fullname" . }}-config
   {{- end }}
+{{- end -}}
+
+{{/* Where the gateway pods see the certificate of gateway.tlsSecretName (HTTPS). */}}
+{{- define "tern.httpsCertFile" -}}
+/etc/tern-https/tls.crt
 {{- end -}}
 
 {{/* Where the gateway pods see the API key file of gateway.apiKeySecret. */}}
@@ -155,9 +170,71 @@ checksum/config: {{ include "tern.configYaml" . | sha256sum }}
 
 {{/* A native gRPC health probe (grpc.health.v1.Health, overall status): tern.grpcProbe (dict "port" N "timing" dict). */}}
 {{- define "tern.grpcProbe" -}}
+{{- if .tls }}
+{{- /* The kubelet's gRPC probe speaks plaintext only: under tls.enabled the
+       port is probed for a listening socket instead. */}}
+tcpSocket:
+  port: {{ .port | int }}
+{{- else }}
 grpc:
   port: {{ .port | int }}
+{{- end }}
 {{ include "tern.probeTiming" .timing }}
+{{- end -}}
+
+{{/* Mutual TLS between the tiers: where the pods see tls.secretName. */}}
+{{- define "tern.tlsDir" -}}
+/etc/tern-tls
+{{- end -}}
+
+{{- define "tern.tlsSecretName" -}}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "tern.fullname" .)) -}}
+{{- end -}}
+
+{{/*
+tern.yaml's tls section. Workers are dialled by pod IP (router.workers is a
+dns: entry), which no certificate names, so every hop checks the name
+tls.serverName (default: the workers' Service) instead of the host it dials;
+the one certificate of tls.secretName carries it with the other Services.
+*/}}
+{{- define "tern.tlsSection" -}}
+ca_file: {{ include "tern.tlsDir" . }}/ca.crt
+cert_file: {{ include "tern.tlsDir" . }}/tls.crt
+key_file: {{ include "tern.tlsDir" . }}/tls.key
+server_name_override: {{ .Values.tls.serverName | default (include "tern.serviceHost" (dict "root" . "component" "worker")) }}
+{{- end -}}
+
+{{/* The DNS names the shared certificate carries: each tier's Service, short to fully qualified. */}}
+{{- define "tern.tlsDnsNames" -}}
+{{- $names := list -}}
+{{- range $component := list "gateway" "router" "worker" -}}
+{{- $service := include "tern.component" (dict "root" $ "component" $component) -}}
+{{- $names = concat $names (list $service (printf "%s.%s" $service $.Release.Namespace) (printf "%s.%s.svc" $service $.Release.Namespace) (include "tern.serviceHost" (dict "root" $ "component" $component))) -}}
+{{- end -}}
+{{- with .Values.tls.serverName }}{{ $names = append $names . }}{{ end -}}
+{{- toJson ($names | uniq) -}}
+{{- end -}}
+
+{{- define "tern.tlsVolumeMount" -}}
+- name: tls
+  mountPath: {{ include "tern.tlsDir" . }}
+  readOnly: true
+{{- end -}}
+
+{{/* The Secret's folder, so a renewal (an atomic swap of it) reaches the
+     running binaries, which read the files again every minute. */}}
+{{- define "tern.tlsVolume" -}}
+- name: tls
+  secret:
+    secretName: {{ include "tern.tlsSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: ca.crt
+        path: ca.crt
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
 {{- end -}}
 
 {{/* Preferred spreading of a tier's replicas over nodes, unless affinity is set. */}}
@@ -489,6 +566,9 @@ which every install renders.
 {{- end -}}
 {{- if and (eq .Values.model.source "pvc") (not (and .Values.model.pvc.claimName .Values.model.pvc.dir)) -}}
 {{- fail "model.source=pvc needs model.pvc.claimName and model.pvc.dir (the model's folder inside the claim)" -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) (not .Values.tls.certManager.issuerRef.name) -}}
+{{- fail "tls.enabled needs tls.secretName (a Secret with ca.crt, tls.crt and tls.key) or tls.certManager.issuerRef.name (cert-manager issues it)" -}}
 {{- end -}}
 {{- $drain := int .Values.worker.drainTimeoutSeconds -}}
 {{- if le (int .Values.worker.terminationGracePeriodSeconds) $drain -}}

@@ -106,12 +106,40 @@ TEST(OpenAiRequestTest, PromptForms) {
   ASSERT_TRUE(parsed.ok());
   EXPECT_EQ(parsed->prompt_token_ids, (std::vector<int32_t>{5, 6}));
 
-  EXPECT_EQ(Reject(Endpoint::kCompletions, R"({"model":"m","prompt":["a","b"]})").param, "prompt");
+  // A batch of prompts, strings or token ids.
+  parsed = ParseOpenAiRequest(Endpoint::kCompletions, R"({"model":"m","prompt":["a",[7,8],"c"]})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->prompts.size(), 3u);
+  EXPECT_EQ(parsed->prompts[0].text, "a");
+  EXPECT_TRUE(parsed->prompts[1].is_tokens);
+  EXPECT_EQ(parsed->prompts[1].token_ids, (std::vector<int32_t>{7, 8}));
+  EXPECT_EQ(parsed->prompt, "a");
+  EXPECT_EQ(Reject(Endpoint::kCompletions, R"({"model":"m","prompt":["a",[]]})").param,
+            "prompt[1]");
+  EXPECT_EQ(Reject(Endpoint::kCompletions, R"({"model":"m","prompt":["a",5]})").param, "prompt[1]");
   EXPECT_EQ(Reject(Endpoint::kCompletions, R"({"model":"m","prompt":[]})").param, "prompt");
   EXPECT_EQ(Reject(Endpoint::kCompletions, R"({"model":"m","prompt":[1,-2]})").param, "prompt[1]");
   EXPECT_EQ(Reject(Endpoint::kCompletions, R"({"model":"m","prompt":[1,"x"]})").param, "prompt[1]");
   EXPECT_EQ(Reject(Endpoint::kCompletions, R"({"model":"m","prompt":5})").param, "prompt");
   EXPECT_EQ(Reject(Endpoint::kCompletions, R"({"model":"m"})").param, "prompt");
+}
+
+TEST(OpenAiRequestTest, ChoicesAndEcho) {
+  auto parsed =
+      ParseOpenAiRequest(Endpoint::kCompletions, R"({"model":"m","prompt":"x","n":3,"echo":true})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->n, 3);
+  EXPECT_TRUE(parsed->echo);
+  parsed = ParseOpenAiRequest(Endpoint::kChatCompletions, Chat(R"("n":4)"));
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->n, 4);
+  // n times the prompts is bounded.
+  std::string prompts = "[";
+  for (int i = 0; i < 3; ++i) prompts += (i ? ",\"p\"" : "\"p\"");
+  prompts += "]";
+  EXPECT_EQ(
+      Reject(Endpoint::kCompletions, R"({"model":"m","n":50,"prompt":)" + prompts + "}").param,
+      "n");
 }
 
 TEST(OpenAiRequestTest, MalformedJsonIs400WithoutParam) {
@@ -253,10 +281,11 @@ TEST(OpenAiRequestTest, StreamOptionsNeedStream) {
 }
 
 TEST(OpenAiRequestTest, KnownFieldsThatCannotBeHonouredAre400) {
-  ExpectBadParam(R"("n":2)", "n");
+  ExpectBadParam(R"("n":129)", "n");
+  ExpectBadParam(R"("n":0)", "n");
   ExpectBadParam(R"("use_beam_search":true)", "use_beam_search");
   const std::pair<const char*, const char*> completion_cases[] = {
-      {R"("echo":true)", "echo"},
+      {R"("echo":true,"logprobs":1)", "echo"},
       {R"("best_of":3)", "best_of"},
       {R"("suffix":"x")", "suffix"},
   };
@@ -266,9 +295,8 @@ TEST(OpenAiRequestTest, KnownFieldsThatCannotBeHonouredAre400) {
     EXPECT_EQ(r.param, param) << extra;
   }
   const std::pair<const char*, const char*> chat_cases[] = {
-      {R"("response_format":{"type":"json_object"})", "response_format"},
-      {R"("response_format":{"type":"json_schema","json_schema":{}})", "response_format"},
       {R"("response_format":"json")", "response_format"},
+      // Without tools, a required or named tool cannot be honoured.
       {R"("tool_choice":"required")", "tool_choice"},
       {R"("tool_choice":{"type":"function","function":{"name":"f"}})", "tool_choice"},
       {R"("continue_final_message":true)", "continue_final_message"},

@@ -1,4 +1,5 @@
-// The admission queue's order, limits, affinity choice and fairness bound.
+// The admission queue's order, limits, affinity choice, fairness bound and
+// priority aging.
 #include "router/core/admission_queue.h"
 
 #include <gtest/gtest.h>
@@ -26,6 +27,60 @@ TEST(AdmissionQueueTest, PriorityThenArrival) {
   EXPECT_EQ(queue.TakeFor(Flat, kT0), 1u);
   EXPECT_EQ(queue.TakeFor(Flat, kT0), 3u);
   EXPECT_EQ(queue.TakeFor(Flat, kT0), std::nullopt);
+}
+
+TEST(AdmissionQueueTest, AHighPriorityRequestOvertakesQueuedLowPriorityOnes) {
+  AdmissionQueue queue;
+  for (AdmissionQueue::RequestId id = 1; id <= 4; ++id) {
+    ASSERT_TRUE(queue.Push(id, -1, kT0 + absl::Milliseconds(id)).ok());
+  }
+  ASSERT_TRUE(queue.Push(9, 10, kT0 + absl::Seconds(1)).ok());
+  EXPECT_EQ(queue.TakeFor(Flat, kT0 + absl::Seconds(1)), 9u);
+  EXPECT_EQ(queue.TakeFor(Flat, kT0 + absl::Seconds(1)), 1u);
+  EXPECT_EQ(queue.promotions(), 0u);
+}
+
+TEST(AdmissionQueueTest, ALowPriorityRequestIsPromotedAfterTheBound) {
+  AdmissionQueueOptions options;
+  options.max_priority_wait = absl::Seconds(10);
+  AdmissionQueue queue(options);
+  ASSERT_TRUE(queue.Push(1, -5, kT0).ok());
+  // A steady stream of high-priority arrivals, one every second; each slot
+  // that frees takes one.
+  AdmissionQueue::RequestId next = 100;
+  std::vector<AdmissionQueue::RequestId> taken;
+  for (int s = 1; s <= 20; ++s) {
+    const absl::Time now = kT0 + absl::Seconds(s);
+    ASSERT_TRUE(queue.Push(next++, 5, now).ok());
+    ASSERT_TRUE(queue.Push(next++, 5, now).ok());
+    taken.push_back(*queue.TakeFor(Flat, now));
+    if (taken.back() == 1u) break;
+  }
+  // Passed over while it waited up to the bound, then served before the
+  // high-priority requests still queued (all arrived after it).
+  ASSERT_EQ(taken.back(), 1u);
+  EXPECT_EQ(taken.size(), 11u) << "served at the first take past 10 s";
+  EXPECT_EQ(queue.promotions(), 1u);
+  EXPECT_GT(queue.size(), 0u);
+}
+
+TEST(AdmissionQueueTest, PromotedRequestsGoByArrivalBeforeAnyPriority) {
+  AdmissionQueueOptions options;
+  options.max_priority_wait = absl::Seconds(2);
+  AdmissionQueue queue(options);
+  ASSERT_TRUE(queue.Push(1, 0, kT0).ok());
+  ASSERT_TRUE(queue.Push(2, -3, kT0 + absl::Milliseconds(500)).ok());
+  ASSERT_TRUE(queue.Push(3, 7, kT0 + absl::Seconds(1)).ok());
+  ASSERT_TRUE(queue.Push(4, 9, kT0 + absl::Seconds(2)).ok());
+  EXPECT_EQ(queue.Snapshot(), (std::vector<AdmissionQueue::RequestId>{4, 3, 1, 2}));
+  EXPECT_EQ(queue.Promote(kT0 + absl::Milliseconds(2600)), 2);
+  EXPECT_EQ(queue.Snapshot(), (std::vector<AdmissionQueue::RequestId>{1, 2, 4, 3}));
+  // A promoted request is taken even where another costs the worker less.
+  auto cost = [](AdmissionQueue::RequestId id) { return id == 4 ? 0.0 : 50.0; };
+  EXPECT_EQ(queue.TakeFor(cost, kT0 + absl::Milliseconds(2600)), 1u);
+  EXPECT_TRUE(queue.Remove(2));
+  EXPECT_EQ(queue.TakeFor(cost, kT0 + absl::Milliseconds(2600)), 4u);
+  EXPECT_EQ(queue.promotions(), 2u);
 }
 
 TEST(AdmissionQueueTest, LimitsAndCancellation) {

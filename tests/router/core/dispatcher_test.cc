@@ -265,6 +265,81 @@ TEST_F(DispatcherTest, QueueDepthByPriorityAndNoWorkerRejections) {
   EXPECT_EQ(dispatcher.stats().no_worker, 1u);
 }
 
+// Appends its ticket to a shared list when dispatched: the order requests left the queue.
+class OrderWaiter : public DispatchWaiter {
+ public:
+  OrderWaiter(uint64_t ticket, std::vector<uint64_t>* order) : ticket_(ticket), order_(order) {}
+  void OnDispatched(FleetMember*, int32_t) override { order_->push_back(ticket_); }
+  void OnRejected(const absl::Status& status) override { ADD_FAILURE() << status; }
+
+ private:
+  uint64_t ticket_;
+  std::vector<uint64_t>* order_;
+};
+
+TEST_F(DispatcherTest, AHighPriorityRequestOvertakesQueuedLowPriorityOnes) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(1, "m", /*max_num_seqs=*/1);
+  Dispatcher dispatcher(&fleet_.state, Options(), &fleet_.clock);
+  const std::vector<int32_t> prompt = Prompt(0, 1);
+  std::vector<uint64_t> order;
+  std::vector<std::unique_ptr<OrderWaiter>> waiters;
+  auto admit = [&](uint64_t ticket, int32_t priority) {
+    waiters.push_back(std::make_unique<OrderWaiter>(ticket, &order));
+    DispatchRequest r = Request(ticket, prompt, waiters.back().get());
+    r.priority = priority;
+    auto admission = dispatcher.Admit(std::move(r));
+    ASSERT_TRUE(admission.ok()) << admission.status();
+    if (admission->worker != nullptr) order.push_back(ticket);
+    fleet_.clock.Advance(absl::Milliseconds(10));
+  };
+  for (uint64_t ticket = 1; ticket <= 4; ++ticket) admit(ticket, -1);
+  admit(5, 1);
+  for (int i = 0; i < 4; ++i) dispatcher.Release(w[0]);
+  EXPECT_EQ(order, (std::vector<uint64_t>{1, 5, 2, 3, 4}));
+  EXPECT_EQ(dispatcher.stats().promoted, 0u);
+}
+
+TEST_F(DispatcherTest, ALowPriorityRequestIsPromotedAfterTheBoundAndServedBeforeLaterArrivals) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(1, "m", /*max_num_seqs=*/1);
+  DispatcherOptions options = Options();
+  options.queue.max_priority_wait = absl::Seconds(1);
+  Dispatcher dispatcher(&fleet_.state, options, &fleet_.clock);
+  const std::vector<int32_t> prompt = Prompt(0, 1);
+  std::vector<uint64_t> order;
+  std::vector<std::unique_ptr<OrderWaiter>> waiters;
+  auto admit = [&](uint64_t ticket, int32_t priority) {
+    waiters.push_back(std::make_unique<OrderWaiter>(ticket, &order));
+    DispatchRequest r = Request(ticket, prompt, waiters.back().get());
+    r.priority = priority;
+    auto admission = dispatcher.Admit(std::move(r));
+    ASSERT_TRUE(admission.ok()) << admission.status();
+    if (admission->worker != nullptr) order.push_back(ticket);
+  };
+  admit(1, 0);  // takes the only slot
+  admit(2, -5);
+  const absl::Time queued_at = fleet_.clock.Now();
+  // Every 250 ms two high-priority requests arrive and one call ends.
+  uint64_t ticket = 100;
+  for (uint64_t step = 1; step <= 8; ++step) {
+    fleet_.clock.Advance(absl::Milliseconds(250));
+    fleet_.state.OnStateMessage(*w[0], Idle(step), {}, fleet_.clock.Now());
+    admit(ticket++, 5);
+    admit(ticket++, 5);
+    dispatcher.Release(w[0]);
+    if (order.back() == 2u) break;
+  }
+  ASSERT_EQ(order.back(), 2u) << "never served";
+  // Four takes: at 0.25, 0.5, 0.75 and 1 s the high-priority ones win; at
+  // 1.25 s it has waited past the bound and goes before the six still waiting.
+  EXPECT_EQ(order.size(), 6u);
+  EXPECT_EQ(fleet_.clock.Now() - queued_at, absl::Milliseconds(1250));
+  EXPECT_EQ(dispatcher.queued(), 6u);
+  EXPECT_EQ(dispatcher.stats().promoted, 1u);
+  // Promotion moves it in the queue; the depth gauge keeps its own priority.
+  const std::vector<std::pair<int32_t, int64_t>> expected = {{5, 6}};
+  EXPECT_EQ(dispatcher.QueuedByPriority(), expected);
+}
+
 // Workers of one model with different KV block sizes (tern's engine: 16,
 // vLLM Neuron: 128): each prompt is hashed at each worker's block size and
 // the worker holding more of it, in tokens, wins.

@@ -262,5 +262,28 @@ TEST(SchedulerTest, WithoutTheWaitBothComputeTheSharedPrefix) {
   EXPECT_EQ(scheduler.Find(2)->first_cached_tokens, 0);
 }
 
+TEST(SchedulerTest, AShortPromptIsNotHeldUpByALongPrefill) {
+  auto kv = MakeKv(4, 200);
+  Scheduler scheduler({.max_num_seqs = 4, .max_num_batched_tokens = 64}, kv.get());
+  ASSERT_TRUE(scheduler.Add(1, Tokens(400, 0)).ok());
+  StepPlan first = RunStep(scheduler);  // nobody else waits: the whole budget
+  ASSERT_EQ(first.chunks.size(), 1u);
+  EXPECT_EQ(first.chunks[0].count, 64);
+  ASSERT_TRUE(scheduler.Add(2, Tokens(20, 1000)).ok());
+  StepPlan shared = RunStep(scheduler);
+  // The long prompt gets half the budget while 2 waits; 2 is prefilled whole.
+  ASSERT_EQ(shared.chunks.size(), 2u);
+  EXPECT_EQ(shared.chunks[0].id, 1u);
+  EXPECT_EQ(shared.chunks[0].count, 32);
+  EXPECT_EQ(shared.chunks[1].id, 2u);
+  EXPECT_EQ(shared.chunks[1].count, 20);
+  EXPECT_TRUE(shared.chunks[1].want_logits);
+  // Nobody waits any more: the long prompt takes what the decode leaves.
+  StepPlan next = RunStep(scheduler);
+  ASSERT_EQ(next.chunks.size(), 2u);
+  EXPECT_EQ(next.chunks[0].id, 2u);  // the decode first
+  EXPECT_EQ(next.chunks[1].count, 63);
+}
+
 }  // namespace
 }  // namespace tern::worker
