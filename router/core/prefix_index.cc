@@ -123,7 +123,13 @@ void PrefixIndex::RecordRouted(WorkerId worker, absl::Span<const uint64_t> block
     }
     holders[worker] = approx_lru_.insert(approx_lru_.end(), ApproxEntry{hash, worker, now});
   }
-  while (static_cast<int64_t>(approx_lru_.size()) > options_.max_approx_blocks) {
+  // Records past approx_ttl never match again: drop them (oldest first, as
+  // the list is in routing order), so the index follows the recent traffic
+  // instead of growing to max_approx_blocks.
+  const absl::Time expired = now - options_.approx_ttl;
+  while (!approx_lru_.empty() &&
+         (approx_lru_.front().routed_at < expired ||
+          static_cast<int64_t>(approx_lru_.size()) > options_.max_approx_blocks)) {
     DropApprox(approx_lru_.begin());
   }
 }

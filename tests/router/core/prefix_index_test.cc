@@ -123,6 +123,19 @@ TEST(PrefixIndexTest, ApproximateEntriesExpireAndAreBounded) {
   EXPECT_EQ(Match(index, b, 2, t0 + absl::Seconds(6)), (std::vector<int32_t>{0, 0}));
 }
 
+TEST(PrefixIndexTest, ExpiredRoutingRecordsAreForgottenUnderSteadyTraffic) {
+  PrefixIndex index(PrefixIndexOptions{.approx_ttl = absl::Seconds(10)});
+  const absl::Time t0 = absl::UnixEpoch() + absl::Hours(1);
+  // A distinct 4-block prompt every second for ten minutes: only the last
+  // ttl's worth of records stay (they could still match), not all 2,400.
+  for (int i = 0; i < 600; ++i) {
+    index.RecordRouted(i % 2, Blocks(10 * i, 4), t0 + absl::Seconds(i));
+  }
+  EXPECT_LE(index.stats().approx_pairs, 11 * 4);
+  EXPECT_EQ(Match(index, Blocks(10 * 599, 4), 2, t0 + absl::Seconds(600)),
+            (std::vector<int32_t>{0, 4}));
+}
+
 TEST(PrefixIndexTest, RandomEventsMatchASetModel) {
   std::mt19937_64 rng(11);
   PrefixIndex index;
