@@ -3,7 +3,8 @@
 #
 #   1. ASan + UBSan (`asan` preset): every test program. The list is CMake's
 #      (TERN_TEST_PROGRAMS, written to build/asan/tern_test_programs.txt), so
-#      a new tern_test() is covered without touching this script.
+#      a new tern_test() is covered without touching this script; leaks in
+#      Debian's system libraries are suppressed by tests/lsan.supp.
 #   2. TSan (`tsan` preset): the test programs labelled `threaded` in
 #      tests/**/CMakeLists.txt (build/tsan/tern_threaded_test_programs.txt),
 #      with tests/tsan.supp for races inside Debian's uninstrumented gRPC and
@@ -122,6 +123,7 @@ for stage in $stages; do
     asan)
       build_stage asan tern_test_programs
       program_env=(ASAN_OPTIONS=detect_leaks=1:check_initialization_order=1
+        "LSAN_OPTIONS=suppressions=$root/tests/lsan.supp"
         UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1)
       run_stage asan build/asan/tern_test_programs.txt || status=1
       ;;

@@ -255,7 +255,7 @@ describe("front door", { timeout: 600_000 }, () => {
 
       const client = new OpenAI({ baseURL: `https://127.0.0.1:${port}/v1`, apiKey: "unused", fetch: httpsFetch, maxRetries: 0 });
       const completion = await client.chat.completions.create({
-        model: "tiny", messages: [{ role: "user", content: "Hello over TLS" }], max_tokens: 4,
+        model: "tiny", messages: [{ role: "user", content: "Hello over TLS" }], max_tokens: 4, ignore_eos: true,
       });
       assert.equal(completion.object, "chat.completion");
       assert.equal(completion.usage.completion_tokens, 4);
