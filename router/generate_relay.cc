@@ -53,6 +53,7 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
   }
 
   void Start() {
+    started_ = relay_->fleet_->clock()->Now();
     self_ = shared_from_this();
     registration_ = relay_->fleet_->state().RegisterCall(*worker_, weak_from_this());
     relay_->fleet_->stub(*worker_)->async()->Generate(&context_, &request_, this);
@@ -69,6 +70,9 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
   bool resumed() const { return request_.resume_token_ids_size() > 0; }
   int32_t predicted_cached_tokens() const { return predicted_cached_tokens_; }
   bool lost() const { return lost_.load(); }
+  // True exactly once: the caller frees this attempt's slot in the dispatcher.
+  bool TakeSlot() { return !slot_released_.exchange(true); }
+  absl::Time started() const { return started_; }
 
   // Touches only this attempt's own members: the relay may be gone.
   void AbortWorkerLost() override {
@@ -100,7 +104,14 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
   std::shared_ptr<Attempt> self_;
   uint64_t registration_ = 0;
   std::atomic<bool> lost_{false};
+  std::atomic<bool> slot_released_{false};
+  absl::Time started_;  // set by Start, before any callback
 };
+
+void GenerateRelay::ReleaseSlot(Attempt* attempt) {
+  if (!attempt->TakeSlot()) return;
+  dispatcher_->Release(attempt->worker(), fleet_->clock()->Now() - attempt->started());
+}
 
 GenerateRelay::GenerateRelay(Fleet* fleet, Dispatcher* dispatcher, RelayOptions options,
                              RelayCounters* counters, grpc::CallbackServerContext* context,
@@ -192,6 +203,9 @@ void GenerateRelay::StartAttempt(FleetMember* worker, int32_t predicted_cached_t
 }
 
 void GenerateRelay::OnWorkerResponse(Attempt* attempt, const tern::v1::GenerateResponse& response) {
+  // The sequence is over on the worker: its slot is free before the client
+  // hears the end (a client sending its next request at once finds it free).
+  if (response.finish_reason() != tern::v1::FINISH_REASON_UNSPECIFIED) ReleaseSlot(attempt);
   bool report_prefix = false;
   {
     absl::MutexLock lock(&mu_);
@@ -246,7 +260,7 @@ void GenerateRelay::OnWriteDone(bool ok) {
 
 void GenerateRelay::OnAttemptDone(Attempt* attempt, const grpc::Status& status) {
   FleetMember* const worker = attempt->worker();
-  dispatcher_->Release(worker);
+  ReleaseSlot(attempt);
   const grpc::StatusCode code = status.error_code();
   AttemptOutcome outcome;
   outcome.end = EndOf(code);

@@ -1,7 +1,10 @@
 // One Router.Generate call: admitted by the dispatcher (bound to a worker at
 // once, or queued until one has room), then relayed from the worker in
 // lockstep (read one response, write it, then read the next), so a slow
-// client slows the worker's stream instead of filling memory.
+// client slows the worker's stream instead of filling memory. The worker's
+// slot in the dispatcher is freed at the worker's final message (the sequence
+// is over there), or when the call ends, whichever comes first, with how long
+// the call held it (the dispatcher's wait prediction).
 //
 // Failover with resume: the relay keeps the token ids already streamed to the
 // client and the sampling seed the worker reported. When the worker's call
@@ -62,6 +65,8 @@ class GenerateRelay : public grpc::ServerWriteReactor<tern::v1::GenerateResponse
   void StartAttempt(FleetMember* worker, int32_t predicted_cached_tokens);
   void OnWorkerResponse(Attempt* attempt, const tern::v1::GenerateResponse& response);
   void OnAttemptDone(Attempt* attempt, const grpc::Status& status);
+  // Frees the attempt's dispatcher slot, once (at its final message or its end).
+  void ReleaseSlot(Attempt* attempt);
   void OnBackoffDone();
   // Finishes the call once; later calls do nothing.
   void FinishOnce(const grpc::Status& status);

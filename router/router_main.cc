@@ -29,11 +29,12 @@ constexpr char kUsage[] =
     "                   [--mtls-ca-file F --mtls-cert-file F --mtls-key-file F]\n";
 
 int Run(int argc, char** argv) {
-  auto flags = tern::Flags::Parse(argc, argv, 1,
-                                  {"config", "listen", "workers", "policy", "health-interval-ms",
-                                   "stall-timeout-ms", "max-queue", "log-level", "metrics-listen",
-                                   "mtls-ca-file", "mtls-cert-file", "mtls-key-file"},
-                                  {"help", "check-config"});
+  auto flags = tern::Flags::Parse(
+      argc, argv, 1,
+      {"config", "listen", "workers", "policy", "health-interval-ms", "stall-timeout-ms",
+       "max-queue", "max-queue-wait-ms", "slack", "log-level", "metrics-listen", "mtls-ca-file",
+       "mtls-cert-file", "mtls-key-file"},
+      {"help", "check-config"});
   if (!flags.ok() || flags->Has("help")) {
     if (!flags.ok()) std::cerr << "tern-router: " << flags.status().message() << "\n";
     std::cerr << kUsage;
@@ -52,6 +53,8 @@ int Run(int argc, char** argv) {
                                      {"health-interval-ms", &section.health_interval_ms},
                                      {"stall-timeout-ms", &section.stall_timeout_ms},
                                      {"max-queue", &section.max_queue},
+                                     {"max-queue-wait-ms", &section.max_queue_wait_ms},
+                                     {"slack", &section.slack},
                                      {"mtls-ca-file", &config.tls.ca_file},
                                      {"mtls-cert-file", &config.tls.cert_file},
                                      {"mtls-key-file", &config.tls.key_file}});

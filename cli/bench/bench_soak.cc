@@ -1,6 +1,7 @@
 #include "cli/bench/bench_soak.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -26,10 +27,13 @@ constexpr char kUsage[] =
     "usage: tern bench soak --model NAME (--minutes M | --seconds S) [--rate R]\n"
     "         [--url http://127.0.0.1:8000] [--interval-s 10] [--input-len 64]\n"
     "         [--output-len 32] [--tokenizer DIR] [--request-timeout S]\n"
-    "         [--cluster-pid PID] [--pid NAME=PID ...]\n"
+    "         [--cluster-pid PID] [--pid NAME=PID ...] [--warmup-s S]\n"
     "  Steady Poisson load of R requests/s (default 4) against a running cluster; per\n"
     "  interval: RSS and open fds of each watched process, TTFT p50/p99, e2e p99,\n"
-    "  completed/failed; at the end RSS drift (first -> last interval) and fd growth.\n"
+    "  completed/failed; at the end RSS drift (first -> last interval, and its\n"
+    "  least-squares trend per hour) and fd growth.\n"
+    "  --warmup-s: the same load for S seconds first, its intervals printed as\n"
+    "  warm-up and left out of the drift (caches filling to their bounds).\n"
     "  --cluster-pid: watch the children of a `tern up`; --pid: one named process.\n";
 
 RuntimeFile SoakTokenizerDir() {
@@ -59,6 +63,7 @@ struct SoakPlan {
   std::string tokenizer_dir;
   double total_s = 0;
   double interval_s = 10;
+  double warmup_s = 0;
   double rate = 4;
   std::vector<SoakProcess> processes;
 };
@@ -77,7 +82,9 @@ absl::StatusOr<SoakPlan> ParseSoakPlan(const Flags& flags) {
   auto input_len = DoubleFlag(flags, "input-len", 64);
   auto output_len = DoubleFlag(flags, "output-len", 32);
   auto timeout = DoubleFlag(flags, "request-timeout", 120);
-  for (const auto* v : {&minutes, &seconds, &interval, &rate, &input_len, &output_len, &timeout}) {
+  auto warmup = DoubleFlag(flags, "warmup-s", 0);
+  for (const auto* v :
+       {&minutes, &seconds, &interval, &rate, &input_len, &output_len, &timeout, &warmup}) {
     if (!v->ok()) return v->status();
   }
   plan.total_s = *minutes * 60 + *seconds;
@@ -87,6 +94,7 @@ absl::StatusOr<SoakPlan> ParseSoakPlan(const Flags& flags) {
         "--interval-s, --rate, --input-len, --output-len must be > 0");
   }
   plan.interval_s = std::min(*interval, plan.total_s);
+  plan.warmup_s = *warmup;
   plan.rate = *rate;
   plan.dataset.input_len = static_cast<int32_t>(*input_len);
   plan.dataset.output_len = static_cast<int32_t>(*output_len);
@@ -125,6 +133,25 @@ std::string ReadWholeFile(const std::string& path) {
 }
 
 std::string Millis(double ms) { return std::isfinite(ms) ? absl::StrFormat("%.0f", ms) : "-"; }
+
+// The least-squares slope of ys over xs (0 with fewer than two points).
+double Slope(const std::vector<double>& xs, const std::vector<double>& ys) {
+  const size_t n = xs.size();
+  if (n < 2) return 0;
+  double mx = 0;
+  double my = 0;
+  for (size_t i = 0; i < n; ++i) {
+    mx += xs[i] / static_cast<double>(n);
+    my += ys[i] / static_cast<double>(n);
+  }
+  double sxy = 0;
+  double sxx = 0;
+  for (size_t i = 0; i < n; ++i) {
+    sxy += (xs[i] - mx) * (ys[i] - my);
+    sxx += (xs[i] - mx) * (xs[i] - mx);
+  }
+  return sxx > 0 ? sxy / sxx : 0;
+}
 
 }  // namespace
 
@@ -180,7 +207,7 @@ int RunBenchSoak(int argc, char** argv) {
   absl::StatusOr<Flags> flags =
       Flags::Parse(argc, argv, 1,
                    {"url", "model", "minutes", "seconds", "rate", "interval-s", "input-len",
-                    "output-len", "tokenizer", "request-timeout", "cluster-pid", "pid"},
+                    "output-len", "tokenizer", "request-timeout", "cluster-pid", "pid", "warmup-s"},
                    {"help"});
   if (flags.ok() && flags->Has("help")) {
     std::cout << kUsage;
@@ -197,20 +224,30 @@ int RunBenchSoak(int argc, char** argv) {
     std::cerr << "tern bench soak: tokenizer: " << synthesizer.status().message() << "\n";
     return 2;
   }
-  const int intervals = static_cast<int>(std::ceil(plan->total_s / plan->interval_s - 1e-9));
+  const auto count_intervals = [&](double total_s) {
+    return static_cast<int>(std::ceil(total_s / plan->interval_s - 1e-9));
+  };
+  const int warmups = plan->warmup_s > 0 ? count_intervals(plan->warmup_s) : 0;
+  const int intervals = count_intervals(plan->total_s);
   std::string watched;
   for (const SoakProcess& p : plan->processes) absl::StrAppend(&watched, " ", p.name, "=", p.pid);
   Say(absl::StrCat("soak: ", plan->load.endpoint.host, ":", plan->load.endpoint.port, " model ",
                    plan->load.model, ", Poisson ", plan->rate, " requests/s, ", intervals,
-                   " interval(s) of ", plan->interval_s, " s, input ", plan->dataset.input_len,
-                   " output ", plan->dataset.output_len, " tokens; watching",
-                   watched.empty() ? " nothing" : watched));
+                   " interval(s) of ", plan->interval_s, " s",
+                   warmups > 0 ? absl::StrCat(" after ", plan->warmup_s, " s of warm-up") : "",
+                   ", input ", plan->dataset.input_len, " output ", plan->dataset.output_len,
+                   " tokens; watching", watched.empty() ? " nothing" : watched));
 
-  std::vector<std::vector<ProcessUsage>> usage;  // per interval, per process
+  std::vector<std::vector<ProcessUsage>> usage;  // per measured interval, per process
+  std::vector<double> ends_s;                    // each measured interval's end, from the first
   int64_t completed = 0;
   int64_t failed = 0;
-  for (int i = 0; i < intervals; ++i) {
-    const double length = std::min(plan->interval_s, plan->total_s - i * plan->interval_s);
+  const auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < warmups + intervals; ++i) {
+    const bool warming = i < warmups;
+    const double phase_s = warming ? plan->warmup_s : plan->total_s;
+    const int index = warming ? i : i - warmups;
+    const double length = std::min(plan->interval_s, phase_s - index * plan->interval_s);
     DatasetOptions dataset = plan->dataset;
     dataset.kind = DatasetKind::kRandom;
     dataset.num_prompts = std::max(1, static_cast<int32_t>(std::lround(plan->rate * length)));
@@ -232,19 +269,25 @@ int RunBenchSoak(int argc, char** argv) {
     const ServeMetrics m = ComputeServeMetrics(result->records, result->duration_s);
     completed += m.completed;
     failed += m.failed;
-    std::vector<ProcessUsage>& now = usage.emplace_back();
+    std::vector<ProcessUsage> now;
     std::string tiers;
     for (const SoakProcess& p : plan->processes) {
       const ProcessUsage u = now.emplace_back(ReadProcessUsage(p.pid));
       absl::StrAppendFormat(&tiers, " %s rss %.1f MiB fds %d;", p.name, u.rss_kib / 1024.0, u.fds);
     }
+    if (!warming) {
+      usage.push_back(std::move(now));
+      ends_s.push_back(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    }
     std::string errors;
     for (const auto& [kind, count] : m.errors) absl::StrAppend(&errors, " ", kind, " x", count);
-    Say(absl::StrFormat(
-        "interval %d (%.1f s):%s TTFT p50 %s ms p99 %s ms, e2e p99 %s ms, "
-        "completed %d, failed %d%s",
-        i + 1, result->duration_s, tiers, Millis(m.ttft_ms.median), Millis(m.ttft_ms.p99),
-        Millis(m.e2e_ms.p99), m.completed, m.failed, errors));
+    Say(
+        absl::StrFormat("%s %d (%.1f s):%s TTFT p50 %s ms p99 %s ms, e2e p99 %s ms, "
+                        "completed %d, failed %d%s",
+                        warming ? "warm-up" : "interval", index + 1, result->duration_s, tiers,
+                        Millis(m.ttft_ms.median), Millis(m.ttft_ms.p99), Millis(m.e2e_ms.p99),
+                        m.completed, m.failed, errors));
   }
   std::string drift;
   for (size_t p = 0; p < plan->processes.size(); ++p) {
@@ -254,12 +297,21 @@ int RunBenchSoak(int argc, char** argv) {
       absl::StrAppend(&drift, " ", plan->processes[p].name, " gone;");
       continue;
     }
-    absl::StrAppendFormat(&drift, " %s RSS %+.1f MiB (%+.1f%%), fds %+d;", plan->processes[p].name,
-                          (last.rss_kib - first.rss_kib) / 1024.0,
+    // The trend over every measured interval says more than two end points
+    // when RSS moves in steps (allocator arenas, a connection's buffers).
+    std::vector<double> xs;
+    std::vector<double> ys;
+    for (size_t i = 0; i < usage.size(); ++i) {
+      if (usage[i][p].rss_kib < 0) continue;
+      xs.push_back(ends_s[i] / 3600.0);
+      ys.push_back(static_cast<double>(usage[i][p].rss_kib) / 1024.0);
+    }
+    absl::StrAppendFormat(&drift, " %s RSS %+.1f MiB (%+.1f%%, trend %+.2f MiB/h), fds %+d;",
+                          plan->processes[p].name, (last.rss_kib - first.rss_kib) / 1024.0,
                           first.rss_kib > 0 ? 100.0 * (last.rss_kib - first.rss_kib) /
                                                   static_cast<double>(first.rss_kib)
                                             : 0.0,
-                          last.fds - first.fds);
+                          Slope(xs, ys), last.fds - first.fds);
   }
   Say(absl::StrCat("done: completed ", completed, ", failed ", failed,
                    "; first -> last interval:", drift.empty() ? " no process watched" : drift));

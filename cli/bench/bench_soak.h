@@ -3,8 +3,11 @@
 // (Poisson arrivals, bench_load.h) and prints one line: for each tier
 // process, its resident memory and open file descriptors (from /proc), then
 // the interval's TTFT p50/p99, end-to-end p99, completed and failed. At the
-// end: the RSS drift of each process from the first interval to the last and
-// its fd growth.
+// end: the RSS drift of each process from the first interval to the last,
+// its least-squares trend per hour over every interval, and its fd growth.
+// A warm-up (--warmup-s) runs the same load first, printed but left out of
+// the drift: caches filling to their bounds (the workers' KV blocks, the
+// router's prefix index that mirrors them) are not a leak.
 //
 // The processes are those named with --pid NAME=PID, and the children of
 // --cluster-pid PID (a `tern up`), each named by its command

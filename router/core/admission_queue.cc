@@ -1,6 +1,7 @@
 #include "router/core/admission_queue.h"
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -96,6 +97,15 @@ std::optional<AdmissionQueue::RequestId> AdmissionQueue::TakeFor(
   by_id_.erase(id);
   queue_.erase(best);
   return id;
+}
+
+int64_t AdmissionQueue::CountAhead(int32_t priority) const {
+  // Keys order by negated priority first: everything before the first key of
+  // a lower priority goes first (later arrivals of the same priority follow).
+  const int32_t neg = -std::max(priority, -std::numeric_limits<int32_t>::max());
+  if (neg == std::numeric_limits<int32_t>::max()) return static_cast<int64_t>(queue_.size());
+  const auto end = queue_.lower_bound(Key{neg + 1, absl::InfinitePast(), 0});
+  return std::distance(queue_.begin(), end);
 }
 
 std::vector<AdmissionQueue::RequestId> AdmissionQueue::Snapshot() const {

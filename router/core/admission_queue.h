@@ -76,6 +76,10 @@ class AdmissionQueue {
   // (lower is better).
   std::optional<RequestId> TakeFor(const std::function<double(RequestId)>& cost, absl::Time now);
 
+  // How many waiting requests a new arrival of `priority` would find ahead of
+  // it: those of at least its priority and the promoted ones. O(that count).
+  int64_t CountAhead(int32_t priority) const;
+
   // Waiting requests in queue order as of the last promotion (for operators
   // and tests).
   std::vector<RequestId> Snapshot() const;

@@ -17,6 +17,9 @@ uint64_t Draw(uint64_t ticket) {
   return x ^ (x >> 31);
 }
 
+// Calls seen before a queue's wait prediction is used.
+constexpr size_t kMinHeldSamples = 4;
+
 bool Excludes(const DispatchRequest& request, const FleetMember* worker) {
   return std::find(request.exclude.begin(), request.exclude.end(), worker) != request.exclude.end();
 }
@@ -100,21 +103,32 @@ absl::StatusOr<Admission> Dispatcher::AdmitUntimed(DispatchRequest request) {
     // Requests already waiting go first; a new one bypasses the queue only
     // when it is empty. Behind others it waits (the pump below says whether
     // anything can serve the model at all).
-    if (it == queues_.end() || it->second->queue.empty()) {
-      absl::StatusOr<std::vector<Candidate>> candidates =
-          fleet_->Candidates(r.model, waiting->blocks, r.exclude, now);
+    const bool bypass = it == queues_.end() || it->second->queue.empty();
+    PromptBlocks no_prompt({});
+    absl::StatusOr<std::vector<Candidate>> candidates =
+        fleet_->Candidates(r.model, bypass ? waiting->blocks : no_prompt, r.exclude, now);
+    if (bypass) {
       if (!candidates.ok()) {
         ++stats_.no_worker;
         return candidates.status();
-      }
-      if (it == queues_.end()) {
-        it = queues_.emplace(r.model, std::make_unique<ModelQueue>(options_.queue)).first;
       }
       if (auto admission = ChooseLocked(*candidates, waiting->blocks, r, now)) {
         return *admission;
       }
     }
-    std::unique_ptr<ModelQueue>& queue = it->second;
+    ModelQueue* const queue = &QueueLocked(r.model);
+    if (!r.resumed && candidates.ok()) {
+      int64_t slots = 0;
+      for (const Candidate& c : *candidates) slots += c.max_num_seqs + options_.slack;
+      const std::optional<absl::Duration> wait = PredictedWaitLocked(*queue, r.priority, slots);
+      if (wait.has_value() && *wait > options_.queue.max_wait) {
+        ++stats_.rejected_predicted;
+        return absl::ResourceExhaustedError(
+            absl::StrCat("the router's queue would hold the request about ",
+                         absl::ToInt64Milliseconds(*wait), " ms, longer than its limit of ",
+                         absl::ToInt64Milliseconds(options_.queue.max_wait), " ms"));
+      }
+    }
     if (absl::Status pushed = queue->queue.Push(r.ticket, r.priority, now, r.resumed);
         !pushed.ok()) {
       ++stats_.rejected_full;
@@ -142,7 +156,7 @@ bool Dispatcher::Cancel(uint64_t ticket) {
   return true;
 }
 
-void Dispatcher::Release(FleetMember* worker) {
+void Dispatcher::Release(FleetMember* worker, absl::Duration held_for) {
   worker->AddInflight(-1);
   // The freed slot takes the queued request that suits it best. Only this
   // worker gained room, so only it is looked at; the fleet's periodic Pump
@@ -151,9 +165,22 @@ void Dispatcher::Release(FleetMember* worker) {
   std::vector<Outcome> outcomes;
   {
     absl::MutexLock lock(&mu_);
-    if (waiting_.empty()) return;
+    const bool sample = held_for > absl::ZeroDuration();
+    if (waiting_.empty() && !sample) return;
     std::string model;
     const std::optional<Candidate> candidate = fleet_->CandidateFor(*worker, now, &model);
+    if (sample && !model.empty()) {
+      ModelQueue& queue = QueueLocked(model);
+      if (queue.held_count == queue.held.size()) {
+        queue.held_sum -= queue.held[queue.held_next];
+      } else {
+        ++queue.held_count;
+      }
+      queue.held[queue.held_next] = held_for;
+      queue.held_sum += held_for;
+      queue.held_next = (queue.held_next + 1) % queue.held.size();
+    }
+    if (waiting_.empty()) return;
     if (!candidate.has_value() || !HasRoom(*candidate)) return;
     auto it = queues_.find(model);
     if (it == queues_.end() || it->second->queue.empty()) return;
@@ -248,6 +275,21 @@ bool Dispatcher::DispatchOneLocked(const std::string& model, ModelQueue& queue,
   if (options_.observer != nullptr) options_.observer->OnBound(now - w.queued_at);
   waiting_.erase(*id);
   return true;
+}
+
+std::optional<absl::Duration> Dispatcher::PredictedWaitLocked(const ModelQueue& queue,
+                                                              int32_t priority,
+                                                              int64_t slots) const {
+  if (queue.held_count < kMinHeldSamples || slots <= 0) return std::nullopt;
+  const absl::Duration between_frees =
+      queue.held_sum / static_cast<int64_t>(queue.held_count) / slots;
+  return (queue.queue.CountAhead(priority) + 1) * between_frees;
+}
+
+Dispatcher::ModelQueue& Dispatcher::QueueLocked(const std::string& model) {
+  std::unique_ptr<ModelQueue>& queue = queues_[model];
+  if (queue == nullptr) queue = std::make_unique<ModelQueue>(options_.queue);
+  return *queue;
 }
 
 void Dispatcher::Deliver(const std::vector<Outcome>& outcomes) {

@@ -17,9 +17,23 @@
 // (admission_queue.h): past it a request is served before any later arrival,
 // whatever their priorities.
 //
+// Fail fast: a request that would have to queue is turned away at once when
+// its predicted wait exceeds the queue's max_wait, rather than after waiting
+// it out. The prediction is the requests ahead of it (of its priority or
+// higher) plus one, times the time between freed slots when every slot is
+// busy: the mean time a call holds its slot (over the model's last 32 calls,
+// as Release reports them) divided by the slots of the model's routable
+// workers (max_num_seqs + slack each). Call times are measured whether or not
+// anything queues, so the estimate stays current while requests are turned
+// away. Until 4 calls are seen nothing is predicted; requests resumed after
+// a failure are never turned away this way. With a short max_wait and slack
+// 0, requests admitted under overload start almost at once and the rest hear
+// 429 at once: a TTFT bound instead of a queue (README "Load shedding").
+//
 // Errors: NOT_FOUND (no worker serves the model), UNAVAILABLE (none is
 // routable; also for queued requests once none is), RESOURCE_EXHAUSTED (the
-// queue is full, or a request waited longer than its limit).
+// queue is full, the predicted wait is past the limit, or a request waited
+// longer than its limit).
 //
 // Thread contract: every method may be called from any thread; none blocks
 // beyond a short critical section. Waiters are called without the
@@ -28,6 +42,7 @@
 #ifndef TERN_ROUTER_CORE_DISPATCHER_H_
 #define TERN_ROUTER_CORE_DISPATCHER_H_
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -113,6 +128,7 @@ struct DispatcherStats {
   uint64_t dispatched = 0;
   uint64_t queued = 0;  // requests that had to wait
   uint64_t rejected_full = 0;
+  uint64_t rejected_predicted = 0;  // turned away at once: predicted wait past max_wait
   uint64_t expired = 0;
   uint64_t no_worker = 0;   // turned away because no worker could serve the model
   uint64_t cache_hits = 0;  // dispatches to a worker holding part of the prompt
@@ -129,9 +145,11 @@ class Dispatcher {
   // Takes a waiting request out; false when it is not waiting (already
   // dispatched or rejected: its waiter is being or was called).
   bool Cancel(uint64_t ticket);
-  // A call bound to `worker` ended: frees its slot, which takes the queued
-  // request that suits it best.
-  void Release(FleetMember* worker);
+  // A call bound to `worker` ended, or its sequence finished there: frees its
+  // slot, which takes the queued request that suits it best. `held_for` is
+  // how long the call held the slot, for the wait prediction (zero: a call
+  // that never ran, not a sample).
+  void Release(FleetMember* worker, absl::Duration held_for = absl::ZeroDuration());
   // Expires and dispatches queued requests where workers have room.
   void Pump();
 
@@ -153,6 +171,11 @@ class Dispatcher {
   struct ModelQueue {
     explicit ModelQueue(const AdmissionQueueOptions& options) : queue(options) {}
     AdmissionQueue queue;
+    // The last calls' slot-holding times (see the header comment), a ring.
+    std::array<absl::Duration, 32> held{};
+    size_t held_count = 0;
+    size_t held_next = 0;
+    absl::Duration held_sum;
   };
   struct Outcome {
     DispatchWaiter* waiter;
@@ -177,6 +200,14 @@ class Dispatcher {
   // Calls the waiters; without the lock.
   static void Deliver(const std::vector<Outcome>& outcomes);
   bool HasRoom(const Candidate& c) const;
+  // The predicted wait of a request of `priority` queued now, with `slots`
+  // call slots on the model's routable workers; nullopt until the queue has
+  // seen enough calls.
+  std::optional<absl::Duration> PredictedWaitLocked(const ModelQueue& queue, int32_t priority,
+                                                    int64_t slots) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The queue of `model`, made on first use.
+  ModelQueue& QueueLocked(const std::string& model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   FleetView* const fleet_;
   const DispatcherOptions options_;

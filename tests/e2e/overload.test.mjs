@@ -1,17 +1,20 @@
 // Overload, end to end over REST: two workers on a tiny synthetic checkpoint
-// behind one router (a short admission queue: router.max_queue) and one
-// gateway, each its own process.
+// (each engine pinned to its own CPU) behind one router and one gateway, each
+// its own process. The router is set for a TTFT bound rather than a queue:
+// no slack beyond the workers' batches, and a request predicted to wait more
+// than MAX_QUEUE_WAIT_MS is turned away at once (README "Load shedding").
 //  - capacity first (a short closed-loop run at the cluster's slots), then
 //    twice that offered open loop: the excess is answered 429/503 with
 //    Retry-After at once (time to the answer measured), every process's RSS
 //    stays bounded, and admitted requests' p99 TTFT stays near the p99 at
-//    capacity;
+//    capacity (and is printed against the unloaded p99);
 //  - a maximum-length prompt arriving among short ones does not push their
 //    p99 TTFT beyond 2x (chunked prefill: max_num_batched_tokens per step).
 // The open-loop phase lasts TERN_OVERLOAD_SECONDS (default 10; CI sets 60).
 // Figures are printed raw ("[overload] ..."); the bounds carry absolute
 // allowances, this host being shared and noisy.
 import assert from "node:assert/strict";
+import { availableParallelism } from "node:os";
 import { after, before, describe, test } from "node:test";
 
 import {
@@ -28,9 +31,11 @@ import {
   waitUntil,
 } from "../lib/tern.mjs";
 
+const nproc = availableParallelism();
 const OVERLOAD_SECONDS = Number(process.env.TERN_OVERLOAD_SECONDS ?? 10);
 const MAX_NUM_SEQS = 4;
-const SLACK = 2; // the router's default in-flight slack per worker
+const SLACK = 0; // the router's in-flight slack per worker (default 2)
+const MAX_QUEUE_WAIT_MS = 25;
 const MAX_MODEL_LEN = 2048;
 const REQUEST_TIMEOUT_MS = 30_000;
 const MAX_OUTSTANDING = 400; // the open-loop client's own bound
@@ -76,7 +81,7 @@ before(async () => {
     const address = `127.0.0.1:${await freePort()}`;
     const p = new TierProcess("tern-worker", [
       "--model", modelDir, "--listen", address, "--max-num-seqs", String(MAX_NUM_SEQS), "--tp", "1",
-      "--kv-cache-gib", "0.25", "--max-model-len", String(MAX_MODEL_LEN), "--log-level", "warning",
+      "--kv-cache-gib", "0.25", "--cpus", String(i % nproc), "--max-model-len", String(MAX_MODEL_LEN), "--log-level", "warning",
     ]);
     p.index = i;
     procs.push(p);
@@ -88,7 +93,8 @@ before(async () => {
   procs.push(
     new TierProcess("tern-router", [
       "--listen", routerAddress, "--workers", addresses.join(","), "--health-interval-ms", "300",
-      "--max-queue", "4", "--metrics-listen", metricsAddress, "--log-level", "warning",
+      "--max-queue", "64", "--max-queue-wait-ms", String(MAX_QUEUE_WAIT_MS), "--slack", String(SLACK),
+      "--metrics-listen", metricsAddress, "--log-level", "warning",
     ]),
   );
   await waitUntil("two healthy workers", 120_000, async () => {
@@ -176,7 +182,8 @@ describe("overload", { timeout: 120_000 + OVERLOAD_SECONDS * 1000 }, () => {
     console.log(
       `[overload] time to the rejection: p50 ${round(percentile(rejectMs, 50))} ms, p99 ${round(percentile(rejectMs, 99))} ms, ` +
         `max ${round(Math.max(...rejectMs))} ms; admitted TTFT p50 ${round(percentile(admitted.map((r) => r.ttftMs), 50))} ms, ` +
-        `p99 ${round(admittedP99)} ms (at capacity ${round(capP99)} ms)`,
+        `p99 ${round(admittedP99)} ms (at capacity ${round(capP99)} ms: ${(admittedP99 / capP99).toFixed(2)}x; ` +
+        `unloaded ${round(lightP99)} ms: ${(admittedP99 / lightP99).toFixed(2)}x)`,
     );
     console.log(
       `[overload] RSS MiB baseline/peak/after: ` +
@@ -192,7 +199,10 @@ describe("overload", { timeout: 120_000 + OVERLOAD_SECONDS * 1000 }, () => {
     // tail gets an allowance.
     assert.ok(percentile(rejectMs, 50) <= 50, `median rejection took ${percentile(rejectMs, 50)} ms`);
     assert.ok(percentile(rejectMs, 99) <= 300, `p99 rejection took ${percentile(rejectMs, 99)} ms`);
-    assert.ok(admittedP99 <= 1.5 * capP99 + 300, `admitted TTFT p99 ${admittedP99} ms vs ${capP99} ms at capacity`);
+    // Admission keeps the queue out of admitted requests' TTFT: what is left
+    // of the overload in it is the CPU the turned-away requests cost this
+    // shared host. The allowance is for the host's noise.
+    assert.ok(admittedP99 <= 1.5 * capP99 + 100, `admitted TTFT p99 ${admittedP99} ms vs ${capP99} ms at capacity`);
     for (const name of Object.keys(baseline)) {
       assert.ok(peak[name] <= baseline[name] * 1.5 + 256, `${name} RSS grew from ${baseline[name]} to ${peak[name]} MiB`);
     }

@@ -1,6 +1,7 @@
 // `tern bench soak` end to end, for a few seconds so it cannot rot: against
 // a two-worker `tern up` cluster of the tiny synthetic checkpoint, watching
-// its processes; every interval line and the drift summary are printed.
+// its processes, after a warm-up; every interval line and the drift summary
+// are printed.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import path from "node:path";
@@ -27,19 +28,24 @@ test("bench soak prints per-interval tier figures and the drift, with no failure
     [
       "bench", "soak", "--url", `http://127.0.0.1:${cluster.port}`, "--model", "tiny", "--tokenizer", model,
       "--seconds", "6", "--interval-s", "2", "--rate", "4", "--input-len", "32", "--output-len", "8",
-      "--request-timeout", "30", "--cluster-pid", String(cluster.child.pid),
+      "--request-timeout", "30", "--cluster-pid", String(cluster.child.pid), "--warmup-s", "2",
     ],
     { encoding: "utf8", timeout: 90_000 },
   );
   console.log(out.stdout);
   assert.equal(out.status, 0, `${out.stdout}\n${out.stderr}`);
   const intervals = out.stdout.split("\n").filter((l) => l.includes("] interval "));
+  const warmups = out.stdout.split("\n").filter((l) => l.includes("] warm-up "));
   assert.equal(intervals.length, 3, out.stdout);
-  for (const line of intervals) {
+  assert.equal(warmups.length, 1, out.stdout);
+  for (const line of [...warmups, ...intervals]) {
     for (const tier of ["tern-gateway", "tern-router", "tern-worker#0", "tern-worker#1"]) {
       assert.match(line, new RegExp(`${tier} rss [\\d.]+ MiB fds \\d+;`), line);
     }
     assert.match(line, /TTFT p50 \d+ ms p99 \d+ ms, e2e p99 \d+ ms, completed \d+, failed 0/);
   }
-  assert.match(out.stdout, /done: completed \d+, failed 0; first -> last interval: .*tern-router RSS [-+][\d.]+ MiB/);
+  assert.match(
+    out.stdout,
+    /done: completed \d+, failed 0; first -> last interval: .*tern-router RSS [-+][\d.]+ MiB \([-+][\d.]+%, trend [-+][\d.]+ MiB\/h\)/,
+  );
 });

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -38,6 +39,25 @@ TEST(AdmissionQueueTest, AHighPriorityRequestOvertakesQueuedLowPriorityOnes) {
   EXPECT_EQ(queue.TakeFor(Flat, kT0 + absl::Seconds(1)), 9u);
   EXPECT_EQ(queue.TakeFor(Flat, kT0 + absl::Seconds(1)), 1u);
   EXPECT_EQ(queue.promotions(), 0u);
+}
+
+TEST(AdmissionQueueTest, CountAheadCountsEqualAndHigherPrioritiesAndPromotedOnes) {
+  AdmissionQueueOptions options;
+  options.max_priority_wait = absl::Seconds(10);
+  AdmissionQueue queue(options);
+  ASSERT_TRUE(queue.Push(1, -5, kT0).ok());
+  ASSERT_TRUE(queue.Push(2, 0, kT0 + absl::Seconds(5)).ok());
+  ASSERT_TRUE(queue.Push(3, 0, kT0 + absl::Seconds(6)).ok());
+  ASSERT_TRUE(queue.Push(4, 7, kT0 + absl::Seconds(7)).ok());
+  EXPECT_EQ(queue.CountAhead(0), 3);
+  EXPECT_EQ(queue.CountAhead(7), 1);
+  EXPECT_EQ(queue.CountAhead(8), 0);
+  EXPECT_EQ(queue.CountAhead(-5), 4);
+  EXPECT_EQ(queue.CountAhead(std::numeric_limits<int32_t>::min()), 4);
+  EXPECT_EQ(queue.CountAhead(std::numeric_limits<int32_t>::max()), 0);
+  // Past the bound the low-priority request goes before everything.
+  EXPECT_EQ(queue.Promote(kT0 + absl::Seconds(11)), 1);
+  EXPECT_EQ(queue.CountAhead(8), 1);
 }
 
 TEST(AdmissionQueueTest, ALowPriorityRequestIsPromotedAfterTheBound) {

@@ -343,6 +343,86 @@ TEST_F(DispatcherTest, ALowPriorityRequestIsPromotedAfterTheBoundAndServedBefore
 // Workers of one model with different KV block sizes (tern's engine: 16,
 // vLLM Neuron: 128): each prompt is hashed at each worker's block size and
 // the worker holding more of it, in tokens, wins.
+TEST_F(DispatcherTest, ARequestPredictedToWaitPastTheLimitIsTurnedAwayAtOnce) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(1, "m", /*max_num_seqs=*/1);
+  DispatcherOptions options = Options();
+  options.queue.max_wait = absl::Milliseconds(250);
+  Dispatcher dispatcher(&fleet_.state, options, &fleet_.clock);
+  const std::vector<int32_t> prompt = Prompt(0, 1);
+  std::vector<std::unique_ptr<RecordingWaiter>> waiters;
+  uint64_t ticket = 1;
+  auto admit = [&](int32_t priority = 0, bool resumed = false) {
+    waiters.push_back(std::make_unique<RecordingWaiter>());
+    DispatchRequest r = Request(ticket++, prompt, waiters.back().get());
+    r.priority = priority;
+    r.resumed = resumed;
+    return dispatcher.Admit(std::move(r));
+  };
+  // Four calls of 100 ms each on the one slot: a slot frees every 100 ms.
+  // Calls that never ran are no evidence.
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_NE(admit()->worker, nullptr);
+    dispatcher.Release(w[0], absl::Milliseconds(100));
+    ASSERT_NE(admit()->worker, nullptr);
+    dispatcher.Release(w[0]);
+  }
+  ASSERT_NE(admit()->worker, nullptr);
+  // First in line: 100 ms; behind one: 200 ms; both within 250 ms.
+  EXPECT_TRUE(admit().ok());
+  EXPECT_TRUE(admit().ok());
+  EXPECT_EQ(dispatcher.queued(), 2u);
+  // Behind two: 300 ms. Turned away at once, not after waiting.
+  auto beyond = admit();
+  EXPECT_EQ(beyond.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(beyond.status().message().find("about 300 ms"), std::string::npos) << beyond.status();
+  EXPECT_EQ(dispatcher.stats().rejected_predicted, 1u);
+  // A higher priority goes before both: 100 ms, then 200 ms behind the first
+  // of its kind; a third would wait 300 ms.
+  EXPECT_TRUE(admit(/*priority=*/5).ok());
+  EXPECT_TRUE(admit(/*priority=*/5).ok());
+  EXPECT_EQ(admit(/*priority=*/5).status().code(), absl::StatusCode::kResourceExhausted);
+  // A resumed request is already streaming to its client: never turned away.
+  EXPECT_TRUE(admit(0, /*resumed=*/true).ok());
+  EXPECT_EQ(dispatcher.queued(), 5u);
+  EXPECT_EQ(dispatcher.stats().rejected_predicted, 2u);
+}
+
+TEST_F(DispatcherTest, ThePredictionSpreadsCallTimesOverEverySlotOfTheModel) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(2, "m", /*max_num_seqs=*/2);
+  DispatcherOptions options = Options();
+  options.queue.max_wait = absl::Milliseconds(250);
+  Dispatcher dispatcher(&fleet_.state, options, &fleet_.clock);
+  const std::vector<int32_t> prompt = Prompt(0, 1);
+  std::vector<std::unique_ptr<RecordingWaiter>> waiters;
+  uint64_t ticket = 1;
+  auto admit = [&]() {
+    waiters.push_back(std::make_unique<RecordingWaiter>());
+    return dispatcher.Admit(Request(ticket++, prompt, waiters.back().get()));
+  };
+  // Three samples are not enough: a long queue forms unpredicted.
+  for (int i = 0; i < 3; ++i) {
+    auto bound = admit();
+    ASSERT_NE(bound->worker, nullptr);
+    dispatcher.Release(bound->worker, absl::Milliseconds(400));
+  }
+  for (int i = 0; i < 4; ++i) ASSERT_NE(admit()->worker, nullptr);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(admit().ok());
+  EXPECT_EQ(dispatcher.queued(), 3u);
+  EXPECT_EQ(dispatcher.stats().rejected_predicted, 0u);
+  // A fourth call of 400 ms: on 4 slots, one frees every 100 ms. Its slot
+  // takes the first queued request; behind the other two a new one would
+  // wait (2 + 1) x 100 ms = 300 ms, past 250 ms.
+  dispatcher.Release(w[0], absl::Milliseconds(400));
+  EXPECT_EQ(dispatcher.queued(), 2u);
+  auto beyond = admit();
+  EXPECT_EQ(beyond.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(beyond.status().message().find("about 300 ms"), std::string::npos) << beyond.status();
+  dispatcher.Release(w[1], absl::Milliseconds(400));
+  EXPECT_TRUE(admit().ok()) << "behind one: 200 ms";
+  EXPECT_EQ(dispatcher.queued(), 2u);
+  EXPECT_EQ(dispatcher.stats().rejected_predicted, 1u);
+}
+
 TEST_F(DispatcherTest, MixedBlockSizesCompareCachedTokensNotBlocks) {
   FleetMember* small = fleet_.AddHealthy(1, "m", /*max_num_seqs=*/8, /*kv_block_size=*/16)[0];
   FleetMember* large = fleet_.AddHealthy(1, "m", /*max_num_seqs=*/8, /*kv_block_size=*/128)[0];
