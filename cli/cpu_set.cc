@@ -3,6 +3,8 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <iterator>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_join.h"
@@ -55,5 +57,37 @@ int32_t LargestValidTp(const worker::ModelConfig& config, int32_t threads) {
 }
 
 std::string CpuListFlag(const std::vector<int32_t>& cpus) { return absl::StrJoin(cpus, ","); }
+
+std::vector<int32_t> SpareCpus(const std::vector<std::vector<int32_t>>& groups,
+                               const std::vector<int64_t>& ranks) {
+  std::set<int32_t> used, all;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const size_t ranked =
+        i < ranks.size() ? static_cast<size_t>(std::max<int64_t>(0, ranks[i])) : groups[i].size();
+    for (size_t c = 0; c < groups[i].size(); ++c) {
+      all.insert(groups[i][c]);
+      if (c < ranked) used.insert(groups[i][c]);
+    }
+  }
+  std::vector<int32_t> spare;
+  std::set_difference(all.begin(), all.end(), used.begin(), used.end(), std::back_inserter(spare));
+  return spare;
+}
+
+ScopedThreadAffinity::ScopedThreadAffinity(const std::vector<int32_t>& cpus) {
+  CPU_ZERO(&previous_);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int32_t cpu : cpus) {
+    if (cpu >= 0 && cpu < CPU_SETSIZE) CPU_SET(cpu, &set);
+  }
+  if (CPU_COUNT(&set) == 0) return;
+  if (sched_getaffinity(0, sizeof(previous_), &previous_) != 0) return;
+  applied_ = sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+ScopedThreadAffinity::~ScopedThreadAffinity() {
+  if (applied_) (void)sched_setaffinity(0, sizeof(previous_), &previous_);  // best effort
+}
 
 }  // namespace tern::cli

@@ -370,8 +370,31 @@ int RunUpCommand(int argc, char** argv, int first) {
     }
     return args;
   };
+  // --tp, else the config's tp, else one rank per CPU of the worker's share
+  // (as many as the model's heads divide evenly into).
+  std::vector<int64_t> worker_tps;
+  for (int i = 0; i < num_native; ++i) {
+    int64_t worker_tp = config.worker.tp;
+    if (tp->has_value()) {
+      worker_tp = **tp;
+    } else if (worker_tp <= 0) {
+      worker_tp = LargestValidTp(*model_config, static_cast<int32_t>(worker_cpus[i].size()));
+    }
+    worker_tps.push_back(worker_tp);
+  }
+  // Rank threads wait for each other at every layer, so a gRPC poller or an
+  // HTTP thread that preempts one rank stalls them all. Where some CPUs carry
+  // no rank, every process starts confined to those (children inherit the
+  // mask); the workers' ranks then pin themselves to their own CPUs.
+  const std::vector<int32_t> spare_cpus =
+      num_native > 0 ? SpareCpus(worker_cpus, worker_tps) : std::vector<int32_t>{};
+  if (!spare_cpus.empty()) {
+    Say(absl::StrCat("gateway, router and the workers' other threads on CPUs ",
+                     CpuListFlag(spare_cpus), " (no rank runs there)"));
+  }
   const auto start_worker = [&](const std::string& name, const std::vector<std::string>& args,
                                 const std::string& address) {
+    const ScopedThreadAffinity off_rank_cpus(spare_cpus);
     if (auto started = supervisor.Start(name, args); !started.ok()) {
       std::cerr << "tern up: " << started.status().message() << "\n";
       return false;
@@ -384,14 +407,7 @@ int RunUpCommand(int argc, char** argv, int first) {
     std::string address;
     std::optional<std::vector<std::string>> args = worker_args(name, &address);
     if (!args) return 1;
-    // --tp, else the config's tp, else one rank per CPU of the worker's share
-    // (as many as the model's heads divide evenly into).
-    int64_t worker_tp = config.worker.tp;
-    if (tp->has_value()) {
-      worker_tp = **tp;
-    } else if (worker_tp <= 0) {
-      worker_tp = LargestValidTp(*model_config, static_cast<int32_t>(worker_cpus[i].size()));
-    }
+    const int64_t worker_tp = worker_tps[i];
     args->insert(args->end(),
                  {"--cpus", CpuListFlag(worker_cpus[i]), "--tp", std::to_string(worker_tp)});
     Say(absl::StrCat("starting worker ", i + 1, "/", num_native, " on ", address, " (CPUs ",
@@ -439,7 +455,10 @@ int RunUpCommand(int argc, char** argv, int first) {
   if (!config_path.empty()) router_args.insert(router_args.end(), {"--config", config_path});
   const std::vector<std::string> router_tls = tls_args("router");
   router_args.insert(router_args.end(), router_tls.begin(), router_tls.end());
-  if (!supervisor.Start("router", router_args).ok()) return 1;
+  if (const ScopedThreadAffinity off_rank_cpus(spare_cpus);
+      !supervisor.Start("router", router_args).ok()) {
+    return 1;
+  }
   if (!WaitUntil(supervisor, "router", std::chrono::seconds(60), [&] {
         return RouterReadyWorkers(router_address, probe_security) == num_workers;
       })) {
@@ -485,7 +504,10 @@ int RunUpCommand(int argc, char** argv, int first) {
   if (auto v = flags->Get("served-model-name")) {
     gateway_args.insert(gateway_args.end(), {"--served-model-name", *v});
   }
-  if (!supervisor.Start("gateway", gateway_args).ok()) return 1;
+  if (const ScopedThreadAffinity off_rank_cpus(spare_cpus);
+      !supervisor.Start("gateway", gateway_args).ok()) {
+    return 1;
+  }
   if (!WaitUntil(supervisor, "gateway", std::chrono::seconds(60), [&] {
         return GatewayHealthy(host, gateway_port, tls.empty() ? "" : tls["client"].ca_file);
       })) {
@@ -560,6 +582,7 @@ int RunUpCommand(int argc, char** argv, int first) {
         ++it;
         continue;
       }
+      const ScopedThreadAffinity off_rank_cpus(spare_cpus);
       auto started = supervisor.Start(it->child.name, it->child.argv);
       if (!started.ok()) {
         Say(absl::StrCat("error: cannot restart ", it->child.name, ": ",

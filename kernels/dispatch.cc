@@ -14,6 +14,16 @@ void ScalarMatmul(const uint16_t* w, size_t rows, size_t cols, const float* x, s
   MatmulBf16(absl::MakeConstSpan(w, rows * cols), rows, cols, absl::MakeConstSpan(x, n * cols), n,
              absl::MakeSpan(y, n * rows));
 }
+void ScalarMatmulInt8(const uint8_t* w, const float* row_scales, size_t rows, size_t cols,
+                      const float* x, size_t n, float* y) {
+  MatmulInt8(absl::MakeConstSpan(w, rows * cols), absl::MakeConstSpan(row_scales, rows), rows, cols,
+             absl::MakeConstSpan(x, n * cols), n, absl::MakeSpan(y, n * rows));
+}
+void ScalarMatmulFp8(const uint8_t* w, const float* row_scales, size_t rows, size_t cols,
+                     const float* x, size_t n, float* y) {
+  MatmulFp8(absl::MakeConstSpan(w, rows * cols), absl::MakeConstSpan(row_scales, rows), rows, cols,
+            absl::MakeConstSpan(x, n * cols), n, absl::MakeSpan(y, n * rows));
+}
 void ScalarRmsNorm(const float* x, const float* weight, size_t size, float eps, float* out) {
   RmsNorm(absl::MakeConstSpan(x, size), absl::MakeConstSpan(weight, size), eps,
           absl::MakeSpan(out, size));
@@ -37,6 +47,8 @@ size_t ScalarTopN(const float* v, size_t size, ScoredToken* out, size_t n) {
 
 constexpr KernelSet kScalarSet = {.isa = Isa::kScalar,
                                   .matmul_bf16 = ScalarMatmul,
+                                  .matmul_int8 = ScalarMatmulInt8,
+                                  .matmul_fp8 = ScalarMatmulFp8,
                                   .rms_norm = ScalarRmsNorm,
                                   .silu_mul = ScalarSiluMul,
                                   .softmax = ScalarSoftmax,
@@ -48,6 +60,8 @@ constexpr KernelSet kScalarSet = {.isa = Isa::kScalar,
                                   .top_n = ScalarTopN};
 constexpr KernelSet kAvx2Set = {.isa = Isa::kAvx2,
                                 .matmul_bf16 = avx2::MatmulBf16Fma,
+                                .matmul_int8 = avx2::MatmulInt8,
+                                .matmul_fp8 = avx2::MatmulFp8,
                                 .rms_norm = avx2::RmsNorm,
                                 .silu_mul = avx2::SiluMul,
                                 .softmax = avx2::Softmax,
@@ -59,6 +73,8 @@ constexpr KernelSet kAvx2Set = {.isa = Isa::kAvx2,
                                 .top_n = avx2::TopN};
 constexpr KernelSet kAvx512Set = {.isa = Isa::kAvx512,
                                   .matmul_bf16 = avx512::MatmulBf16Fma,
+                                  .matmul_int8 = avx512::MatmulInt8,
+                                  .matmul_fp8 = avx512::MatmulFp8,
                                   .rms_norm = avx512::RmsNorm,
                                   .silu_mul = avx512::SiluMul,
                                   .softmax = avx512::Softmax,
@@ -87,7 +103,9 @@ CpuFeatures DetectCpu() {
   __builtin_cpu_init();
   // __builtin_cpu_supports reports a feature only when the OS saves the
   // registers it needs (XCR0), so these are safe to act on.
-  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // F16C (every AVX2 CPU has it) widens FP8 weights through f16.
+  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
   f.avx512 = f.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   f.avx512_bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16");

@@ -52,6 +52,15 @@ struct KernelSet {
   // y (n x rows) = x (n x cols) . W^T (W is rows x cols). n == 1 is a GEMV.
   void (*matmul_bf16)(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n,
                       float* y);
+  // The same product over 8-bit weights, times a scale per weight row:
+  // y[t, r] = row_scales[r] * sum_c q(W[r, c]) * x[t, c], q widened to f32 in
+  // registers (exactly) and summed in f32 FMA. matmul_int8 reads int8 values
+  // as offset bytes (q + 128, compressed-tensors' pack-quantized layout),
+  // matmul_fp8 reads FP8 E4M3 bytes (reference.h MatmulInt8 / MatmulFp8).
+  void (*matmul_int8)(const uint8_t* w, const float* row_scales, size_t rows, size_t cols,
+                      const float* x, size_t n, float* y);
+  void (*matmul_fp8)(const uint8_t* w, const float* row_scales, size_t rows, size_t cols,
+                     const float* x, size_t n, float* y);
   // out = x * rsqrt(mean(x^2) + eps) * weight over `size` values (mean of
   // squares accumulated in f64). out may alias x.
   void (*rms_norm)(const float* x, const float* weight, size_t size, float eps, float* out);

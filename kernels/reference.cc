@@ -83,6 +83,68 @@ void MatmulBf16(absl::Span<const uint16_t> w, size_t rows, size_t cols, absl::Sp
   }
 }
 
+float Fp8E4M3ToFloat(uint8_t v) {
+  const uint32_t exponent = (v >> 3) & 0xfu;
+  const uint32_t mantissa = v & 0x7u;
+  if (exponent == 0xf && mantissa == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  // Subnormals are mantissa * 2^-9; normals (8 + mantissa) * 2^(exponent - 10).
+  const float magnitude =
+      exponent == 0 ? std::ldexp(static_cast<float>(mantissa), -9)
+                    : std::ldexp(static_cast<float>(8 + mantissa), static_cast<int>(exponent) - 10);
+  return (v & 0x80u) != 0 ? -magnitude : magnitude;
+}
+
+uint8_t FloatToFp8E4M3(float f) {
+  if (std::isnan(f)) return 0x7f;
+  const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
+  const float a = std::min(std::fabs(f), kFp8E4M3Max);
+  if (a < 0x1p-6f) {
+    // Subnormal range: multiples of 2^-9; rounding up to 8 * 2^-9 lands on
+    // the smallest normal, whose encoding (0x08) continues the sequence.
+    return sign | static_cast<uint8_t>(std::nearbyint(a * 0x1p9f));
+  }
+  int e = 0;
+  const float m = std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
+  // 16 * m in [8, 16): the implicit bit and 3 mantissa bits, rounded to even.
+  int q = static_cast<int>(std::nearbyint(std::ldexp(m, 4)));
+  int exponent = e - 1 + 7;
+  if (q == 16) {
+    q = 8;
+    ++exponent;
+  }
+  return sign | static_cast<uint8_t>((exponent << 3) | (q - 8));
+}
+
+namespace {
+
+template <typename Decode>
+void MatmulQuantized(absl::Span<const uint8_t> w, absl::Span<const float> row_scales, size_t rows,
+                     size_t cols, absl::Span<const float> x, size_t n, absl::Span<float> y,
+                     Decode decode) {
+  for (size_t r = 0; r < rows; ++r) {
+    const uint8_t* row = w.data() + r * cols;
+    for (size_t t = 0; t < n; ++t) {
+      const float* xt = x.data() + t * cols;
+      double sum = 0.0;
+      for (size_t c = 0; c < cols; ++c) sum += static_cast<double>(decode(row[c])) * xt[c];
+      y[t * rows + r] = row_scales[r] * static_cast<float>(sum);
+    }
+  }
+}
+
+}  // namespace
+
+void MatmulInt8(absl::Span<const uint8_t> w, absl::Span<const float> row_scales, size_t rows,
+                size_t cols, absl::Span<const float> x, size_t n, absl::Span<float> y) {
+  MatmulQuantized(w, row_scales, rows, cols, x, n, y,
+                  [](uint8_t b) { return static_cast<float>(Int8FromOffsetByte(b)); });
+}
+
+void MatmulFp8(absl::Span<const uint8_t> w, absl::Span<const float> row_scales, size_t rows,
+               size_t cols, absl::Span<const float> x, size_t n, absl::Span<float> y) {
+  MatmulQuantized(w, row_scales, rows, cols, x, n, y, Fp8E4M3ToFloat);
+}
+
 void RmsNorm(absl::Span<const float> x, absl::Span<const float> weight, float eps,
              absl::Span<float> out) {
   double sum_sq = 0.0;

@@ -40,6 +40,33 @@ float DotBf16(const uint16_t* w, const float* x, size_t n);
 // sum_i a[i] * b[i] in f32, 16 lanes.
 float DotF32(const float* a, const float* b, size_t n);
 
+// FP8 E4M3 as safetensors' F8_E4M3 (torch.float8_e4m3fn): 1 sign, 4 exponent
+// bits (bias 7), 3 mantissa bits, subnormals, no infinities; S.1111.111 is
+// NaN; the largest finite magnitude is 448.
+inline constexpr float kFp8E4M3Max = 448.0f;
+float Fp8E4M3ToFloat(uint8_t v);
+// Round to nearest even, saturating at +/-448 (quantizers clamp to the range
+// first, as ModelOpt and compressed-tensors do); NaN gives 0x7f.
+uint8_t FloatToFp8E4M3(float f);
+
+// 8-bit integer weights as stored by compressed-tensors' "pack-quantized"
+// layout for num_bits 8: each value q in [-128, 127] is kept as the byte
+// q + 128, four to a little-endian int32, so the bytes in file order are the
+// values in row-major order. The kernels read those bytes in place.
+inline int32_t Int8FromOffsetByte(uint8_t b) { return static_cast<int32_t>(b) - 128; }
+inline uint8_t OffsetByteFromInt8(int32_t q) { return static_cast<uint8_t>(q + 128); }
+
+// Quantized-weight matmuls: Y[t, r] = row_scales[r] * sum_c q(W[r, c]) X[t, c],
+// with q the int8 value of an offset byte (MatmulInt8) or the E4M3 value of a
+// byte (MatmulFp8). The reference sums each row in f64, then scales in f32.
+// w.size() == rows * cols, row_scales.size() == rows, x.size() == n * cols,
+// y.size() == n * rows. W must not hold the FP8 NaN encodings (0x7f, 0xff):
+// the vector levels widen E4M3 through f16 and read them as +/-480.
+void MatmulInt8(absl::Span<const uint8_t> w, absl::Span<const float> row_scales, size_t rows,
+                size_t cols, absl::Span<const float> x, size_t n, absl::Span<float> y);
+void MatmulFp8(absl::Span<const uint8_t> w, absl::Span<const float> row_scales, size_t rows,
+               size_t cols, absl::Span<const float> x, size_t n, absl::Span<float> y);
+
 // y[r] = dot(W[r, :], x) for a row-major bf16 matrix W of rows x cols.
 // w.size() == rows * cols, x.size() == cols, y.size() == rows.
 void GemvBf16(absl::Span<const uint16_t> w, size_t rows, size_t cols, absl::Span<const float> x,

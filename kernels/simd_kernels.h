@@ -34,6 +34,12 @@ void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, const float* x, 
 // of products are accumulated in f32; W is used as stored.
 void MatmulBf16Dot(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n, float* y);
 void RmsNorm(const float* x, const float* weight, size_t size, float eps, float* out);
+// 8-bit weights widened in registers (gemm_quant_avx512.cc / _avx2.cc):
+// contracts of KernelSet::matmul_int8 / matmul_fp8.
+void MatmulInt8(const uint8_t* w, const float* row_scales, size_t rows, size_t cols, const float* x,
+                size_t n, float* y);
+void MatmulFp8(const uint8_t* w, const float* row_scales, size_t rows, size_t cols, const float* x,
+               size_t n, float* y);
 void SiluMul(float* gate, const float* up, size_t size);
 void Softmax(float* v, size_t size);
 float DotF32(const float* a, const float* b, size_t size);
@@ -48,6 +54,12 @@ size_t TopN(const float* v, size_t size, ScoredToken* out, size_t n);
 namespace avx2 {
 void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n, float* y);
 void RmsNorm(const float* x, const float* weight, size_t size, float eps, float* out);
+// 8-bit weights widened in registers (gemm_quant_avx512.cc / _avx2.cc):
+// contracts of KernelSet::matmul_int8 / matmul_fp8.
+void MatmulInt8(const uint8_t* w, const float* row_scales, size_t rows, size_t cols, const float* x,
+                size_t n, float* y);
+void MatmulFp8(const uint8_t* w, const float* row_scales, size_t rows, size_t cols, const float* x,
+               size_t n, float* y);
 void SiluMul(float* gate, const float* up, size_t size);
 void Softmax(float* v, size_t size);
 float DotF32(const float* a, const float* b, size_t size);

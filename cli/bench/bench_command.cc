@@ -9,10 +9,13 @@
 #include <optional>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "cli/bench/bench_engine.h"
 #include "cli/bench/bench_llama_cpp.h"
+#include "cli/bench/bench_repeat.h"
 #include "cli/bench/bench_report.h"
 #include "cli/bench/bench_serve.h"
 #include "cli/bench/bench_simulate.h"
@@ -35,8 +38,16 @@ constexpr char kUsage[] =
     "       tern bench engine --model DIR [--threads N] [--quick] [--gguf PATH]\n"
     "                         [--no-llama-cpp] [--llama-cpp-script FILE] [--node PATH]\n"
     "                         [--max-num-batched-tokens N] [--kv-cache-mib N]\n"
+    "                         [--repeat N] [--interference] [--prefill L,...] [--batches B,...]\n"
     "  --threads N   CPUs to use (default: all the process may run on); tern runs tp = N\n"
     "  --quick       a short smoke run (128-token prompts, 8 decode steps)\n"
+    "  --repeat N    measure each side N times (runs alternate); the table shows medians,\n"
+    "                a second one each figure's min..max and spread\n"
+    "  --interference  pair every run with one while a busy background thread (started and\n"
+    "                stopped by the bench) competes for the CPUs; reports each side's loss\n"
+    "  --prefill L,...  prompt lengths measured (default 512,2048); the longest is also the\n"
+    "                cold/prefix-cached TTFT prompt\n"
+    "  --batches B,...  decode batch sizes (default 1,8,32)\n"
     "  --gguf PATH   llama.cpp's copy of the weights (default: DIR/model.gguf)\n"
     "  --llama-cpp-script FILE  the llama.cpp harness, tests/bench/llama_cpp_engine.mjs of\n"
     "                a checkout with its npm packages installed (default:\n"
@@ -97,61 +108,179 @@ struct Machine {
 };
 
 struct TernRun {
-  EngineFigures figures;
+  // One entry per repetition; `loaded` (with --interference) pairs with
+  // `clean` run for run.
+  std::vector<EngineFigures> clean, loaded;
   double peak_rss_bytes = 0.0;
   double kv_pool_bytes = 0.0;
+  int64_t decode_weight_bytes = 0;  // worker::Model::decode_weight_bytes
   int32_t tp = 0;
   int32_t max_num_batched_tokens = 0;
 };
 
+// How many times each side is measured, and whether each clean run is
+// paired with one under a background load.
+struct Repetition {
+  int32_t runs = 1;
+  bool interference = false;
+};
+
 absl::StatusOr<TernRun> RunTern(const std::string& dir, const std::vector<int32_t>& cpus,
-                                const Flags& flags, const Plan& plan, bool rss_reset) {
+                                const Flags& flags, const Plan& plan, bool rss_reset,
+                                const Repetition& repetition = {}) {
   const auto start = std::chrono::steady_clock::now();
   Say(absl::StrCat("tern: loading ", dir));
-  auto model = worker::Model::Load(dir);
-  if (!model.ok()) return model.status();
-  const worker::ModelConfig& config = (*model)->config();
-  const WorkerSection defaults;
-  worker::EngineOptions options;
-  options.max_num_seqs =
+  BenchEngineSetup setup;
+  setup.max_num_seqs =
       *std::max_element(plan.engine.decode_batches.begin(), plan.engine.decode_batches.end());
-  options.max_num_batched_tokens = defaults.max_num_batched_tokens;
   if (auto v = flags.GetInt("max-num-batched-tokens"); v.ok() && *v) {
-    options.max_num_batched_tokens = static_cast<int32_t>(**v);
+    setup.max_num_batched_tokens = static_cast<int32_t>(**v);
   }
-  options.enable_prefix_caching = true;
-  options.executor.tp = LargestValidTp(config, static_cast<int32_t>(cpus.size()));
-  options.executor.cpus.assign(cpus.begin(), cpus.begin() + options.executor.tp);
-  options.executor.block_size = defaults.kv_block_size;
-  options.executor.kv_cache_bytes = static_cast<int64_t>(defaults.kv_cache_gib * (1 << 30));
-  if (auto v = flags.GetInt("kv-cache-mib"); v.ok() && *v) {
-    options.executor.kv_cache_bytes = **v << 20;
-  }
-  if (options.executor.tp != static_cast<int32_t>(cpus.size())) {
+  if (auto v = flags.GetInt("kv-cache-mib"); v.ok() && *v) setup.kv_cache_bytes = **v << 20;
+  auto bench = LoadBenchEngine(dir, cpus, setup);
+  if (!bench.ok()) return bench.status();
+  if (bench->tp != static_cast<int32_t>(cpus.size())) {
     Say(absl::StrFormat("note: tp %d does not divide this model; using tp %d",
-                        static_cast<int>(cpus.size()), options.executor.tp));
+                        static_cast<int>(cpus.size()), bench->tp));
   }
-  auto engine = worker::Engine::Create(model->get(), options);
-  if (!engine.ok()) return engine.status();
-  const ModelCost cost = ComputeModelCost(config);
   TernRun run;
-  run.tp = (*engine)->tp();
-  run.max_num_batched_tokens = options.max_num_batched_tokens;
-  run.kv_pool_bytes = static_cast<double>((*engine)->num_kv_blocks()) * (*engine)->kv_block_size() *
-                      static_cast<double>(cost.kv_bytes_per_token);
+  run.tp = bench->tp;
+  run.max_num_batched_tokens = bench->max_num_batched_tokens;
+  run.kv_pool_bytes = bench->kv_pool_bytes;
+  run.decode_weight_bytes = bench->model->decode_weight_bytes();
   Say(absl::StrFormat(
       "tern: engine ready in %.1f s: tp %d on CPUs %s, %d KV blocks of %d tokens (%.0f MiB), "
       "max_num_batched_tokens %d",
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), run.tp,
-      CpuListFlag(options.executor.cpus), (*engine)->num_kv_blocks(), (*engine)->kv_block_size(),
-      run.kv_pool_bytes / 1048576.0, options.max_num_batched_tokens));
-  EngineBenchOptions bench = plan.engine;
-  bench.progress = [](const std::string& line) { Say("tern: " + line); };
-  auto figures = MeasureEngine(**engine, config.vocab_size, bench);
-  if (!figures.ok()) return figures.status();
-  run.figures = *std::move(figures);
+      CpuListFlag(bench->cpus), bench->engine->num_kv_blocks(), bench->engine->kv_block_size(),
+      run.kv_pool_bytes / 1048576.0, run.max_num_batched_tokens));
+  const int32_t vocab_size = bench->model->config().vocab_size;
+  for (int32_t r = 0; r < repetition.runs; ++r) {
+    for (const bool loaded : {false, true}) {
+      if (loaded && !repetition.interference) continue;
+      EngineBenchOptions options = plan.engine;
+      options.prompt_seed = 2 * static_cast<uint64_t>(r) + (loaded ? 1 : 0);
+      const std::string tag = absl::StrCat(
+          repetition.runs > 1 ? absl::StrCat("run ", r + 1, "/", repetition.runs, " ") : "",
+          loaded ? "with a background load: " : "");
+      options.progress = [&tag](const std::string& line) { Say("tern: " + tag + line); };
+      std::optional<BackgroundLoad> load;
+      if (loaded) load.emplace(1);
+      auto figures = MeasureEngine(*bench->engine, vocab_size, options);
+      if (!figures.ok()) return figures.status();
+      (loaded ? run.loaded : run.clean).push_back(*std::move(figures));
+    }
+  }
   if (auto rss = PeakRssBytes(); rss && rss_reset) run.peak_rss_bytes = *rss;
   return run;
+}
+
+// The median of every figure over the runs (the runs measure the same
+// figures in the same order).
+EngineFigures MedianFigures(const std::vector<EngineFigures>& runs) {
+  EngineFigures m = runs.front();
+  const auto median = [&](auto value) {
+    std::vector<double> values;
+    for (const EngineFigures& run : runs) values.push_back(value(run));
+    return SpreadOf(std::move(values)).median;
+  };
+  for (size_t i = 0; i < m.prefill.size(); ++i) {
+    m.prefill[i].tokens_per_s =
+        median([i](const EngineFigures& f) { return f.prefill[i].tokens_per_s; });
+    m.prefill[i].ttft_s = median([i](const EngineFigures& f) { return f.prefill[i].ttft_s; });
+  }
+  for (size_t i = 0; i < m.decode.size(); ++i) {
+    m.decode[i].tokens_per_s =
+        median([i](const EngineFigures& f) { return f.decode[i].tokens_per_s; });
+    m.decode[i].step_s = median([i](const EngineFigures& f) { return f.decode[i].step_s; });
+  }
+  m.ttft_cold_s = median([](const EngineFigures& f) { return f.ttft_cold_s; });
+  m.ttft_cached_s = median([](const EngineFigures& f) { return f.ttft_cached_s; });
+  return m;
+}
+
+LlamaCppFigures MedianFigures(const std::vector<LlamaCppFigures>& runs) {
+  LlamaCppFigures m = runs.front();
+  for (auto& [tokens, value] : m.prefill_tokens_per_s) {
+    std::vector<double> values;
+    for (const LlamaCppFigures& run : runs) {
+      if (auto it = run.prefill_tokens_per_s.find(tokens); it != run.prefill_tokens_per_s.end()) {
+        values.push_back(it->second);
+      }
+    }
+    value = SpreadOf(std::move(values)).median;
+  }
+  for (auto& [batch, value] : m.decode_tokens_per_s) {
+    std::vector<double> values;
+    for (const LlamaCppFigures& run : runs) {
+      if (auto it = run.decode_tokens_per_s.find(batch);
+          it != run.decode_tokens_per_s.end() && it->second) {
+        values.push_back(*it->second);
+      }
+    }
+    if (!values.empty()) value = SpreadOf(std::move(values)).median;
+  }
+  return m;
+}
+
+// Every figure of the runs, tern's and llama.cpp's values side by side.
+std::vector<RepeatedFigure> RepeatedFigures(const std::vector<EngineFigures>& tern,
+                                            const std::vector<LlamaCppFigures>& llama) {
+  std::vector<RepeatedFigure> out;
+  if (tern.empty()) return out;
+  const EngineFigures& first = tern.front();
+  for (size_t i = 0; i < first.prefill.size(); ++i) {
+    const int32_t tokens = first.prefill[i].tokens;
+    RepeatedFigure& f = out.emplace_back();
+    f.name = absl::StrCat("prefill ", tokens, " (tok/s)");
+    for (const EngineFigures& run : tern) f.tern.push_back(run.prefill[i].tokens_per_s);
+    for (const LlamaCppFigures& run : llama) {
+      if (auto it = run.prefill_tokens_per_s.find(tokens); it != run.prefill_tokens_per_s.end()) {
+        f.llama_cpp.push_back(it->second);
+      }
+    }
+  }
+  for (size_t i = 0; i < first.decode.size(); ++i) {
+    const int32_t batch = first.decode[i].batch;
+    RepeatedFigure& f = out.emplace_back();
+    f.name = absl::StrCat("decode batch ", batch, " (tok/s)");
+    for (const EngineFigures& run : tern) f.tern.push_back(run.decode[i].tokens_per_s);
+    for (const LlamaCppFigures& run : llama) {
+      if (auto it = run.decode_tokens_per_s.find(batch);
+          it != run.decode_tokens_per_s.end() && it->second) {
+        f.llama_cpp.push_back(*it->second);
+      }
+    }
+  }
+  if (first.ttft_tokens > 0) {
+    RepeatedFigure& cold = out.emplace_back();
+    cold.name = absl::StrCat("TTFT ", first.ttft_tokens, " cold (s)");
+    cold.higher_is_better = false;
+    for (const EngineFigures& run : tern) cold.tern.push_back(run.ttft_cold_s);
+    RepeatedFigure& cached = out.emplace_back();
+    cached.name = absl::StrCat("TTFT ", first.ttft_tokens, " prefix-cached (s)");
+    cached.higher_is_better = false;
+    for (const EngineFigures& run : tern) cached.tern.push_back(run.ttft_cached_s);
+  }
+  return out;
+}
+
+// A comma-separated list of positive integers, or `fallback` when absent.
+absl::StatusOr<std::vector<int32_t>> IntListFlag(const Flags& flags, const std::string& name,
+                                                 std::vector<int32_t> fallback) {
+  const std::optional<std::string> text = flags.Get(name);
+  if (!text) return fallback;
+  std::vector<int32_t> values;
+  for (absl::string_view part : absl::StrSplit(*text, ',', absl::SkipEmpty())) {
+    int32_t value = 0;
+    if (!absl::SimpleAtoi(part, &value) || value < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", name, " must be a list of positive integers"));
+    }
+    values.push_back(value);
+  }
+  if (values.empty()) return absl::InvalidArgumentError(absl::StrCat("--", name, " is empty"));
+  return values;
 }
 
 // `tern bench constraint`: the engine's decode step at batch 1 and 32, then
@@ -187,7 +316,7 @@ int RunBenchConstraint(const Flags& flags, const std::string& dir, const std::ve
   PrintConstraintBench(*masks, std::cout);
   std::cout << "\n[tern bench] mask cost per decode step (warm cache, every schema), target <= 5% "
                "of the step:\n";
-  for (const DecodeFigure& d : tern->figures.decode) {
+  for (const DecodeFigure& d : tern->clean.front().decode) {
     for (const ConstraintBenchRow& row : masks->rows) {
       if (row.schema != "all" || !row.warm || row.batch != d.batch) continue;
       const double step_us = d.step_s * 1e6;
@@ -219,10 +348,11 @@ int RunBenchCommand(int argc, char** argv, int first) {
     std::cerr << kUsage;
     return 2;
   }
-  auto flags = Flags::Parse(argc, argv, first + 1,
-                            {"model", "threads", "gguf", "llama-cpp-script", "node",
-                             "max-num-batched-tokens", "kv-cache-mib"},
-                            {"quick", "no-llama-cpp", "help"});
+  auto flags =
+      Flags::Parse(argc, argv, first + 1,
+                   {"model", "threads", "gguf", "llama-cpp-script", "node",
+                    "max-num-batched-tokens", "kv-cache-mib", "repeat", "prefill", "batches"},
+                   {"quick", "no-llama-cpp", "interference", "help"});
   if (!flags.ok()) {
     std::cerr << "tern bench engine: " << flags.status().message() << "\n" << kUsage;
     return 2;
@@ -235,7 +365,7 @@ int RunBenchCommand(int argc, char** argv, int first) {
   auto config = dir.empty() ? absl::InvalidArgumentError("--model DIR is required")
                             : worker::LoadModelConfig(dir);
   auto threads_flag = flags->GetInt("threads");
-  for (const char* name : {"max-num-batched-tokens", "kv-cache-mib"}) {
+  for (const char* name : {"max-num-batched-tokens", "kv-cache-mib", "repeat"}) {
     if (auto v = flags->GetInt(name); !v.ok()) threads_flag = v.status();
   }
   if (!config.ok() || !threads_flag.ok()) {
@@ -261,7 +391,27 @@ int RunBenchCommand(int argc, char** argv, int first) {
   const std::vector<int32_t> cpus(all_cpus.begin(), all_cpus.begin() + threads);
   if (subcommand == "constraint") return RunBenchConstraint(*flags, dir, cpus, config->vocab_size);
   Plan plan = MakePlan(flags->Has("quick"));
-  const ModelCost cost = ComputeModelCost(*config);
+  auto prefill = IntListFlag(*flags, "prefill", plan.engine.prefill_lengths);
+  auto batches = IntListFlag(*flags, "batches", plan.engine.decode_batches);
+  if (!prefill.ok() || !batches.ok()) {
+    std::cerr << "tern bench engine: " << (!prefill.ok() ? prefill : batches).status().message()
+              << "\n";
+    return 2;
+  }
+  if (flags->Has("prefill")) {
+    plan.engine.prefill_lengths = *prefill;
+    // The cold/cached TTFT pair reuses the longest prompt asked for.
+    plan.engine.ttft_length = *std::max_element(prefill->begin(), prefill->end());
+  }
+  plan.engine.decode_batches = *batches;
+  Repetition repetition;
+  repetition.runs = static_cast<int32_t>(flags->GetInt("repeat")->value_or(1));
+  repetition.interference = flags->Has("interference");
+  if (repetition.runs < 1 || repetition.runs > 100) {
+    std::cerr << "tern bench engine: --repeat must be in [1, 100]\n";
+    return 2;
+  }
+  ModelCost cost = ComputeModelCost(*config);
   Say(
       absl::StrFormat("model %s: %d layers, hidden %d, %.2f B parameters (%.0f MiB bf16); "
                       "%d threads on CPUs %s%s",
@@ -288,16 +438,19 @@ int RunBenchCommand(int argc, char** argv, int first) {
 
   // 2. tern.
   Say("phase 2/3: tern engine");
-  auto tern = RunTern(dir, cpus, *flags, plan, rss_reset);
+  auto tern = RunTern(dir, cpus, *flags, plan, rss_reset, repetition);
   if (!tern.ok()) {
     std::cerr << "tern bench engine: tern engine: " << tern.status().message() << "\n";
     return 1;
   }
-  const EngineFigures& ours = tern->figures;
+  const EngineFigures ours = MedianFigures(tern->clean);
+  // A quantized checkpoint reads fewer bytes per step than its bf16 count.
+  if (tern->decode_weight_bytes > 0) cost.matmul_bytes = tern->decode_weight_bytes;
 
   // 3. llama.cpp.
   Say("phase 3/3: llama.cpp");
   std::optional<LlamaCppFigures> theirs;
+  std::vector<LlamaCppFigures> llama_clean, llama_loaded;
   const std::string gguf =
       flags->GetOr("gguf", (std::filesystem::path(dir) / "model.gguf").string());
   if (flags->Has("no-llama-cpp")) {
@@ -317,13 +470,31 @@ int RunBenchCommand(int argc, char** argv, int first) {
     options.decode_batches = plan.engine.decode_batches;
     options.decode_prompt = plan.engine.decode_prompt;
     options.decode_steps = plan.engine.decode_steps;
-    auto result = RunLlamaCppBench(options);
-    if (result.ok()) {
-      theirs = *std::move(result);
+    // Like tern's: clean and loaded runs alternate, so drift in the
+    // machine's background load reaches both alike.
+    bool failed = false;
+    for (int32_t r = 0; r < repetition.runs && !failed; ++r) {
+      for (const bool loaded : {false, true}) {
+        if (failed || (loaded && !repetition.interference)) continue;
+        if (repetition.runs > 1 || repetition.interference) {
+          Say(absl::StrCat("llama.cpp: run ", r + 1, "/", repetition.runs,
+                           loaded ? " with a background load" : ""));
+        }
+        std::optional<BackgroundLoad> load;
+        if (loaded) load.emplace(1);
+        auto result = RunLlamaCppBench(options);
+        if (!result.ok()) {
+          Say(absl::StrCat("llama.cpp: not measured: ", result.status().message()));
+          failed = true;
+          continue;
+        }
+        (loaded ? llama_loaded : llama_clean).push_back(*std::move(result));
+      }
+    }
+    if (!llama_clean.empty()) {
+      theirs = MedianFigures(llama_clean);
       Say(absl::StrCat("llama.cpp build: ", theirs->build));
       Say(absl::StrCat("llama.cpp CPU features: ", theirs->system_info));
-    } else {
-      Say(absl::StrCat("llama.cpp: not measured: ", result.status().message()));
     }
   }
 
@@ -368,7 +539,7 @@ int RunBenchCommand(int argc, char** argv, int first) {
       summary.decode1_llama = row.llama_cpp;
       summary.decode1_bw_fraction = bw_fraction;
     }
-    if (d.batch == largest_batch) {
+    if (d.batch == largest_batch && d.batch > 1) {
       summary.big_batch = d.batch;
       summary.decode_big_tern = d.tokens_per_s;
       summary.decode_big_fma_fraction = fma_fraction;
@@ -403,6 +574,19 @@ int RunBenchCommand(int argc, char** argv, int first) {
             << "\n\n"
             << FormatFigureTable(rows) << "\n[tern bench] targets:\n"
             << FormatTargets(CheckTargets(summary)) << std::flush;
+  if (repetition.runs > 1) {
+    std::cout << "\n[tern bench] spread over " << repetition.runs
+              << " runs (the table above shows the medians; spread = (max - min) / median):\n\n"
+              << FormatRepeatTable(RepeatedFigures(tern->clean, llama_clean)) << std::flush;
+  }
+  if (repetition.interference) {
+    std::cout << "\n[tern bench] interference: one busy background thread during the measurement "
+                 "vs the clean runs, medians of "
+              << repetition.runs << " runs each; loss = share of the clean figure lost:\n\n"
+              << FormatInterferenceTable(RepeatedFigures(tern->clean, llama_clean),
+                                         RepeatedFigures(tern->loaded, llama_loaded))
+              << std::flush;
+  }
   return 0;
 }
 

@@ -7,6 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "cli/bench/bench_report.h"
+#include "cli/cpu_set.h"
+#include "common/config.h"
 
 namespace tern::cli {
 namespace {
@@ -103,8 +106,9 @@ absl::StatusOr<GroupResult> RunGroup(worker::Engine& engine,
 // Distinct deterministic prompts: splitmix64 over a counter.
 class PromptMaker {
  public:
-  explicit PromptMaker(int32_t vocab_size)
-      : low_(vocab_size > 4000 ? 1000 : 0),
+  PromptMaker(int32_t vocab_size, uint64_t seed)
+      : state_(0x7465726e + seed * 0x632be59bd9b4e019ULL),
+        low_(vocab_size > 4000 ? 1000 : 0),
         span_(std::max<int64_t>(1, std::min<int64_t>(vocab_size, 120000) - low_)) {}
 
   std::vector<int32_t> Next(int32_t length) {
@@ -119,7 +123,7 @@ class PromptMaker {
   }
 
  private:
-  uint64_t state_ = 0x7465726e;
+  uint64_t state_;
   const int64_t low_;
   const int64_t span_;
 };
@@ -172,12 +176,45 @@ std::optional<SteadyDecode> SteadyStateDecode(const std::vector<std::vector<doub
   return steady;
 }
 
+absl::StatusOr<BenchEngine> LoadBenchEngine(const std::string& dir,
+                                            const std::vector<int32_t>& cpus,
+                                            const BenchEngineSetup& setup) {
+  BenchEngine bench;
+  auto model = worker::Model::Load(dir);
+  if (!model.ok()) return model.status();
+  bench.model = *std::move(model);
+  const worker::ModelConfig& config = bench.model->config();
+  const WorkerSection defaults;
+  worker::EngineOptions options;
+  options.max_num_seqs = setup.max_num_seqs;
+  options.max_num_batched_tokens = setup.max_num_batched_tokens > 0
+                                       ? setup.max_num_batched_tokens
+                                       : defaults.max_num_batched_tokens;
+  options.enable_prefix_caching = true;
+  options.executor.tp = LargestValidTp(config, static_cast<int32_t>(cpus.size()));
+  options.executor.cpus.assign(cpus.begin(), cpus.begin() + options.executor.tp);
+  options.executor.block_size = defaults.kv_block_size;
+  options.executor.kv_cache_bytes = setup.kv_cache_bytes > 0
+                                        ? setup.kv_cache_bytes
+                                        : static_cast<int64_t>(defaults.kv_cache_gib * (1 << 30));
+  bench.cpus = options.executor.cpus;
+  bench.max_num_batched_tokens = options.max_num_batched_tokens;
+  auto engine = worker::Engine::Create(bench.model.get(), options);
+  if (!engine.ok()) return engine.status();
+  bench.engine = *std::move(engine);
+  bench.tp = bench.engine->tp();
+  bench.kv_pool_bytes = static_cast<double>(bench.engine->num_kv_blocks()) *
+                        bench.engine->kv_block_size() *
+                        static_cast<double>(ComputeModelCost(config).kv_bytes_per_token);
+  return bench;
+}
+
 absl::StatusOr<EngineFigures> MeasureEngine(worker::Engine& engine, int32_t vocab_size,
                                             const EngineBenchOptions& options) {
   const auto say = [&](const std::string& line) {
     if (options.progress) options.progress(line);
   };
-  PromptMaker prompts(vocab_size);
+  PromptMaker prompts(vocab_size, options.prompt_seed);
   EngineFigures figures;
 
   say("warm-up: one short sequence");

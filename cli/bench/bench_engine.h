@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "worker/engine/engine.h"
+#include "worker/model/model.h"
 
 namespace tern::cli {
 
@@ -35,6 +37,9 @@ struct EngineBenchOptions {
   absl::Duration timeout = absl::Minutes(20);
   // Lines of progress (which phase, which iteration, what it measured).
   std::function<void(const std::string&)> progress;
+  // Selects the prompts: repeated measurements on one engine pass different
+  // seeds, so no prompt is found in the prefix cache a previous run filled.
+  uint64_t prompt_seed = 0;
 };
 
 struct PrefillFigure {
@@ -58,6 +63,30 @@ struct EngineFigures {
   double ttft_cached_s = 0.0;
   int32_t ttft_cached_prompt_tokens = 0;  // reported by the engine
 };
+
+// An engine loaded the way the worker loads it, for benchmarks that measure
+// it in process (`tern bench engine`, `tern bench serve --engine-model`).
+struct BenchEngineSetup {
+  int32_t max_num_seqs = 32;
+  int32_t max_num_batched_tokens = 0;  // 0: the worker's default
+  int64_t kv_cache_bytes = 0;          // 0: the worker's default
+};
+
+struct BenchEngine {
+  std::unique_ptr<worker::Model> model;
+  std::unique_ptr<worker::Engine> engine;  // uses *model, so is destroyed first
+  int32_t tp = 0;                          // the largest tp <= CPUs the model allows
+  std::vector<int32_t> cpus;               // one per rank
+  int32_t max_num_batched_tokens = 0;
+  double kv_pool_bytes = 0.0;
+};
+
+// Loads the checkpoint in `dir` and starts an engine with one rank per CPU
+// of `cpus` (fewer when the model's heads do not divide). Errors: the
+// model's or the engine's.
+absl::StatusOr<BenchEngine> LoadBenchEngine(const std::string& dir,
+                                            const std::vector<int32_t>& cpus,
+                                            const BenchEngineSetup& setup);
 
 // Runs the phases in order (warm-up, prefill, prefix-cached TTFT, decode).
 // Errors: the first failing sequence's status; DEADLINE_EXCEEDED past

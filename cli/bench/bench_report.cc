@@ -8,13 +8,6 @@
 namespace tern::cli {
 namespace {
 
-std::string FormatValue(const std::optional<double>& value) {
-  if (!value) return "n/a";
-  if (*value >= 100.0) return absl::StrFormat("%.0f", *value);
-  if (*value >= 10.0) return absl::StrFormat("%.1f", *value);
-  return absl::StrFormat("%.3g", *value);
-}
-
 std::string PadRight(const std::string& text, size_t width) {
   return text.size() >= width ? text : text + std::string(width - text.size(), ' ');
 }
@@ -55,6 +48,7 @@ ModelCost ComputeModelCost(const worker::ModelConfig& config) {
   const int64_t norms = (2 * int64_t{config.num_hidden_layers} + 1) * hidden;
   cost.total_params = cost.matmul_params + norms + (config.tie_word_embeddings ? 0 : vocab_matrix);
   cost.weight_bytes = 2 * cost.total_params;
+  cost.matmul_bytes = 2 * cost.matmul_params;
   cost.kv_bytes_per_token = 2LL * config.num_hidden_layers * config.kv_dim() * 4;
   return cost;
 }
@@ -67,8 +61,11 @@ double PrefillFlops(const ModelCost& cost, int64_t tokens) {
 }
 
 double PrefillBytes(const ModelCost& cost, int64_t chunks) {
-  return 2.0 * (static_cast<double>(cost.layer_params) * static_cast<double>(chunks) +
-                static_cast<double>(cost.lm_head_params));
+  // The layers' share of matmul_bytes is read once per chunk, lm_head (bf16
+  // in every format tern loads) once.
+  const double lm_head = 2.0 * static_cast<double>(cost.lm_head_params);
+  const double layers = static_cast<double>(cost.matmul_bytes) - lm_head;
+  return layers * static_cast<double>(chunks) + lm_head;
 }
 
 double DecodeStepFlops(const ModelCost& cost, int64_t batch, int64_t context) {
@@ -78,9 +75,9 @@ double DecodeStepFlops(const ModelCost& cost, int64_t batch, int64_t context) {
 }
 
 double DecodeStepBytes(const ModelCost& cost, int64_t batch, int64_t context) {
-  return 2.0 * static_cast<double>(cost.matmul_params) +
-         static_cast<double>(batch) * static_cast<double>(context) *
-             static_cast<double>(cost.kv_bytes_per_token);
+  return static_cast<double>(cost.matmul_bytes) + static_cast<double>(batch) *
+                                                      static_cast<double>(context) *
+                                                      static_cast<double>(cost.kv_bytes_per_token);
 }
 
 std::string FormatFigureTable(const std::vector<FigureRow>& rows) {
@@ -88,11 +85,23 @@ std::string FormatFigureTable(const std::vector<FigureRow>& rows) {
       {"figure", "tern", "llama.cpp", "ratio", "roofline (tern)"}};
   for (const FigureRow& row : rows) {
     const auto ratio = Ratio(row.tern, row.llama_cpp);
-    cells.push_back({absl::StrCat(row.name, " (", row.unit, ")"), FormatValue(row.tern),
-                     FormatValue(row.llama_cpp),
+    cells.push_back({absl::StrCat(row.name, " (", row.unit, ")"), FormatFigureValue(row.tern),
+                     FormatFigureValue(row.llama_cpp),
                      ratio ? absl::StrFormat("%.2fx", *ratio) : std::string("n/a"),
                      row.roofline.empty() ? "-" : row.roofline});
   }
+  return FormatTable(cells);
+}
+
+std::string FormatFigureValue(const std::optional<double>& value) {
+  if (!value) return "n/a";
+  if (*value >= 100.0) return absl::StrFormat("%.0f", *value);
+  if (*value >= 10.0) return absl::StrFormat("%.1f", *value);
+  return absl::StrFormat("%#.3g", *value);
+}
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& cells) {
+  if (cells.empty()) return "";
   std::vector<size_t> widths(cells[0].size(), 0);
   for (const auto& line : cells) {
     for (size_t i = 0; i < line.size(); ++i) widths[i] = std::max(widths[i], line[i].size());

@@ -26,7 +26,11 @@ struct ModelCost {
   int64_t matmul_params = 0;  // layer_params + lm_head_params
   // Every parameter of the checkpoint (embeddings and norms included).
   int64_t total_params = 0;
-  int64_t weight_bytes = 0;        // total_params in bf16
+  int64_t weight_bytes = 0;  // total_params in bf16
+  // Bytes of the matrices (with their scales) one decode step reads:
+  // 2 x matmul_params for bf16; a quantized checkpoint's loader knows its
+  // own (worker::Model::decode_weight_bytes), and the bench sets it.
+  int64_t matmul_bytes = 0;
   int64_t kv_bytes_per_token = 0;  // keys and values of all layers, f32
   int32_t layers = 0;
   int32_t q_dim = 0;
@@ -66,6 +70,11 @@ struct TargetCheck {
 
 // The table: figure | tern | llama.cpp | ratio (tern / llama.cpp) | roofline.
 std::string FormatFigureTable(const std::vector<FigureRow>& rows);
+// Any table in that layout: the first row is the header, columns padded and
+// separated by " | ", a rule under the header.
+std::string FormatTable(const std::vector<std::vector<std::string>>& cells);
+// A figure as the tables print it: 3 significant digits, "n/a" when absent.
+std::string FormatFigureValue(const std::optional<double>& value);
 // "met", "NOT met" or "n/a" lines, one per target.
 std::string FormatTargets(const std::vector<TargetCheck>& targets);
 

@@ -9,6 +9,9 @@
 #include "absl/strings/str_split.h"
 #include "cli/bench/bench_datasets.h"
 #include "cli/bench/bench_load.h"
+#include "cli/bench/bench_relative.h"
+#include "cli/bench/bench_repeat.h"
+#include "cli/cpu_set.h"
 #include "cli/runtime_files.h"
 #include "common/flags.h"
 #include "common/status_macros.h"
@@ -40,7 +43,19 @@ constexpr char kUsage[] =
     "  turns (input-len tokens per user message, history resent each turn).\n"
     "  --concurrency C (default 8) keeps C sessions in flight; --request-rate R starts\n"
     "  sessions at Poisson arrivals instead. --policies runs the workload once per\n"
-    "  routing policy (x-tern-routing-policy header) and prints the runs side by side.\n";
+    "  routing policy (x-tern-routing-policy header) and prints the runs side by side.\n"
+    "\n"
+    "engine-relative figures (instead of a dataset run):\n"
+    "       tern bench serve --model NAME [--url URL] --engine-model DIR [--engine-threads N]\n"
+    "         [--compare-url URL [--compare-model NAME] [--compare-label L]]\n"
+    "         [--rounds R] [--decode-tokens N] [--prefill-tokens N] [--quick]\n"
+    "  Decode batch 1 (1 / TPOT of one streaming request) and prefill N (N / TTFT of a\n"
+    "  fresh N-token prompt) through the API at --url and on the engine of DIR loaded in\n"
+    "  this process with one rank per CPU (--engine-threads, default all), in R rounds\n"
+    "  (default 3), printed as medians with each server's share of the in-process figure.\n"
+    "  --compare-url adds any OpenAI-compatible server (e.g. llama-server) as a column;\n"
+    "  without --engine-model it is compared with --url. --quick: 1 round, 8 tokens,\n"
+    "  128-token prefill.\n";
 
 struct ServePlan {
   DatasetOptions dataset;
@@ -114,6 +129,81 @@ std::string Fixed(double value, int digits) { return absl::StrFormat("%.*f", dig
 
 void Say(const std::string& line) { std::cout << "[tern bench] " << line << std::endl; }
 
+// The engine-relative mode (bench_relative.h).
+int RunRelative(const Flags& flags, const ServePlan& plan, const PromptSynthesizer& prompts) {
+  const bool quick = flags.Has("quick");
+  RelativeOptions options;
+  options.rounds = quick ? 1 : 3;
+  options.decode_tokens = quick ? 8 : 64;
+  options.prefill_tokens = quick ? 128 : 512;
+  options.seed = plan.dataset.seed;
+  auto rounds = IntFlag(flags, "rounds", options.rounds);
+  auto decode = IntFlag(flags, "decode-tokens", options.decode_tokens);
+  auto prefill = IntFlag(flags, "prefill-tokens", options.prefill_tokens);
+  const std::vector<int32_t> all_cpus = ProcessCpus();
+  auto threads = IntFlag(flags, "engine-threads", static_cast<int64_t>(all_cpus.size()));
+  absl::Status status;
+  for (const auto* s : {&rounds, &decode, &prefill, &threads}) status.Update(s->status());
+  if (status.ok() && (*threads < 1 || *threads > static_cast<int64_t>(all_cpus.size()))) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "--engine-threads must be in [1, ", all_cpus.size(), "] (the CPUs this process may use)"));
+  }
+  if (status.ok() && (*rounds < 1 || *rounds > 100 || *decode < 3 || *decode > 100000 ||
+                      *prefill < 2 || *prefill > 1000000)) {
+    status = absl::InvalidArgumentError(
+        "--rounds must be in [1, 100], --decode-tokens >= 3, --prefill-tokens >= 2");
+  }
+  if (!status.ok()) {
+    std::cerr << "tern bench serve: " << status.message() << "\n" << kUsage;
+    return 2;
+  }
+  options.rounds = static_cast<int32_t>(*rounds);
+  options.decode_tokens = static_cast<int32_t>(*decode);
+  options.prefill_tokens = static_cast<int32_t>(*prefill);
+  options.engine_model_dir = flags.GetOr("engine-model", "");
+  options.cpus.assign(all_cpus.begin(), all_cpus.begin() + *threads);
+  options.servers.push_back({"API", plan.load});
+  options.servers.back().load.chat = false;
+  if (const std::optional<std::string> url = flags.Get("compare-url")) {
+    auto endpoint = ParseHttpUrl(*url);
+    if (!endpoint.ok()) {
+      std::cerr << "tern bench serve: --compare-url: " << endpoint.status().message() << "\n";
+      return 2;
+    }
+    RelativeTarget compare{flags.GetOr("compare-label", "compare"), plan.load};
+    compare.load.endpoint = *endpoint;
+    compare.load.model = flags.GetOr("compare-model", plan.load.model);
+    compare.load.chat = false;
+    compare.load.policy.clear();
+    options.servers.push_back(std::move(compare));
+  }
+  options.progress = [](const std::string& line) { Say(line); };
+  Say(absl::StrCat("engine-relative figures: ", options.rounds, " round(s); decode batch 1 (",
+                   options.decode_prompt, "-token prompt, ", options.decode_tokens,
+                   " tokens), prefill ", options.prefill_tokens, "; API at ",
+                   plan.load.endpoint.host, ":", plan.load.endpoint.port, " model ",
+                   plan.load.model));
+  auto figures = MeasureRelative(options, prompts);
+  if (!figures.ok()) {
+    std::cerr << "tern bench serve: " << figures.status().message() << "\n";
+    return 1;
+  }
+  std::vector<std::string> labels;
+  for (const RelativeTarget& target : options.servers) labels.push_back(target.label);
+  std::cout << "\n[tern bench] engine-relative figures, medians of " << options.rounds
+            << " round(s) (min..max):\n\n"
+            << FormatRelativeTable(*figures, labels) << std::flush;
+  if (!options.engine_model_dir.empty()) {
+    const double api = SpreadOf((*figures)[0].servers[0]).median;
+    const double engine = SpreadOf((*figures)[0].engine).median;
+    std::cout << "\n[tern bench] target:\n"
+              << absl::StrFormat("%s  API decode batch 1 >= 95%% of in-process: %.1f%%\n",
+                                 api >= 0.95 * engine ? "met    " : "NOT met", 100.0 * api / engine)
+              << std::flush;
+  }
+  return 0;
+}
+
 }  // namespace
 
 std::string FormatServeTable(const std::vector<std::pair<std::string, ServeMetrics>>& runs) {
@@ -184,12 +274,17 @@ std::string FormatServeTable(const std::vector<std::pair<std::string, ServeMetri
 }
 
 int RunBenchServe(int argc, char** argv) {
-  absl::StatusOr<Flags> flags = Flags::Parse(
-      argc, argv, 1,
-      {"url", "model", "dataset", "num-prompts", "concurrency", "request-rate", "input-len",
-       "output-len", "groups", "users", "prefix-len", "question-len", "turns", "seed", "tokenizer",
-       "policies", "endpoint", "request-timeout", "timeout"},
-      {"help", "no-progress"});
+  absl::StatusOr<Flags> flags =
+      Flags::Parse(argc, argv, 1, {"url",         "model",         "dataset",
+                                   "num-prompts", "concurrency",   "request-rate",
+                                   "input-len",   "output-len",    "groups",
+                                   "users",       "prefix-len",    "question-len",
+                                   "turns",       "seed",          "tokenizer",
+                                   "policies",    "endpoint",      "request-timeout",
+                                   "timeout",     "engine-model",  "engine-threads",
+                                   "compare-url", "compare-model", "compare-label",
+                                   "rounds",      "decode-tokens", "prefill-tokens"},
+                   {"help", "no-progress", "quick"});
   if (flags.ok() && flags->Has("help")) {
     std::cout << kUsage;
     return 0;
@@ -204,6 +299,9 @@ int RunBenchServe(int argc, char** argv) {
   if (!synthesizer.ok()) {
     std::cerr << "tern bench serve: tokenizer: " << synthesizer.status().message() << "\n";
     return 2;
+  }
+  if (flags->Has("engine-model") || flags->Has("compare-url")) {
+    return RunRelative(*flags, *plan, **synthesizer);
   }
   const std::vector<std::string> policies =
       plan->policies.empty() ? std::vector<std::string>{""} : plan->policies;

@@ -12,6 +12,7 @@
 #include "common/status_macros.h"
 #include "kernels/reference.h"
 #include "nlohmann/json.hpp"
+#include "worker/model/model.h"
 #include "worker/model/model_config.h"
 #include "worker/model/safetensors.h"
 
@@ -33,7 +34,9 @@ constexpr uint32_t kGgufVersion = 3;
 constexpr uint64_t kAlignment = 32;           // general.alignment default
 constexpr uint32_t kFileTypeAllF32 = 0;       // llama_ftype LLAMA_FTYPE_ALL_F32
 constexpr uint32_t kFileTypeMostlyBf16 = 32;  // llama_ftype LLAMA_FTYPE_MOSTLY_BF16
+constexpr uint32_t kFileTypeMostlyQ8_0 = 7;   // llama_ftype LLAMA_FTYPE_MOSTLY_Q8_0
 constexpr uint32_t kQuantizationVersion = 2;
+constexpr uint64_t kQ8BlockSize = 32;  // QK8_0
 
 // tokenizer.ggml.token_type values (llama_token_type).
 constexpr int32_t kTokenNormal = 1;
@@ -50,7 +53,19 @@ void AppendString(std::string& out, const std::string& s) {
   out.append(s);
 }
 
-uint64_t TypeSize(GgmlType type) { return type == GgmlType::kF32 ? 4 : 2; }
+// Bytes of n elements (n a multiple of 32 for Q8_0: 32 int8 + an f16 scale).
+uint64_t TensorBytes(uint64_t n, GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32:
+      return 4 * n;
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+      return 2 * n;
+    case GgmlType::kQ8_0:
+      return n / kQ8BlockSize * (2 + kQ8BlockSize);
+  }
+  return 0;
+}
 uint64_t PadTo(uint64_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
 
 }  // namespace
@@ -143,7 +158,7 @@ void GgufWriter::AddTensor(const std::string& name, std::vector<uint64_t> dims, 
                            TensorData write) {
   uint64_t n = 1;
   for (uint64_t d : dims) n *= d;
-  tensors_.push_back(Tensor{name, std::move(dims), type, std::move(write), n * TypeSize(type)});
+  tensors_.push_back(Tensor{name, std::move(dims), type, std::move(write), TensorBytes(n, type)});
 }
 
 absl::Status GgufWriter::WriteFile(const std::string& path,
@@ -352,18 +367,90 @@ GgufWriter::TensorData WriteMatrix(absl::Span<const uint16_t> data, GgmlType typ
   return [data, type](AtomicFileWriter& f) { return WriteRows(f, data.data(), data.size(), type); };
 }
 
-// Hugging Face q/k rows hold each head as [first halves | second halves]
-// (rotate-half); GGML's rope pairs adjacent elements. Row (h, i, j) of the
-// output, j in {0, 1}, is row h*head_dim + j*head_dim/2 + i of the input.
-GgufWriter::TensorData WritePermuted(absl::Span<const uint16_t> data, int heads, int head_dim,
-                                     int cols, GgmlType type) {
-  return [=](AtomicFileWriter& f) -> absl::Status {
-    const int half = head_dim / 2;
-    for (int h = 0; h < heads; ++h) {
-      for (int i = 0; i < half; ++i) {
-        for (int j = 0; j < 2; ++j) {
-          const size_t src_row = static_cast<size_t>(h) * head_dim + j * half + i;
-          TERN_RETURN_IF_ERROR(WriteRows(f, data.data() + src_row * cols, cols, type));
+// Rope row order: Hugging Face q/k rows hold each head as [first halves |
+// second halves] (rotate-half); GGML's rope pairs adjacent elements. Row
+// (h, i, j) of the output, j in {0, 1}, is row h*head_dim + j*head_dim/2 + i
+// of the input.
+std::vector<size_t> RopeRowOrder(int heads, int head_dim) {
+  std::vector<size_t> order;
+  const int half = head_dim / 2;
+  for (int h = 0; h < heads; ++h) {
+    for (int i = 0; i < half; ++i) {
+      for (int j = 0; j < 2; ++j) order.push_back(static_cast<size_t>(h) * head_dim + j * half + i);
+    }
+  }
+  return order;
+}
+
+// The GGUF type a linear layer is written in: bf16 matrices as requested;
+// int8 ones as Q8_0 holding the very same values (one f16 scale per 32
+// weights: the row's scale, which the quantizer makes exactly representable
+// in f16, repeated in each block; the codes as they are); FP8 ones
+// dequantized to F32 (E4M3 value x scale, rounded once to f32), so llama.cpp
+// computes them in f32 as our kernels do.
+GgmlType LinearGgmlType(const LinearWeight& w, GgmlType bf16_type) {
+  switch (w.format) {
+    case WeightFormat::kBf16:
+      return bf16_type;
+    case WeightFormat::kInt8:
+      return GgmlType::kQ8_0;
+    case WeightFormat::kFp8:
+      return GgmlType::kF32;
+  }
+  return bf16_type;
+}
+
+absl::Status CheckQ8Representable(const LinearWeight& w, const std::string& name) {
+  if (w.cols % kQ8BlockSize != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": ", w.cols, " columns are not a multiple of the Q8_0 block of 32"));
+  }
+  for (size_t r = 0; r < w.row_scales.size(); ++r) {
+    const float s = w.row_scales[r];
+    if (kernels::F16ToFloat(kernels::FloatToF16(s)) != s) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": row ", r, " scale ", s,
+          " is not exactly representable in f16, so Q8_0 cannot hold these int8 weights exactly"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Writes the rows of `w` (in `order`, or in order when empty) as `type`.
+GgufWriter::TensorData WriteLinear(const LinearWeight* w, GgmlType type,
+                                   std::vector<size_t> order) {
+  return [w, type, order = std::move(order)](AtomicFileWriter& f) -> absl::Status {
+    const size_t rows = static_cast<size_t>(w->rows), cols = static_cast<size_t>(w->cols);
+    std::vector<float> wide;
+    std::vector<uint8_t> blocks;
+    for (size_t i = 0; i < rows; ++i) {
+      const size_t r = order.empty() ? i : order[i];
+      switch (w->format) {
+        case WeightFormat::kBf16:
+          TERN_RETURN_IF_ERROR(WriteRows(f, w->bf16.data() + r * cols, cols, type));
+          break;
+        case WeightFormat::kInt8: {
+          const uint16_t d = kernels::FloatToF16(w->row_scales[r]);
+          const uint8_t* q = w->bytes.data() + r * cols;
+          blocks.resize(cols / kQ8BlockSize * (2 + kQ8BlockSize));
+          uint8_t* out = blocks.data();
+          for (size_t c = 0; c < cols; c += kQ8BlockSize) {
+            std::memcpy(out, &d, 2);
+            for (size_t j = 0; j < kQ8BlockSize; ++j) {
+              out[2 + j] = static_cast<uint8_t>(kernels::Int8FromOffsetByte(q[c + j]));
+            }
+            out += 2 + kQ8BlockSize;
+          }
+          TERN_RETURN_IF_ERROR(f.Write(blocks.data(), blocks.size()));
+          break;
+        }
+        case WeightFormat::kFp8: {
+          const float s = w->row_scales[r];
+          const uint8_t* q = w->bytes.data() + r * cols;
+          wide.resize(cols);
+          for (size_t c = 0; c < cols; ++c) wide[c] = kernels::Fp8E4M3ToFloat(q[c]) * s;
+          TERN_RETURN_IF_ERROR(f.Write(wide.data(), cols * 4));
+          break;
         }
       }
     }
@@ -394,6 +481,8 @@ absl::Status ConvertCheckpointToGguf(const std::string& model_dir, const std::st
   const GgmlType wt = weight_type;
   TERN_ASSIGN_OR_RETURN(ModelConfig c, LoadModelConfig(model_dir));
   TERN_ASSIGN_OR_RETURN(auto ckpt, SafetensorsCheckpoint::OpenDir(model_dir));
+  // The linear layers in whatever format the checkpoint holds them.
+  TERN_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(model_dir));
   TERN_ASSIGN_OR_RETURN(Vocab vocab, LoadVocab(model_dir, c.vocab_size));
 
   GgufWriter w;
@@ -411,7 +500,10 @@ absl::Status ConvertCheckpointToGguf(const std::string& model_dir, const std::st
   w.AddFloat32("llama.attention.layer_norm_rms_epsilon", static_cast<float>(c.rms_norm_eps));
   w.AddUint32("llama.attention.key_length", c.head_dim);
   w.AddUint32("llama.attention.value_length", c.head_dim);
-  w.AddUint32("general.file_type", wt == GgmlType::kBF16 ? kFileTypeMostlyBf16 : kFileTypeAllF32);
+  w.AddUint32("general.file_type", model->weight_format() == WeightFormat::kInt8
+                                       ? kFileTypeMostlyQ8_0
+                                   : wt == GgmlType::kBF16 ? kFileTypeMostlyBf16
+                                                           : kFileTypeAllF32);
   w.AddUint32("llama.vocab_size", c.vocab_size);
   w.AddUint32("llama.rope.dimension_count", c.head_dim);
   w.AddString("tokenizer.ggml.model", "gpt2");
@@ -425,8 +517,7 @@ absl::Status ConvertCheckpointToGguf(const std::string& model_dir, const std::st
   if (!vocab.chat_template.empty()) w.AddString("tokenizer.chat_template", vocab.chat_template);
   w.AddUint32("general.quantization_version", kQuantizationVersion);
 
-  const uint64_t d = c.hidden_size, ffn = c.intermediate_size, vocab_size = c.vocab_size;
-  const uint64_t q_dim = c.q_dim(), kv_dim = c.kv_dim();
+  const uint64_t d = c.hidden_size, vocab_size = c.vocab_size;
   auto get = [&](const std::string& name, std::vector<int64_t> shape) {
     return ckpt->GetBf16(name, shape);
   };
@@ -441,29 +532,32 @@ absl::Status ConvertCheckpointToGguf(const std::string& model_dir, const std::st
     const std::string hf = absl::StrCat("model.layers.", i, ".");
     const std::string gg = absl::StrCat("blk.", i, ".");
     TERN_ASSIGN_OR_RETURN(auto attn_norm, get(hf + "input_layernorm.weight", {c.hidden_size}));
-    TERN_ASSIGN_OR_RETURN(auto q, get(hf + "self_attn.q_proj.weight", {c.q_dim(), c.hidden_size}));
-    TERN_ASSIGN_OR_RETURN(auto k, get(hf + "self_attn.k_proj.weight", {c.kv_dim(), c.hidden_size}));
-    TERN_ASSIGN_OR_RETURN(auto v, get(hf + "self_attn.v_proj.weight", {c.kv_dim(), c.hidden_size}));
-    TERN_ASSIGN_OR_RETURN(auto o, get(hf + "self_attn.o_proj.weight", {c.hidden_size, c.q_dim()}));
     TERN_ASSIGN_OR_RETURN(auto ffn_norm,
                           get(hf + "post_attention_layernorm.weight", {c.hidden_size}));
-    TERN_ASSIGN_OR_RETURN(auto gate,
-                          get(hf + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}));
-    TERN_ASSIGN_OR_RETURN(auto up,
-                          get(hf + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}));
-    TERN_ASSIGN_OR_RETURN(auto down,
-                          get(hf + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}));
+    const Model::Layer& l = model->layer(i);
+    const std::vector<size_t> q_order = RopeRowOrder(c.num_attention_heads, c.head_dim);
+    const std::vector<size_t> k_order = RopeRowOrder(c.num_key_value_heads, c.head_dim);
+    const struct {
+      const char* name;
+      const LinearWeight* weight;
+      const std::vector<size_t>* order;
+    } linears[] = {{"attn_q", &l.q, &q_order},     {"attn_k", &l.k, &k_order},
+                   {"attn_v", &l.v, nullptr},      {"attn_output", &l.o, nullptr},
+                   {"ffn_gate", &l.gate, nullptr}, {"ffn_up", &l.up, nullptr},
+                   {"ffn_down", &l.down, nullptr}};
     w.AddTensor(gg + "attn_norm.weight", {d}, GgmlType::kF32, WriteF32(WidenBf16(attn_norm)));
-    w.AddTensor(gg + "attn_q.weight", {d, q_dim}, wt,
-                WritePermuted(q, c.num_attention_heads, c.head_dim, c.hidden_size, wt));
-    w.AddTensor(gg + "attn_k.weight", {d, kv_dim}, wt,
-                WritePermuted(k, c.num_key_value_heads, c.head_dim, c.hidden_size, wt));
-    w.AddTensor(gg + "attn_v.weight", {d, kv_dim}, wt, WriteMatrix(v, wt));
-    w.AddTensor(gg + "attn_output.weight", {q_dim, d}, wt, WriteMatrix(o, wt));
-    w.AddTensor(gg + "ffn_norm.weight", {d}, GgmlType::kF32, WriteF32(WidenBf16(ffn_norm)));
-    w.AddTensor(gg + "ffn_gate.weight", {d, ffn}, wt, WriteMatrix(gate, wt));
-    w.AddTensor(gg + "ffn_up.weight", {d, ffn}, wt, WriteMatrix(up, wt));
-    w.AddTensor(gg + "ffn_down.weight", {ffn, d}, wt, WriteMatrix(down, wt));
+    for (const auto& lin : linears) {
+      const std::string name = gg + lin.name + ".weight";
+      const GgmlType type = LinearGgmlType(*lin.weight, wt);
+      if (type == GgmlType::kQ8_0) TERN_RETURN_IF_ERROR(CheckQ8Representable(*lin.weight, name));
+      w.AddTensor(
+          name, {static_cast<uint64_t>(lin.weight->cols), static_cast<uint64_t>(lin.weight->rows)},
+          type,
+          WriteLinear(lin.weight, type, lin.order != nullptr ? *lin.order : std::vector<size_t>()));
+      if (std::string(lin.name) == "attn_output") {
+        w.AddTensor(gg + "ffn_norm.weight", {d}, GgmlType::kF32, WriteF32(WidenBf16(ffn_norm)));
+      }
+    }
   }
   TERN_ASSIGN_OR_RETURN(auto out_norm, get("model.norm.weight", {c.hidden_size}));
   w.AddTensor("output_norm.weight", {d}, GgmlType::kF32, WriteF32(WidenBf16(out_norm)));

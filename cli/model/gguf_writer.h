@@ -58,7 +58,7 @@ class AtomicFileWriter {
 // Writes `content` to `path` atomically.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& content);
 
-enum class GgmlType : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 30 };
+enum class GgmlType : uint32_t { kF32 = 0, kF16 = 1, kQ8_0 = 8, kBF16 = 30 };
 
 // Builds a GGUF v3 file: metadata key/values and tensors whose bytes are
 // produced by callbacks at write time (nothing large is held in memory).
@@ -101,6 +101,10 @@ class GgufWriter {
 // safetensors, tokenizer.json, tokenizer_config.json) to a GGUF file with
 // BF16 matrices, or F32 ones (the same values widened exactly: llama.cpp then
 // computes in f32 throughout, which the parity tests use for a tight check).
+// Quantized checkpoints (worker/model/quantization.h) keep their values:
+// int8 linear layers become Q8_0 (the row's f16-exact scale in every block of
+// 32; InvalidArgument if a scale is not exactly an f16), FP8 ones F32
+// (dequantized: E4M3 value x scale); embeddings and norms as above.
 absl::Status ConvertCheckpointToGguf(const std::string& model_dir, const std::string& out_path,
                                      const std::function<void(const std::string&)>& progress,
                                      GgmlType weight_type = GgmlType::kBF16);

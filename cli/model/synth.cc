@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <string_view>
 #include <system_error>
 
@@ -302,7 +303,7 @@ void RemoveStaleWeights(const std::string& out_dir) {
     const bool shard = name.rfind("model-", 0) == 0 && name.find("-of-") != std::string::npos &&
                        name.size() > 12 && name.substr(name.size() - 12) == ".safetensors";
     if (shard || name == "model.safetensors" || name == "model.safetensors.index.json" ||
-        name == "model.gguf") {
+        name == "model.gguf" || name == "hf_quant_config.json") {
       fs::remove(entry.path(), ec);
     }
   }
@@ -341,6 +342,28 @@ absl::StatusOr<ModelConfig> SynthPresetConfig(const std::string& preset) {
 }
 
 absl::Status WriteSyntheticCheckpoint(const SynthOptions& options, const std::string& out_dir) {
+  if (options.dtype != WeightFormat::kBf16) {
+    // The bf16 checkpoint first (in a scratch folder inside out_dir), then
+    // its quantization into out_dir.
+    TERN_ASSIGN_OR_RETURN(ModelConfig config, SynthPresetConfig(options.preset));
+    (void)config;  // the preset is checked before anything is written
+    const std::string scratch = out_dir + "/.bf16-source";
+    SynthOptions bf16 = options;
+    bf16.dtype = WeightFormat::kBf16;
+    bf16.write_gguf = false;
+    bf16.max_shard_bytes = std::numeric_limits<uint64_t>::max();
+    TERN_RETURN_IF_ERROR(WriteSyntheticCheckpoint(bf16, scratch));
+    QuantizeOptions q = options.quantize;
+    q.format = options.dtype;
+    q.write_gguf = options.write_gguf;
+    q.gguf_weight_type = options.gguf_weight_type;
+    q.progress = options.progress;
+    RemoveStaleWeights(out_dir);
+    const absl::Status status = QuantizeCheckpoint(scratch, out_dir, q);
+    std::error_code ec;
+    fs::remove_all(scratch, ec);
+    return status;
+  }
   TERN_ASSIGN_OR_RETURN(ModelConfig config, SynthPresetConfig(options.preset));
   std::error_code ec;
   fs::create_directories(out_dir, ec);

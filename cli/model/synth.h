@@ -22,7 +22,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cli/model/gguf_writer.h"
+#include "cli/model/quantize.h"
 #include "worker/model/model_config.h"
+#include "worker/model/quantization.h"
 
 namespace tern::worker {
 
@@ -42,6 +44,11 @@ struct SynthOptions {
   // Safetensors shard limit: above it the weights are split into
   // model-0000k-of-0000N.safetensors with model.safetensors.index.json.
   uint64_t max_shard_bytes = 2'000'000'000;
+  // Linear-layer weights: kBf16, or kInt8 / kFp8: the bf16 weights quantized
+  // as cli/model/quantize.h writes them (the layout and scale granularity
+  // from `quantize`; its progress and GGUF fields are set from the above).
+  WeightFormat dtype = WeightFormat::kBf16;
+  QuantizeOptions quantize;
   // Progress lines (per tensor group / file), when set.
   std::function<void(const std::string&)> progress;
 };

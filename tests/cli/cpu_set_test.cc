@@ -1,6 +1,9 @@
 #include "cli/cpu_set.h"
 
+#include <sched.h>
+
 #include <set>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "worker/model/model_config.h"
@@ -12,6 +15,38 @@ TEST(CpuSetTest, ProcessCpusAreDistinctAndAscending) {
   const std::vector<int32_t> cpus = ProcessCpus();
   ASSERT_FALSE(cpus.empty());
   for (size_t i = 1; i < cpus.size(); ++i) EXPECT_LT(cpus[i - 1], cpus[i]);
+}
+
+TEST(CpuSetTest, SpareCpusAreThoseNoRankTakes) {
+  // Two workers of three CPUs each, tp 2 and tp 3; a third worker's ranks
+  // count as all of its group when its tp is not given.
+  EXPECT_EQ(SpareCpus({{0, 1, 2}, {3, 4, 5}}, {2, 3}), (std::vector<int32_t>{2}));
+  EXPECT_EQ(SpareCpus({{0, 1, 2}, {3, 4, 5}, {6, 7}}, {1, 2}), (std::vector<int32_t>{1, 2, 5}));
+  EXPECT_TRUE(SpareCpus({{0, 1}}, {2}).empty());
+  // More workers than CPUs share them: a CPU any rank uses is not spare.
+  EXPECT_TRUE(SpareCpus({{0}, {1}, {0}}, {1, 1, 1}).empty());
+  EXPECT_TRUE(SpareCpus({}, {}).empty());
+}
+
+TEST(CpuSetTest, ScopedThreadAffinityRestrictsThenRestores) {
+  const std::vector<int32_t> cpus = ProcessCpus();
+  std::thread([&] {
+    cpu_set_t before;
+    ASSERT_EQ(sched_getaffinity(0, sizeof(before), &before), 0);
+    {
+      const ScopedThreadAffinity scoped({cpus.back()});
+      ASSERT_TRUE(scoped.applied());
+      cpu_set_t during;
+      ASSERT_EQ(sched_getaffinity(0, sizeof(during), &during), 0);
+      EXPECT_EQ(CPU_COUNT(&during), 1);
+      EXPECT_TRUE(CPU_ISSET(cpus.back(), &during));
+    }
+    cpu_set_t after;
+    ASSERT_EQ(sched_getaffinity(0, sizeof(after), &after), 0);
+    EXPECT_TRUE(CPU_EQUAL(&before, &after));
+    const ScopedThreadAffinity none({});
+    EXPECT_FALSE(none.applied());
+  }).join();
 }
 
 TEST(CpuSetTest, DividesIntoContiguousGroupsDifferingByAtMostOne) {

@@ -5,7 +5,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import path from "node:path";
 import { binary, llamaCppScript, synthModel, tempDir } from "../lib/tern.mjs";
 
@@ -54,4 +54,41 @@ test("tern bench engine --quick prints every figure against llama.cpp", () => {
   const verdicts = targets.split("\n").filter((l) => /^(met|NOT met|n\/a)\s/.test(l));
   assert.equal(verdicts.length, 7, targets);
   assert.ok(verdicts.every((l) => !l.startsWith("n/a")), targets);
+});
+
+// --repeat and --interference: every figure measured twice clean and twice
+// under the bench's own background thread, on both sides, with the spread
+// and the loss tables filled in.
+test("tern bench engine --repeat 2 --interference reports spread and loss on both sides", () => {
+  const model = path.join(workDir, "tiny");
+  if (!existsSync(model)) synthModel("tiny", model);
+  const args = ["bench", "engine", "--model", model, "--quick", "--threads", "2", "--repeat", "2",
+    "--interference", "--prefill", "128", "--batches", "1", "--llama-cpp-script", llamaCppScript];
+  const out = spawnSync(binary("tern"), args, { encoding: "utf8", timeout: 420_000 });
+  const text = `${out.stdout}\n${out.stderr}`;
+  assert.equal(out.status, 0, text);
+  for (const line of ["run 2/2 with a background load", "llama.cpp: run 2/2 with a background load"]) {
+    assert.ok(out.stdout.includes(line), `missing "${line}":\n${text}`);
+  }
+  const spread = out.stdout.split("[tern bench] spread over 2 runs")[1]?.split("[tern bench] interference")[0] ?? "";
+  const loss = out.stdout.split("[tern bench] interference:")[1] ?? "";
+  const range = "[0-9.e+-]+\\.\\.[0-9.e+-]+ \\([0-9.]+%\\)";
+  const num = "[0-9.e+-]+";
+  const pct = "-?[0-9.]+%";
+  for (const name of ["prefill 128 \\(tok/s\\)", "decode batch 1 \\(tok/s\\)"]) {
+    assert.match(spread, new RegExp(`^${name}\\s*\\| ${num}\\s*\\| ${range}\\s*\\| ${num}\\s*\\| ${range}`, "m"), text);
+    assert.match(loss, new RegExp(`^${name}\\s*\\| ${num}\\s*\\| ${num}\\s*\\| ${pct}\\s*\\| ${num}\\s*\\| ${num}\\s*\\| ${pct}\\s*\\| (met|NOT met)$`, "m"), text);
+  }
+  // Only the figures --batches asked for.
+  assert.ok(!/^decode batch (8|32)/m.test(out.stdout), text);
+});
+
+test("tern bench engine rejects a bad --repeat or --batches", () => {
+  const model = path.join(workDir, "tiny");
+  if (!existsSync(model)) synthModel("tiny", model);
+  for (const bad of [["--repeat", "0"], ["--batches", "1,x"], ["--prefill", ""]]) {
+    const out = spawnSync(binary("tern"), ["bench", "engine", "--model", model, "--no-llama-cpp", ...bad],
+      { encoding: "utf8", timeout: 60_000 });
+    assert.equal(out.status, 2, `${bad.join(" ")}:\n${out.stdout}\n${out.stderr}`);
+  }
 });

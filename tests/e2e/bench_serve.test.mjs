@@ -73,3 +73,45 @@ test("bench serve reports the metric table with no failures", { skip: missing },
   for (const cell of row("Prefix hit rate (cached/prompt)")) assert.ok(parseFloat(cell) > 0, report);
   assert.ok(!/Errors \[/.test(out.stdout), report);
 });
+
+// Engine-relative figures: the cluster's API against the same checkpoint in
+// process, and a second OpenAI server (here the same gateway under another
+// name) side by side, with the ratio the serving path must keep.
+test("bench serve --engine-model reports the API as a share of the in-process engine", { skip: missing }, () => {
+  const out = spawnSync(binary("tern"), [
+    "bench", "serve", "--url", `http://127.0.0.1:${cluster.port}`, "--model", "tern-bench-tiny",
+    "--engine-model", model, "--engine-threads", "1", "--compare-url", `http://127.0.0.1:${cluster.port}`,
+    "--compare-label", "second", "--quick", "--rounds", "2", "--tokenizer", model,
+  ], { encoding: "utf8", timeout: 180_000 });
+  const report = `${out.stdout}\n${out.stderr}`;
+  assert.equal(out.status, 0, report);
+  assert.match(out.stdout, /^figure\s*\| in-process\s*\| API\s*\| API \/ in-process\s*\| second\s*\| second \/ in-process$/m, report);
+  const value = "[0-9.e+-]+ \\([0-9.e+-]+\\.\\.[0-9.e+-]+\\)";
+  for (const name of ["decode batch 1 \\(tok/s\\)", "prefill 128 \\(tok/s\\)"]) {
+    const m = out.stdout.match(new RegExp(`^${name}\\s*\\| (${value})\\s*\\| (${value})\\s*\\| ([0-9.]+)%\\s*\\| (${value})\\s*\\| ([0-9.]+)%$`, "m"));
+    assert.ok(m, `no "${name}" row:\n${report}`);
+    assert.ok(parseFloat(m[1]) > 0 && parseFloat(m[2]) > 0 && Number(m[3]) > 0, report);
+  }
+  assert.match(out.stdout, /^(met|NOT met)\s+API decode batch 1 >= 95% of in-process: [0-9.]+%$/m, report);
+  assert.match(out.stdout, /round 2\/2 in-process: decode/, report);
+});
+
+test("bench serve --compare-url alone compares the second server with the first", { skip: missing }, () => {
+  const out = spawnSync(binary("tern"), [
+    "bench", "serve", "--url", `http://127.0.0.1:${cluster.port}`, "--model", "tern-bench-tiny",
+    "--compare-url", `http://127.0.0.1:${cluster.port}`, "--quick", "--tokenizer", model,
+  ], { encoding: "utf8", timeout: 120_000 });
+  const report = `${out.stdout}\n${out.stderr}`;
+  assert.equal(out.status, 0, report);
+  assert.match(out.stdout, /^figure\s*\| API\s*\| compare\s*\| compare \/ API$/m, report);
+  assert.ok(!out.stdout.includes("in-process"), report);
+});
+
+test("bench serve fails when the compared server does not answer", { skip: missing }, () => {
+  const out = spawnSync(binary("tern"), [
+    "bench", "serve", "--url", `http://127.0.0.1:${cluster.port}`, "--model", "tern-bench-tiny",
+    "--compare-url", "http://127.0.0.1:1", "--quick", "--request-timeout", "5", "--tokenizer", model,
+  ], { encoding: "utf8", timeout: 60_000 });
+  assert.equal(out.status, 1, `${out.stdout}\n${out.stderr}`);
+  assert.match(out.stderr, /compare: the request failed/);
+});

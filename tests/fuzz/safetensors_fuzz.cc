@@ -1,8 +1,10 @@
 // Fuzzes the safetensors reader: each input is written to an in-memory file
 // (memfd) and opened with SafetensorsCheckpoint::OpenFile, as a checkpoint
 // on disk would be. Properties: a bad file is InvalidArgument, never a
-// crash; every tensor of an accepted file has exactly as many BF16 values
-// as its shape says, all readable.
+// crash; every tensor of an accepted file has exactly as many stored bytes
+// as its shape and dtype say, all readable, and the float ones (BF16, F16,
+// F32) exactly as many BF16 values; the others (8-bit and integer dtypes of
+// quantized checkpoints) have no BF16 view and say so.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -64,11 +66,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       overflow |= __builtin_mul_overflow(elements, static_cast<uint64_t>(dim), &elements);
     }
     if (empty) overflow = false;
-    auto values = (*checkpoint)->GetBf16(name, (*info)->shape);
-    TERN_FUZZ_CHECK(values.ok());
-    TERN_FUZZ_CHECK(!overflow && values->size() == elements);
+    TERN_FUZZ_CHECK(!overflow);
+    const tern::worker::TensorDType dtype = (*info)->stored_dtype;
+    uint64_t bytes = 0;
+    TERN_FUZZ_CHECK(
+        !__builtin_mul_overflow(elements, tern::worker::TensorDTypeSize(dtype), &bytes));
+    auto raw = (*checkpoint)->GetRaw(name, dtype, (*info)->shape);
+    TERN_FUZZ_CHECK(raw.ok());
+    TERN_FUZZ_CHECK(raw->size() == bytes);
     uint32_t sum = 0;
-    for (const uint16_t v : *values) sum += v;
+    for (const uint8_t b : *raw) sum += b;
+    const bool floats = dtype == tern::worker::TensorDType::kBF16 ||
+                        dtype == tern::worker::TensorDType::kF16 ||
+                        dtype == tern::worker::TensorDType::kF32;
+    auto values = (*checkpoint)->GetBf16(name, (*info)->shape);
+    if (floats) {
+      TERN_FUZZ_CHECK(values.ok());
+      TERN_FUZZ_CHECK(values->size() == elements);
+      for (const uint16_t v : *values) sum += v;
+    } else {
+      TERN_FUZZ_CHECK(absl::IsInvalidArgument(values.status()));
+    }
     volatile uint32_t sink = sum;
     (void)sink;
   }

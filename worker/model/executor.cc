@@ -34,6 +34,49 @@ constexpr size_t kAlignFloats = 16;
 
 size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
+// A rank's view of a linear layer's matrix (or a slice of it): its storage
+// format, its first element, and, for 8-bit formats, the scale of its first row.
+struct LinearView {
+  WeightFormat format = WeightFormat::kBf16;
+  const void* data = nullptr;
+  const float* row_scales = nullptr;
+};
+
+// Rows [begin, begin + count) of `w`: contiguous, read in place.
+LinearView RowSlice(const LinearWeight& w, size_t begin) {
+  LinearView v{w.format, static_cast<const uint8_t*>(w.data()) + begin * w.cols * w.element_bytes(),
+               nullptr};
+  if (w.format != WeightFormat::kBf16) v.row_scales = w.row_scales.data() + begin;
+  return v;
+}
+
+// Copies columns [begin, begin + width) of every row of `w` to `dst`
+// (rows x width elements) and returns the view of the copy.
+LinearView CopyColumns(const LinearWeight& w, size_t begin, size_t width, uint8_t* dst) {
+  const size_t e = w.element_bytes();
+  const uint8_t* src = static_cast<const uint8_t*>(w.data());
+  for (size_t i = 0; i < static_cast<size_t>(w.rows); ++i) {
+    std::memcpy(dst + i * width * e, src + (i * w.cols + begin) * e, width * e);
+  }
+  return {w.format, dst, w.format == WeightFormat::kBf16 ? nullptr : w.row_scales.data()};
+}
+
+// y (n x rows) = x (n x cols) . W^T in the matrix's own format.
+void Matmul(const k::KernelSet& kn, const LinearView& w, size_t rows, size_t cols, const float* x,
+            size_t n, float* y) {
+  switch (w.format) {
+    case WeightFormat::kBf16:
+      kn.matmul_bf16(static_cast<const uint16_t*>(w.data), rows, cols, x, n, y);
+      return;
+    case WeightFormat::kInt8:
+      kn.matmul_int8(static_cast<const uint8_t*>(w.data), w.row_scales, rows, cols, x, n, y);
+      return;
+    case WeightFormat::kFp8:
+      kn.matmul_fp8(static_cast<const uint8_t*>(w.data), w.row_scales, rows, cols, x, n, y);
+      return;
+  }
+}
+
 // Anonymous memory owned by one rank, written (first touched) by the thread
 // that allocates it, so its pages sit on that thread's NUMA node.
 class RankMemory {
@@ -73,10 +116,11 @@ class RankMemory {
 
 struct Executor::Impl {
   // One rank's slice of a layer. q/k/v/gate/up are row ranges of the
-  // checkpoint's matrices, read in place; o/down are column blocks, copied
-  // into the rank's memory when tp > 1 (in place when tp == 1).
+  // checkpoint's matrices, read in place, with their rows' scales; o/down are
+  // column blocks, copied into the rank's memory when tp > 1 (in place when
+  // tp == 1), which keep every output row and so all the per-row scales.
   struct RankLayer {
-    absl::Span<const uint16_t> q, k, v, gate, up, o, down;
+    LinearView q, k, v, gate, up, o, down;
   };
 
   struct Rank {
@@ -139,39 +183,38 @@ absl::Status Executor::Impl::SetUpRank(int32_t r) {
   const size_t d = c.hidden_size, hd = c.head_dim;
   const size_t qd = static_cast<size_t>(rk.q_heads) * hd;
   const size_t kvd = static_cast<size_t>(rk.kv_heads) * hd;
-  const size_t q_dim = c.q_dim(), ffn_all = c.intermediate_size;
   const size_t ffn = rk.ffn;
 
-  size_t owned_floats16 = 0;  // bf16 elements
-  if (tp > 1) owned_floats16 = static_cast<size_t>(c.num_hidden_layers) * d * (qd + ffn);
-  TERN_RETURN_IF_ERROR(rk.weights.Allocate(owned_floats16 * sizeof(uint16_t), "weight shards"));
-  uint16_t* owned = rk.weights.as<uint16_t>();
+  // Bytes of the copied o_proj / down_proj column blocks, each block's
+  // start rounded to a cache line.
+  size_t owned_bytes = 0;
+  if (tp > 1) {
+    for (int li = 0; li < c.num_hidden_layers; ++li) {
+      const Model::Layer& ml = model->layer(li);
+      owned_bytes += RoundUp(d * qd * ml.o.element_bytes(), 64);
+      owned_bytes += RoundUp(d * ffn * ml.down.element_bytes(), 64);
+    }
+  }
+  TERN_RETURN_IF_ERROR(rk.weights.Allocate(owned_bytes, "weight shards"));
+  uint8_t* owned = rk.weights.as<uint8_t>();
   rk.layers.resize(c.num_hidden_layers);
   for (int li = 0; li < c.num_hidden_layers; ++li) {
     const Model::Layer& ml = model->layer(li);
     RankLayer& rl = rk.layers[li];
-    rl.q = ml.q_proj.subspan(static_cast<size_t>(rk.q_head_begin) * hd * d, qd * d);
-    rl.k = ml.k_proj.subspan(static_cast<size_t>(rk.kv_head_begin) * hd * d, kvd * d);
-    rl.v = ml.v_proj.subspan(static_cast<size_t>(rk.kv_head_begin) * hd * d, kvd * d);
-    rl.gate = ml.gate_proj.subspan(static_cast<size_t>(rk.ffn_begin) * d, ffn * d);
-    rl.up = ml.up_proj.subspan(static_cast<size_t>(rk.ffn_begin) * d, ffn * d);
+    rl.q = RowSlice(ml.q, static_cast<size_t>(rk.q_head_begin) * hd);
+    rl.k = RowSlice(ml.k, static_cast<size_t>(rk.kv_head_begin) * hd);
+    rl.v = RowSlice(ml.v, static_cast<size_t>(rk.kv_head_begin) * hd);
+    rl.gate = RowSlice(ml.gate, static_cast<size_t>(rk.ffn_begin));
+    rl.up = RowSlice(ml.up, static_cast<size_t>(rk.ffn_begin));
     if (tp == 1) {
-      rl.o = ml.o_proj;
-      rl.down = ml.down_proj;
+      rl.o = RowSlice(ml.o, 0);
+      rl.down = RowSlice(ml.down, 0);
       continue;
     }
-    const size_t q_col = static_cast<size_t>(rk.q_head_begin) * hd;
-    for (size_t i = 0; i < d; ++i) {
-      std::memcpy(owned + i * qd, ml.o_proj.data() + i * q_dim + q_col, qd * sizeof(uint16_t));
-    }
-    rl.o = absl::MakeConstSpan(owned, d * qd);
-    owned += d * qd;
-    for (size_t i = 0; i < d; ++i) {
-      std::memcpy(owned + i * ffn, ml.down_proj.data() + i * ffn_all + rk.ffn_begin,
-                  ffn * sizeof(uint16_t));
-    }
-    rl.down = absl::MakeConstSpan(owned, d * ffn);
-    owned += d * ffn;
+    rl.o = CopyColumns(ml.o, static_cast<size_t>(rk.q_head_begin) * hd, qd, owned);
+    owned += RoundUp(d * qd * ml.o.element_bytes(), 64);
+    rl.down = CopyColumns(ml.down, static_cast<size_t>(rk.ffn_begin), ffn, owned);
+    owned += RoundUp(d * ffn * ml.down.element_bytes(), 64);
   }
 
   rk.kv_layer_floats =
@@ -280,14 +323,16 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const Model* model,
     // process's pages of those tensors (the file mapping stays valid: a later
     // read, e.g. by Model::Forward, faults them back in from the file).
     const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    auto release = [page](absl::Span<const uint16_t> span) {
-      const uintptr_t begin = RoundUp(reinterpret_cast<uintptr_t>(span.data()), page);
-      const uintptr_t end = reinterpret_cast<uintptr_t>(span.data() + span.size()) / page * page;
+    auto release = [page](const LinearWeight& w) {
+      const uintptr_t data = reinterpret_cast<uintptr_t>(w.data());
+      const uintptr_t begin = RoundUp(data, page);
+      const uintptr_t end =
+          (data + static_cast<uintptr_t>(w.rows * w.cols) * w.element_bytes()) / page * page;
       if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
     };
     for (int li = 0; li < c.num_hidden_layers; ++li) {
-      release(model->layer(li).o_proj);
-      release(model->layer(li).down_proj);
+      release(model->layer(li).o);
+      release(model->layer(li).down);
     }
   }
   for (const Impl::Rank& rk : impl->ranks) {
@@ -391,20 +436,20 @@ void Executor::Impl::RankStep(int32_t r, size_t n, absl::Span<float> logits) {
     for (size_t t = 0; t < n; ++t) {
       kn.rms_norm(x.data() + t * d, ml.input_norm.data(), d, eps, rk.xn + t * d);
     }
-    kn.matmul_bf16(rl.q.data(), qd, d, rk.xn, n, rk.q);
-    kn.matmul_bf16(rl.k.data(), kvd, d, rk.xn, n, rk.k);
-    kn.matmul_bf16(rl.v.data(), kvd, d, rk.xn, n, rk.v);
+    Matmul(kn, rl.q, qd, d, rk.xn, n, rk.q);
+    Matmul(kn, rl.k, kvd, d, rk.xn, n, rk.k);
+    Matmul(kn, rl.v, kvd, d, rk.xn, n, rk.v);
     Attention(rk, li);
-    kn.matmul_bf16(rl.o.data(), d, qd, rk.attn, n, rk.partial);
+    Matmul(kn, rl.o, d, qd, rk.attn, n, rk.partial);
     AllReduceAdd(r, n);
     // MLP block.
     for (size_t t = 0; t < n; ++t) {
       kn.rms_norm(x.data() + t * d, ml.post_attention_norm.data(), d, eps, rk.xn + t * d);
     }
-    kn.matmul_bf16(rl.gate.data(), ffn, d, rk.xn, n, rk.gate);
-    kn.matmul_bf16(rl.up.data(), ffn, d, rk.xn, n, rk.up);
+    Matmul(kn, rl.gate, ffn, d, rk.xn, n, rk.gate);
+    Matmul(kn, rl.up, ffn, d, rk.xn, n, rk.up);
     kn.silu_mul(rk.gate, rk.up, n * ffn);
-    kn.matmul_bf16(rl.down.data(), d, ffn, rk.gate, n, rk.partial);
+    Matmul(kn, rl.down, d, ffn, rk.gate, n, rk.partial);
     AllReduceAdd(r, n);
   }
   if (!logit_token_rows.empty()) Logits(rk, logits);

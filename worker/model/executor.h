@@ -9,7 +9,9 @@
 // lm_head is split by vocabulary rows. A rank's shard is laid out from the
 // checkpoint straight into memory that rank touched first (no full extra copy
 // of the weights); slices that are contiguous in the checkpoint are read in
-// place from the mmapped file.
+// place from the mmapped file. Quantized matrices (int8, FP8) shard the same
+// way: a row slice carries its rows' scales, a column block keeps every row
+// and so all the per-row scales; each matmul runs in its matrix's format.
 //
 // KV memory: each rank holds the keys and values of its kv heads for every
 // block of the pool, f32, in the kernels::PagedKv layout. Block ids come from

@@ -26,18 +26,22 @@ constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;  // as the reference l
 constexpr int64_t kMaxDim = int64_t{1} << 40;
 constexpr uint64_t kMaxElements = uint64_t{1} << 48;
 
-size_t ElementSize(TensorDType dtype) { return dtype == TensorDType::kF32 ? 4 : 2; }
+constexpr TensorDType kAllDTypes[] = {TensorDType::kBF16,   TensorDType::kF16, TensorDType::kF32,
+                                      TensorDType::kF8E4M3, TensorDType::kI8,  TensorDType::kU8,
+                                      TensorDType::kI32,    TensorDType::kI64};
 
 bool ParseDType(const std::string& s, TensorDType* out) {
-  if (s == "BF16")
-    *out = TensorDType::kBF16;
-  else if (s == "F16")
-    *out = TensorDType::kF16;
-  else if (s == "F32")
-    *out = TensorDType::kF32;
-  else
-    return false;
-  return true;
+  for (TensorDType d : kAllDTypes) {
+    if (s == TensorDTypeName(d)) {
+      *out = d;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool HasBf16View(TensorDType d) {
+  return d == TensorDType::kBF16 || d == TensorDType::kF16 || d == TensorDType::kF32;
 }
 
 bool SafeFileName(const std::string& name) {
@@ -54,8 +58,36 @@ const char* TensorDTypeName(TensorDType dtype) {
       return "F16";
     case TensorDType::kF32:
       return "F32";
+    case TensorDType::kF8E4M3:
+      return "F8_E4M3";
+    case TensorDType::kI8:
+      return "I8";
+    case TensorDType::kU8:
+      return "U8";
+    case TensorDType::kI32:
+      return "I32";
+    case TensorDType::kI64:
+      return "I64";
   }
   return "?";
+}
+
+size_t TensorDTypeSize(TensorDType dtype) {
+  switch (dtype) {
+    case TensorDType::kF8E4M3:
+    case TensorDType::kI8:
+    case TensorDType::kU8:
+      return 1;
+    case TensorDType::kBF16:
+    case TensorDType::kF16:
+      return 2;
+    case TensorDType::kF32:
+    case TensorDType::kI32:
+      return 4;
+    case TensorDType::kI64:
+      return 8;
+  }
+  return 1;
 }
 
 std::string ShapeToString(absl::Span<const int64_t> shape) {
@@ -142,7 +174,7 @@ absl::Status SafetensorsCheckpoint::AddFile(const std::string& path,
     info.file = display_name;
     if (!ParseDType(dtype_it->get<std::string>(), &info.stored_dtype)) {
       return bad_tensor(absl::StrCat("unsupported dtype ", dtype_it->get<std::string>(),
-                                     " (BF16, F16, F32 only)"));
+                                     " (BF16, F16, F32, F8_E4M3, I8, U8, I32, I64 only)"));
     }
     if (shape_it == entry.end() || !shape_it->is_array()) return bad_tensor("missing shape");
     uint64_t numel = 1;
@@ -166,10 +198,11 @@ absl::Status SafetensorsCheckpoint::AddFile(const std::string& path,
       return bad_tensor(absl::StrCat("data_offsets [", begin, ", ", end,
                                      "] fall outside the data section of ", data_size, " bytes"));
     }
-    if (end - begin != numel * ElementSize(info.stored_dtype)) {
-      return bad_tensor(absl::StrCat(
-          "data_offsets hold ", end - begin, " bytes but shape ", ShapeToString(info.shape), " of ",
-          TensorDTypeName(info.stored_dtype), " needs ", numel * ElementSize(info.stored_dtype)));
+    if (end - begin != numel * TensorDTypeSize(info.stored_dtype)) {
+      return bad_tensor(absl::StrCat("data_offsets hold ", end - begin, " bytes but shape ",
+                                     ShapeToString(info.shape), " of ",
+                                     TensorDTypeName(info.stored_dtype), " needs ",
+                                     numel * TensorDTypeSize(info.stored_dtype)));
     }
     if (tensors_.count(name) > 0) {
       return bad_tensor(absl::StrCat("also present in ", tensors_[name].file));
@@ -177,8 +210,11 @@ absl::Status SafetensorsCheckpoint::AddFile(const std::string& path,
     ranges.emplace_back(begin, end);
     const uint8_t* src = data + begin;
     const size_t n = static_cast<size_t>(numel);
+    info.raw = absl::Span<const uint8_t>(src, static_cast<size_t>(end - begin));
     const bool aligned = (reinterpret_cast<uintptr_t>(src) % alignof(uint16_t)) == 0;
-    if (info.stored_dtype == TensorDType::kBF16 && aligned) {
+    if (!HasBf16View(info.stored_dtype)) {
+      // Served as raw bytes only.
+    } else if (info.stored_dtype == TensorDType::kBF16 && aligned) {
       info.bf16 = absl::Span<const uint16_t>(reinterpret_cast<const uint16_t*>(src), n);
     } else {
       auto owned = std::make_unique<uint16_t[]>(std::max<size_t>(n, 1));
@@ -277,7 +313,57 @@ absl::StatusOr<absl::Span<const uint16_t>> SafetensorsCheckpoint::GetBf16(
                                                    ShapeToString(info->shape), ", expected ",
                                                    ShapeToString(shape)));
   }
+  if (!HasBf16View(info->stored_dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " is ",
+                                                   TensorDTypeName(info->stored_dtype),
+                                                   ", expected BF16, F16 or F32"));
+  }
   return info->bf16;
+}
+
+absl::StatusOr<absl::Span<const uint8_t>> SafetensorsCheckpoint::GetRaw(
+    const std::string& name, TensorDType dtype, absl::Span<const int64_t> shape) const {
+  TERN_ASSIGN_OR_RETURN(const TensorInfo* info, Info(name));
+  if (info->stored_dtype != dtype) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " is ",
+                                                   TensorDTypeName(info->stored_dtype),
+                                                   ", expected ", TensorDTypeName(dtype)));
+  }
+  if (!std::equal(info->shape.begin(), info->shape.end(), shape.begin(), shape.end())) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has shape ",
+                                                   ShapeToString(info->shape), ", expected ",
+                                                   ShapeToString(shape)));
+  }
+  return info->raw;
+}
+
+absl::StatusOr<std::vector<float>> SafetensorsCheckpoint::GetFloats(const std::string& name) const {
+  TERN_ASSIGN_OR_RETURN(const TensorInfo* info, Info(name));
+  const size_t size = TensorDTypeSize(info->stored_dtype);
+  const size_t n = info->raw.size() / size;
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* p = info->raw.data() + i * size;
+    uint16_t h = 0;
+    switch (info->stored_dtype) {
+      case TensorDType::kF32:
+        std::memcpy(&out[i], p, 4);
+        break;
+      case TensorDType::kBF16:
+        std::memcpy(&h, p, 2);
+        out[i] = kernels::Bf16ToFloat(h);
+        break;
+      case TensorDType::kF16:
+        std::memcpy(&h, p, 2);
+        out[i] = kernels::F16ToFloat(h);
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " is ",
+                                                       TensorDTypeName(info->stored_dtype),
+                                                       ", expected BF16, F16 or F32"));
+    }
+  }
+  return out;
 }
 
 }  // namespace tern::worker

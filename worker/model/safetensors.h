@@ -5,6 +5,10 @@
 // copy). F16 and F32 tensors are converted once, at open time, to BF16
 // (round to nearest even) in memory owned by the checkpoint, so every caller
 // sees one dtype; so is a BF16 tensor whose data is not 2-byte aligned.
+// Quantized checkpoints add F8_E4M3, I8, U8, I32 and I64 tensors: those are
+// served only as their raw bytes in place (`raw`), with no BF16 view; every
+// tensor's raw bytes are available, and GetFloats reads small float tensors
+// (quantization scales) exactly.
 //
 // Files are untrusted: a truncated file, a header that is not JSON, unknown
 // dtypes, shapes that disagree with the byte ranges, overlapping or
@@ -28,15 +32,21 @@
 
 namespace tern::worker {
 
-enum class TensorDType { kBF16, kF16, kF32 };
-const char* TensorDTypeName(TensorDType dtype);  // "BF16", "F16", "F32"
+enum class TensorDType { kBF16, kF16, kF32, kF8E4M3, kI8, kU8, kI32, kI64 };
+// "BF16", "F16", "F32", "F8_E4M3", "I8", "U8", "I32", "I64" (safetensors' names).
+const char* TensorDTypeName(TensorDType dtype);
+size_t TensorDTypeSize(TensorDType dtype);
 
 struct TensorInfo {
   std::string name;
   TensorDType stored_dtype = TensorDType::kBF16;  // dtype in the file
   std::vector<int64_t> shape;
-  std::string file;                 // file name within the checkpoint directory
-  absl::Span<const uint16_t> bf16;  // the values, row-major, as BF16
+  std::string file;  // file name within the checkpoint directory
+  // The values, row-major, as BF16: BF16, F16 and F32 tensors only (empty
+  // for the others).
+  absl::Span<const uint16_t> bf16;
+  // The stored bytes, in place in the mapping (no alignment guaranteed).
+  absl::Span<const uint8_t> raw;
 };
 
 class SafetensorsCheckpoint {
@@ -57,8 +67,17 @@ class SafetensorsCheckpoint {
   absl::StatusOr<const TensorInfo*> Info(const std::string& name) const;
   // The tensor's BF16 values after checking its shape: NotFound when absent,
   // InvalidArgument "tensor NAME has shape [a, b], expected [c, d]".
+  // InvalidArgument too for a tensor with no BF16 view (an 8-bit or
+  // integer dtype).
   absl::StatusOr<absl::Span<const uint16_t>> GetBf16(const std::string& name,
                                                      absl::Span<const int64_t> shape) const;
+  // The raw bytes of a tensor of exactly `dtype` and `shape`: NotFound when
+  // absent, InvalidArgument naming the tensor for another dtype or shape.
+  absl::StatusOr<absl::Span<const uint8_t>> GetRaw(const std::string& name, TensorDType dtype,
+                                                   absl::Span<const int64_t> shape) const;
+  // The values of a BF16, F16 or F32 tensor, widened exactly to f32, any
+  // shape; InvalidArgument for other dtypes.
+  absl::StatusOr<std::vector<float>> GetFloats(const std::string& name) const;
 
  private:
   class MappedFile;

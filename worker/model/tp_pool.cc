@@ -6,16 +6,22 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <utility>
 
 namespace tern::worker {
 namespace {
 
-// About 50-100 us of spinning: long enough to cover the skew between ranks
-// finishing equal shares of a matmul, short enough not to starve a rank that
-// shares the core.
-constexpr int kSpinIterations = 2000;
+// At most about 50-100 us of spinning: long enough to cover the skew between
+// ranks finishing equal shares of a matmul, short enough not to starve a
+// thread that shares the core. When waits keep outlasting the spin (a rank
+// was preempted: more runnable threads than CPUs), the spin shrinks towards
+// kMinSpinIterations, so waiters sleep at once and leave their CPU to
+// whatever is runnable, instead of burning it while the late rank waits for
+// a CPU; it grows back as waits end within it again.
+constexpr int32_t kMaxSpinIterations = 2000;
+constexpr int32_t kMinSpinIterations = 50;
 
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -25,12 +31,13 @@ inline void CpuRelax() {
 #endif
 }
 
-void PinThread(pthread_t thread, int32_t cpu) {
-  if (cpu < 0 || cpu >= CPU_SETSIZE) return;
+// Best effort: false when the kernel refuses the CPU.
+bool PinThread(pthread_t thread, int32_t cpu) {
+  if (cpu < 0 || cpu >= CPU_SETSIZE) return false;
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
-  (void)pthread_setaffinity_np(thread, sizeof(set), &set);  // best effort
+  return pthread_setaffinity_np(thread, sizeof(set), &set) == 0;
 }
 
 }  // namespace
@@ -46,10 +53,18 @@ void FutexWord::Set(uint32_t value) {
 }
 
 void FutexWord::WaitWhileEquals(uint32_t value) {
-  for (int i = 0; i < kSpinIterations; ++i) {
-    if (word_.load(std::memory_order_acquire) != value) return;
+  // Racy updates of the limit lose at most one adjustment: it is a hint.
+  const int32_t limit = spin_limit_.load(std::memory_order_relaxed);
+  for (int32_t i = 0; i < limit; ++i) {
+    if (word_.load(std::memory_order_acquire) != value) {
+      if (limit < kMaxSpinIterations) {
+        spin_limit_.store(std::min(kMaxSpinIterations, 2 * limit), std::memory_order_relaxed);
+      }
+      return;
+    }
     CpuRelax();
   }
+  spin_limit_.store(std::max(kMinSpinIterations, limit / 2), std::memory_order_relaxed);
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
   // FUTEX_WAIT returns at once if the word already differs, so a Set between
   // the load and the sleep is not missed.
@@ -78,7 +93,7 @@ TpPool::TpPool(int32_t size, std::vector<int32_t> cpus)
   for (int32_t rank = 1; rank < size_; ++rank) {
     threads_.emplace_back([this, rank] { RankLoop(rank); });
     if (rank < static_cast<int32_t>(cpus_.size())) {
-      PinThread(threads_.back().native_handle(), cpus_[rank]);
+      (void)PinThread(threads_.back().native_handle(), cpus_[rank]);
     }
   }
 }
@@ -90,26 +105,31 @@ TpPool::~TpPool() {
   for (std::thread& t : threads_) t.join();
 }
 
-void TpPool::PinCallerIfNew() {
-  const std::thread::id self = std::this_thread::get_id();
-  if (self == pinned_caller_) return;
-  pinned_caller_ = self;
-  if (!cpus_.empty()) PinThread(pthread_self(), cpus_[0]);
-}
-
 void TpPool::Run(absl::FunctionRef<void(int32_t)> fn, bool pin_caller) {
+  // The caller runs as rank 0 on rank 0's CPU only for the call: a pin that
+  // outlived it would confine every thread the caller starts later (a
+  // worker's main thread warms the engine up, then starts the gRPC server)
+  // to that CPU, where each of them preempts rank 0 and stalls all ranks. A
+  // single rank is pinned too, so the threads around it keep off its CPU.
+  cpu_set_t saved;
+  bool restore = false;
+  if (pin_caller && !cpus_.empty() && cpus_[0] >= 0 && cpus_[0] < CPU_SETSIZE &&
+      pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved) == 0 &&
+      !(CPU_COUNT(&saved) == 1 && CPU_ISSET(cpus_[0], &saved))) {
+    restore = PinThread(pthread_self(), cpus_[0]);
+  }
   if (size_ == 1) {
     fn(0);
-    return;
+  } else {
+    job_ = &fn;
+    generation_.Set(generation_.Load() + 1);
+    fn(0);
+    // Completion: every rank arrives after its share; the ranks then go back
+    // to waiting for the next generation, so job_ may be replaced right away.
+    barrier_.ArriveAndWait();
+    job_ = nullptr;
   }
-  if (pin_caller) PinCallerIfNew();
-  job_ = &fn;
-  generation_.Set(generation_.Load() + 1);
-  fn(0);
-  // Completion: every rank arrives after its share; the ranks then go back to
-  // waiting for the next generation, so job_ may be replaced right away.
-  barrier_.ArriveAndWait();
-  job_ = nullptr;
+  if (restore) (void)pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
 }
 
 void TpPool::RankLoop(int32_t rank) {

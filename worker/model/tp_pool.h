@@ -4,11 +4,14 @@
 // owns, each pinned to one CPU. Run(fn) executes fn(rank) on every rank at
 // once and returns when all have finished; inside fn, Barrier() waits until
 // every rank has reached it. With size 1 there are no threads at all: Run
-// calls fn(0) and Barrier returns at once.
+// calls fn(0) (on rank 0's CPU, as with more ranks) and Barrier returns at
+// once.
 //
 // Waiting spins briefly (a rank usually arrives within microseconds of the
 // others) and then sleeps on a futex, so ranks that share cores with each
-// other or with other processes do not burn the time the slow rank needs.
+// other or with other processes do not burn the time the slow rank needs;
+// the spin shortens while waits keep outlasting it (an oversubscribed
+// machine) and lengthens again when they stop.
 // (Raw futexes rather than std::atomic wait/notify: the spin length is ours,
 // and a wake costs a syscall only when some rank actually sleeps.)
 //
@@ -40,6 +43,8 @@ class FutexWord {
  private:
   std::atomic<uint32_t> word_{0};
   std::atomic<int32_t> sleepers_{0};
+  // Spin iterations before a waiter sleeps; adapts (see tp_pool.cc).
+  std::atomic<int32_t> spin_limit_{2000};
 };
 
 // A reusable barrier for a fixed number of threads: spin, then futex-wait.
@@ -62,7 +67,7 @@ class SpinFutexBarrier {
 class TpPool {
  public:
   // `cpus[r]` is the CPU of rank r (missing entries: no pinning). Rank 0's
-  // CPU is applied to the thread that calls Run (see there).
+  // CPU applies to the thread that calls Run while it runs (see there).
   // Pinning failures are ignored (the kernel may not allow a CPU).
   TpPool(int32_t size, std::vector<int32_t> cpus);
   // Stops and joins the rank threads.
@@ -74,9 +79,8 @@ class TpPool {
   int32_t size() const { return size_; }
 
   // Runs fn(rank) on all ranks, the caller as rank 0; returns when all ranks
-  // have returned from fn. With `pin_caller` (and size > 1) a calling thread
-  // new to the pool is pinned to cpus[0] (threads it starts afterwards
-  // inherit that).
+  // have returned from fn. With `pin_caller` the calling thread runs pinned
+  // to cpus[0] during the call; its own CPU mask is back when Run returns.
   void Run(absl::FunctionRef<void(int32_t)> fn, bool pin_caller = true);
 
   // All ranks wait for each other; only from inside Run's fn.
@@ -86,7 +90,6 @@ class TpPool {
 
  private:
   void RankLoop(int32_t rank);
-  void PinCallerIfNew();
 
   const int32_t size_;
   const std::vector<int32_t> cpus_;
@@ -96,7 +99,6 @@ class TpPool {
   const absl::FunctionRef<void(int32_t)>* job_ = nullptr;
   alignas(64) FutexWord generation_;
   std::atomic<bool> stopping_{false};
-  std::thread::id pinned_caller_;
   std::vector<std::thread> threads_;
 };
 

@@ -34,6 +34,7 @@ TEST(BenchReportTest, UntiedModelsCountTheirEmbeddingsOnceMore) {
   config.tie_word_embeddings = false;
   EXPECT_EQ(ComputeModelCost(config).total_params, 1235814400LL + 128256LL * 2048);
   EXPECT_EQ(ComputeModelCost(config).matmul_params, ComputeModelCost(Llama32OneB()).matmul_params);
+  EXPECT_EQ(ComputeModelCost(config).matmul_bytes, 2 * ComputeModelCost(config).matmul_params);
 }
 
 TEST(BenchReportTest, FlopsAndBytesPerStep) {
@@ -41,6 +42,7 @@ TEST(BenchReportTest, FlopsAndBytesPerStep) {
   cost.layer_params = 1000;
   cost.lm_head_params = 100;
   cost.matmul_params = 1100;
+  cost.matmul_bytes = 2 * 1100;
   cost.layers = 2;
   cost.q_dim = 8;
   cost.kv_bytes_per_token = 64;
@@ -49,6 +51,10 @@ TEST(BenchReportTest, FlopsAndBytesPerStep) {
   EXPECT_DOUBLE_EQ(PrefillBytes(cost, 2), 2.0 * (1000 * 2 + 100));
   EXPECT_DOUBLE_EQ(DecodeStepFlops(cost, 4, 10), 4 * (2.0 * 1100 + 4.0 * 2 * 8 * 10));
   EXPECT_DOUBLE_EQ(DecodeStepBytes(cost, 4, 10), 2.0 * 1100 + 4 * 10 * 64);
+  // Int8 layers (one byte a weight) with a bf16 lm_head.
+  cost.matmul_bytes = 1000 + 2 * 100;
+  EXPECT_DOUBLE_EQ(PrefillBytes(cost, 2), 1000 * 2 + 2.0 * 100);
+  EXPECT_DOUBLE_EQ(DecodeStepBytes(cost, 4, 10), 1000 + 2.0 * 100 + 4 * 10 * 64);
 }
 
 BenchSummary PassingSummary() {
@@ -121,7 +127,7 @@ TEST(BenchReportTest, TableShowsRatiosAndAlignsColumns) {
   EXPECT_NE(table.find("prefill 512 (tok/s) | 300  | 200       | 1.50x | fma 50.0%"),
             std::string::npos)
       << table;
-  EXPECT_NE(table.find("TTFT 2048 cold (s)  | 1.5  | n/a       | n/a   | -"), std::string::npos)
+  EXPECT_NE(table.find("TTFT 2048 cold (s)  | 1.50 | n/a       | n/a   | -"), std::string::npos)
       << table;
 }
 

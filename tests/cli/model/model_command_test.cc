@@ -122,5 +122,44 @@ TEST(RuntimeFilesTest, InstalledDataSitsBesideTheBinFolder) {
   EXPECT_EQ(fs::path(dir).parent_path().filename(), "share");
 }
 
+TEST_F(ModelCommandTest, SynthAndQuantizeWriteQuantizedCheckpoints) {
+  const std::string tok = (root_ / "tok").string(), tmpl = (root_ / "template.jinja").string();
+  const fs::path bf16 = root_ / "bf16", int8 = root_ / "int8", fp8 = root_ / "fp8";
+  ASSERT_EQ(Run({"synth", "--preset", "tiny", "--out", bf16.string(), "--no-gguf",
+                 "--tokenizer-dir", tok, "--chat-template", tmpl}),
+            0);
+  EXPECT_EQ(Run({"quantize", "--model", bf16.string(), "--out", int8.string(), "--format", "int8"}),
+            0);
+  EXPECT_EQ(Run({"inspect", int8.string()}), 0);
+  std::ifstream config(int8 / "config.json");
+  const std::string text((std::istreambuf_iterator<char>(config)), {});
+  EXPECT_NE(text.find("\"pack-quantized\""), std::string::npos) << text;
+  EXPECT_TRUE(fs::exists(int8 / "tokenizer.json"));
+  EXPECT_FALSE(fs::exists(int8 / "model.gguf"));  // only with --gguf
+  // synth --dtype writes the quantized checkpoint and its GGUF directly.
+  EXPECT_EQ(
+      Run({"synth", "--preset", "tiny", "--out", fp8.string(), "--dtype", "fp8", "--scale",
+           "tensor", "--layout", "modelopt", "--tokenizer-dir", tok, "--chat-template", tmpl}),
+      0);
+  EXPECT_TRUE(fs::exists(fp8 / "hf_quant_config.json"));
+  EXPECT_TRUE(fs::exists(fp8 / "model.gguf"));
+  EXPECT_FALSE(fs::exists(fp8 / ".bf16-source"));
+  EXPECT_EQ(Run({"inspect", fp8.string()}), 0);
+}
+
+TEST_F(ModelCommandTest, QuantizeRejectsBadArguments) {
+  const std::string out = (root_ / "out").string();
+  EXPECT_EQ(Run({"quantize", "--out", out, "--format", "int8"}), 2);  // no --model
+  EXPECT_EQ(Run({"quantize", "--model", out, "--out", out, "--format", "int4"}), 2);
+  EXPECT_EQ(
+      Run({"quantize", "--model", out, "--out", out, "--format", "int8", "--scale", "tensor"}), 2);
+  EXPECT_EQ(
+      Run({"quantize", "--model", out, "--out", out, "--format", "fp8", "--layout", "modelopt"}),
+      2);  // ModelOpt is per tensor
+  EXPECT_EQ(
+      Run({"quantize", "--model", (root_ / "missing").string(), "--out", out, "--format", "fp8"}),
+      1);
+}
+
 }  // namespace
 }  // namespace tern::cli

@@ -100,6 +100,54 @@ TEST_F(SafetensorsTest, ReadsBf16F16AndF32AsBf16) {
   EXPECT_EQ((*info)->stored_dtype, TensorDType::kF16);
 }
 
+TEST_F(SafetensorsTest, QuantizedDtypesAreServedAsRawBytesInPlace) {
+  const std::string fp8 = "\x38\xb8\x01\x7e";  // 1, -1, 2^-9, 448
+  const float scale = 0.125f;
+  const std::vector<uint16_t> bf16_scale = {kernels::FloatToBf16(0.5f)};
+  const int64_t shape[2] = {3, 8};
+  ASSERT_FALSE(
+      Write("model.safetensors",
+            BuildFile({{"w", "F8_E4M3", {2, 2}, fp8},
+                       {"s", "F32", {}, std::string(reinterpret_cast<const char*>(&scale), 4)},
+                       {"b", "BF16", {1, 1}, Bytes(bf16_scale)},
+                       {"q", "I32", {1}, std::string("\x80\x81\x7f\x00", 4)},
+                       {"shape", "I64", {2}, std::string(reinterpret_cast<const char*>(shape), 16)},
+                       {"i8", "I8", {1}, std::string("\xff", 1)},
+                       {"u8", "U8", {1}, std::string("\xff", 1)}}))
+          .empty());
+  auto ckpt = SafetensorsCheckpoint::OpenDir(dir_.string());
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  auto w = (*ckpt)->GetRaw("w", TensorDType::kF8E4M3, {2, 2});
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_EQ(w->size(), 4u);
+  EXPECT_EQ(kernels::Fp8E4M3ToFloat((*w)[0]), 1.0f);
+  EXPECT_EQ(kernels::Fp8E4M3ToFloat((*w)[1]), -1.0f);
+  EXPECT_EQ(kernels::Fp8E4M3ToFloat((*w)[3]), 448.0f);
+  // No bf16 view of an 8-bit tensor; a wrong dtype or shape is named.
+  EXPECT_THAT(std::string((*ckpt)->GetBf16("w", {2, 2}).status().message()),
+              HasSubstr("tensor w is F8_E4M3"));
+  EXPECT_THAT(std::string((*ckpt)->GetRaw("w", TensorDType::kI8, {2, 2}).status().message()),
+              HasSubstr("expected I8"));
+  EXPECT_THAT(std::string((*ckpt)->GetRaw("w", TensorDType::kF8E4M3, {4}).status().message()),
+              HasSubstr("has shape [2, 2], expected [4]"));
+  EXPECT_TRUE((*ckpt)->GetRaw("q", TensorDType::kI32, {1}).ok());
+  EXPECT_TRUE((*ckpt)->GetRaw("shape", TensorDType::kI64, {2}).ok());
+  EXPECT_TRUE((*ckpt)->GetRaw("i8", TensorDType::kI8, {1}).ok());
+  EXPECT_TRUE((*ckpt)->GetRaw("u8", TensorDType::kU8, {1}).ok());
+  // Scales read exactly (F32 is not rounded through bf16).
+  auto s = (*ckpt)->GetFloats("s");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(*s, std::vector<float>{0.125f});
+  auto b = (*ckpt)->GetFloats("b");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(*b, std::vector<float>{0.5f});
+  EXPECT_FALSE((*ckpt)->GetFloats("w").ok());
+  // The byte count must match the dtype's element size.
+  EXPECT_THAT(
+      std::string(OpenError(BuildFile({{"x", "I32", {2}, std::string(4, '\0')}})).message()),
+      HasSubstr("needs 8"));
+}
+
 TEST_F(SafetensorsTest, UnalignedBf16DataIsCopied) {
   std::vector<uint16_t> bf16 = {kernels::FloatToBf16(1.5f), kernels::FloatToBf16(-3.0f)};
   // One leading byte tensor-free shift: a 1-byte pad makes the data start odd.
@@ -153,8 +201,8 @@ TEST_F(SafetensorsTest, HostileFilesGiveErrors) {
   EXPECT_FALSE(OpenError(with_header(R"({"w": 5})")).ok());
   // Unsupported dtype, negative shape, offsets/shape disagreement, overlap.
   EXPECT_THAT(
-      std::string(OpenError(BuildFile({{"w", "I64", {1}, std::string(8, '\0')}})).message()),
-      HasSubstr("unsupported dtype I64"));
+      std::string(OpenError(BuildFile({{"w", "F64", {1}, std::string(8, '\0')}})).message()),
+      HasSubstr("unsupported dtype F64"));
   EXPECT_FALSE(
       OpenError(with_header(R"({"w":{"dtype":"BF16","shape":[-1],"data_offsets":[0,0]}})")).ok());
   EXPECT_THAT(

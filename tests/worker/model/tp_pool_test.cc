@@ -1,6 +1,7 @@
 #include "worker/model/tp_pool.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <atomic>
 #include <set>
@@ -23,6 +24,36 @@ TEST(TpPoolTest, SizeOneRunsOnTheCallerWithoutThreads) {
   });
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(ran_on, std::this_thread::get_id());
+}
+
+TEST(TpPoolTest, CallerRunsOnRankZerosCpuOnlyDuringRun) {
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  int32_t last = -1;
+  for (int32_t cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &allowed)) last = cpu;
+  }
+  ASSERT_GE(last, 0);
+  for (int32_t size : {1, 2}) {
+    TpPool pool(size, {last, last});
+    // A fresh thread, so a failure cannot leave the test's own thread pinned.
+    std::thread caller([&] {
+      cpu_set_t before;
+      ASSERT_EQ(sched_getaffinity(0, sizeof(before), &before), 0);
+      pool.Run([&](int32_t rank) {
+        if (rank != 0) return;
+        cpu_set_t mine;
+        ASSERT_EQ(sched_getaffinity(0, sizeof(mine), &mine), 0);
+        EXPECT_EQ(CPU_COUNT(&mine), 1);
+        EXPECT_TRUE(CPU_ISSET(last, &mine));
+      });
+      // Threads the caller starts later are not confined to rank 0's CPU.
+      cpu_set_t after;
+      ASSERT_EQ(sched_getaffinity(0, sizeof(after), &after), 0);
+      EXPECT_TRUE(CPU_EQUAL(&before, &after)) << "size " << size;
+    });
+    caller.join();
+  }
 }
 
 TEST(TpPoolTest, EveryRankRunsOnceOnItsOwnThreadAndTheCallerIsRankZero) {
