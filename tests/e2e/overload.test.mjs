@@ -1,8 +1,8 @@
 // Overload, end to end over REST: two workers on a tiny synthetic checkpoint
-// (each engine pinned to its own CPU) behind one router and one gateway, each
-// its own process. The router is set for a TTFT bound rather than a queue:
-// no slack beyond the workers' batches, and a request predicted to wait more
-// than MAX_QUEUE_WAIT_MS is turned away at once (README "Load shedding").
+// behind one router and one gateway, each its own process. The router is set
+// for a TTFT bound rather than a queue: no slack beyond the workers' batches,
+// and a request predicted to wait more than MAX_QUEUE_WAIT_MS is turned away
+// at once (README "Load shedding").
 //  - capacity first (a short closed-loop run at the cluster's slots), then
 //    twice that offered open loop: the excess is answered 429/503 with
 //    Retry-After at once (time to the answer measured), every process's RSS
@@ -14,7 +14,6 @@
 // Figures are printed raw ("[overload] ..."); the bounds carry absolute
 // allowances, this host being shared and noisy.
 import assert from "node:assert/strict";
-import { availableParallelism } from "node:os";
 import { after, before, describe, test } from "node:test";
 
 import {
@@ -31,7 +30,6 @@ import {
   waitUntil,
 } from "../lib/tern.mjs";
 
-const nproc = availableParallelism();
 const OVERLOAD_SECONDS = Number(process.env.TERN_OVERLOAD_SECONDS ?? 10);
 const MAX_NUM_SEQS = 4;
 const SLACK = 0; // the router's in-flight slack per worker (default 2)
@@ -81,7 +79,7 @@ before(async () => {
     const address = `127.0.0.1:${await freePort()}`;
     const p = new TierProcess("tern-worker", [
       "--model", modelDir, "--listen", address, "--max-num-seqs", String(MAX_NUM_SEQS), "--tp", "1",
-      "--kv-cache-gib", "0.25", "--cpus", String(i % nproc), "--max-model-len", String(MAX_MODEL_LEN), "--log-level", "warning",
+      "--kv-cache-gib", "0.25", "--max-model-len", String(MAX_MODEL_LEN), "--log-level", "warning",
     ]);
     p.index = i;
     procs.push(p);

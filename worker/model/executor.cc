@@ -252,6 +252,7 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const Model* model,
     return absl::InvalidArgumentError("max_batch_tokens must be positive");
   }
   if (options.tp < 0) return absl::InvalidArgumentError("tp must not be negative");
+  const bool cpus_given = !options.cpus.empty();
   if (options.cpus.empty()) {
     cpu_set_t set;
     CPU_ZERO(&set);
@@ -311,7 +312,11 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const Model* model,
   impl->cos.resize(t * (c.head_dim / 2));
   impl->sin.resize(impl->cos.size());
 
-  impl->pool = std::make_unique<TpPool>(tp, options.cpus);
+  // A single rank with no CPU named stays where the scheduler puts it:
+  // pinned to the first CPU the process may use, every such worker of a host
+  // would share that one CPU.
+  impl->pool =
+      std::make_unique<TpPool>(tp, tp == 1 && !cpus_given ? std::vector<int32_t>{} : options.cpus);
   std::vector<absl::Status> statuses(tp);
   Impl* raw = impl.get();
   // The creating thread is not pinned: it may not be the one that runs Step,

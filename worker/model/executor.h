@@ -41,7 +41,8 @@ struct ExecutorOptions {
   // Tensor-parallel ranks; 0: one per CPU in `cpus` (or the process's CPUs).
   int32_t tp = 1;
   // CPUs to pin the ranks to, in rank order; empty: the CPUs the process may
-  // run on (sched_getaffinity), in order. Pinning failures are not errors.
+  // run on (sched_getaffinity), in order, except that a single rank is then
+  // not pinned at all. Pinning failures are not errors.
   std::vector<int32_t> cpus;
   // Token slots per KV block.
   int32_t block_size = 16;
