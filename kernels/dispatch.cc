@@ -1,5 +1,7 @@
 #include "kernels/dispatch.h"
 
+#include <cpuid.h>
+
 #include <cstdlib>
 
 #include "kernels/reference.h"
@@ -103,9 +105,11 @@ CpuFeatures DetectCpu() {
   __builtin_cpu_init();
   // __builtin_cpu_supports reports a feature only when the OS saves the
   // registers it needs (XCR0), so these are safe to act on.
-  // F16C (every AVX2 CPU has it) widens FP8 weights through f16.
-  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+  // F16C (every AVX2 CPU has it) widens FP8 weights through f16. Clang 14's
+  // __builtin_cpu_supports does not know it: CPUID leaf 1, ECX bit 29.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
   f.avx512 = f.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   f.avx512_bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16");
