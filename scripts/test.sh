@@ -33,11 +33,13 @@ stage "build (dependencies, release preset)" bash scripts/build.sh
 if [ "${TERN_SKIP_FORMAT:-0}" != 1 ]; then
   stage "formatting (clang-format 14)" bash scripts/check-format.sh
 fi
-# A test that fails is run once more before it counts: Debian's gRPC 1.51
-# rarely trips its own reference-count assertion (ref_counted.h "prior > 0")
-# while a test program that passed tears its servers down. The first
-# failure's output stays in the log; a test that fails twice fails the stage.
-stage "C++ unit tests (ctest)" ctest --preset release -j "$(nproc)" --timeout 300 --repeat until-pass:2
+# A test that fails is run up to twice more before it counts: Debian's gRPC
+# 1.51 trips its own reference-count assertion (ref_counted.h "prior > 0")
+# now and then while test programs start and tear down servers and channels
+# (gateway_generation_test, which starts a server per test case, aborted so
+# in about 1 run in 10 when three ran side by side). The failures' output
+# stays in the log; a test that fails three times fails the stage.
+stage "C++ unit tests (ctest)" ctest --preset release -j "$(nproc)" --timeout 300 --repeat until-pass:3
 echo "[test] reference-parity and end-to-end suites (node --test)"
 start=$SECONDS
 (
