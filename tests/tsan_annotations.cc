@@ -28,6 +28,18 @@
 // (grpc_core::Executor::Run) and an acquire when an executor thread takes it
 // (Executor::RunClosures).
 //
+// A received message is deserialized into the caller's response object
+// (CallOpRecvMessage::FinishOp) before that unref, on whichever thread
+// completes the batch, so the call's acquire comes too late for it: TSan
+// would see the object's construction (or its previous reads) and the
+// parse as a race. Every batch that receives a message also releases one
+// shared object, which the start of each parse (grpc_byte_buffer_reader_init,
+// called through gRPC's C API) acquires: what a thread did before starting
+// a receive happened before every parse that begins after it. This orders
+// more than gRPC does (parses after unrelated batches too), so a race on a
+// response object is reported only when our access follows the last receive
+// its thread started; nothing else is ordered by it.
+//
 // The __tsan_* functions come from the TSan runtime of the program; they are
 // weak here so that a program without TSan that inherits LD_PRELOAD still
 // runs (without annotations).
@@ -40,6 +52,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "grpc/impl/codegen/grpc_types.h"
 
 extern "C" {
 void __tsan_acquire(void* addr) __attribute__((weak));
@@ -63,6 +76,9 @@ constexpr unsigned kTryLockFailed = 1 << 5;
 // other through the PLT too (AwaitWithTimeout calls AwaitWithDeadline,
 // Notify calls Lock, ...); only the outermost call is annotated.
 thread_local int t_depth = 0;
+
+// The object every message-receiving batch releases and every parse acquires.
+char g_message_receives;
 
 bool Annotating() { return __tsan_mutex_pre_lock != nullptr && t_depth == 1; }
 
@@ -135,8 +151,25 @@ extern "C" {
 // grpc_op*, size_t, void* tag, void* reserved); void grpc_call_unref(grpc_call*).
 int grpc_call_start_batch(void* call, const void* ops, size_t nops, void* tag, void* reserved) {
   static const auto real = Next<int (*)(void*, const void*, size_t, void*, void*)>(__func__);
-  if (__tsan_release != nullptr) __tsan_release(call);
+  if (__tsan_release != nullptr) {
+    __tsan_release(call);
+    const grpc_op* op = static_cast<const grpc_op*>(ops);
+    for (size_t i = 0; i < nops; ++i) {
+      if (op[i].op == GRPC_OP_RECV_MESSAGE) {
+        __tsan_release(&g_message_receives);
+        break;
+      }
+    }
+  }
   return real(call, ops, nops, tag, reserved);
+}
+
+// grpc/byte_buffer.h: int grpc_byte_buffer_reader_init(grpc_byte_buffer_reader*,
+// grpc_byte_buffer*).
+int grpc_byte_buffer_reader_init(void* reader, void* buffer) {
+  static const auto real = Next<int (*)(void*, void*)>(__func__);
+  if (__tsan_acquire != nullptr) __tsan_acquire(&g_message_receives);
+  return real(reader, buffer);
 }
 
 void grpc_call_unref(void* call) {
