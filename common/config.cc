@@ -49,10 +49,11 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(m, "max_model_len", &config.model.max_model_len);
   }
   if (const YAML::Node w = root["worker"]) {
-    TERN_RETURN_IF_ERROR(CheckKeys(
-        w, "worker",
-        {"engine", "vllm", "listen", "max_num_seqs", "max_queue", "kv_block_size", "kv_cache_gib",
-         "max_num_batched_tokens", "enable_prefix_caching", "tp", "cpus", "metrics_listen"}));
+    TERN_RETURN_IF_ERROR(
+        CheckKeys(w, "worker",
+                  {"engine", "vllm", "listen", "max_num_seqs", "max_queue", "kv_block_size",
+                   "kv_cache_gib", "max_num_batched_tokens", "enable_prefix_caching", "tp", "cpus",
+                   "lm_head", "metrics_listen"}));
     Read(w, "engine", &config.worker.engine);
     Read(w, "vllm", &config.worker.vllm);
     Read(w, "listen", &config.worker.listen);
@@ -64,6 +65,7 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(w, "enable_prefix_caching", &config.worker.enable_prefix_caching);
     Read(w, "tp", &config.worker.tp);
     Read(w, "cpus", &config.worker.cpus);
+    Read(w, "lm_head", &config.worker.lm_head);
     Read(w, "metrics_listen", &config.worker.metrics_listen);
   }
   if (const YAML::Node r = root["router"]) {
@@ -195,6 +197,11 @@ absl::Status ValidateClusterConfig(const ClusterConfig& config) {
     return absl::InvalidArgumentError("worker.max_num_batched_tokens must be positive");
   }
   if (config.worker.tp < 0) return absl::InvalidArgumentError("worker.tp must not be negative");
+  if (config.worker.lm_head != "auto" && config.worker.lm_head != "as-stored" &&
+      config.worker.lm_head != "int8") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker.lm_head must be auto, as-stored or int8, got \"", config.worker.lm_head, "\""));
+  }
   if (config.router.dns_refresh_ms <= 0) {
     return absl::InvalidArgumentError("router.dns_refresh_ms must be positive");
   }

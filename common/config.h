@@ -50,6 +50,10 @@ struct WorkerSection {
   // CPUs the ranks are pinned to, in rank order (`tern up --workers N` gives
   // each worker its share); empty: the CPUs the process may run on.
   std::vector<int32_t> cpus;
+  // The native engine's lm_head: "auto" (quantized to int8 at load when the
+  // model's linear layers are 8-bit), "as-stored" or "int8"
+  // (worker::LmHeadFormat).
+  std::string lm_head = "auto";
   std::string metrics_listen;  // empty: no /metrics endpoint
 };
 

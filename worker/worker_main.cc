@@ -45,6 +45,7 @@ constexpr char kUsage[] =
     "                   [--served-model-name NAME] [--max-num-seqs N] [--max-model-len N]\n"
     "                   [--tp N] [--cpus 0,1,2] [--kv-cache-gib G] [--block-size N]\n"
     "                   [--max-num-batched-tokens N] [--no-prefix-caching]\n"
+    "                   [--lm-head auto|as-stored|int8]\n"
     "                   [--metrics-listen HOST:PORT] [--log-level info]\n"
     "                   [--register-with ROUTER_HOST:PORT [--advertise HOST:PORT]]\n"
     "                   [--mtls-ca-file F --mtls-cert-file F --mtls-key-file F]\n"
@@ -413,6 +414,7 @@ int Run(int argc, char** argv) {
                                  {"max-num-batched-tokens", &section.max_num_batched_tokens},
                                  {"block-size", &section.kv_block_size},
                                  {"cpus", &section.cpus},
+                                 {"lm-head", &section.lm_head},
                                  {"kv-cache-gib", &section.kv_cache_gib},
                                  {"no-prefix-caching", &section.enable_prefix_caching, false},
                                  {"engine", &section.engine},
@@ -462,6 +464,9 @@ int Run(int argc, char** argv) {
   engine_options.enable_prefix_caching = config.worker.enable_prefix_caching;
   engine_options.executor.tp = config.worker.tp;
   engine_options.executor.cpus = config.worker.cpus;
+  auto lm_head = tern::worker::ParseLmHeadFormat(config.worker.lm_head);
+  if (!lm_head.ok()) return Fail("--lm-head: " + std::string(lm_head.status().message()));
+  engine_options.executor.lm_head = *lm_head;
   engine_options.executor.block_size = config.worker.kv_block_size;
   engine_options.executor.kv_cache_bytes =
       static_cast<int64_t>(std::llround(config.worker.kv_cache_gib * (1 << 30)));

@@ -39,6 +39,7 @@ constexpr char kUsage[] =
     "                         [--no-llama-cpp] [--llama-cpp-script FILE] [--node PATH]\n"
     "                         [--max-num-batched-tokens N] [--kv-cache-mib N]\n"
     "                         [--repeat N] [--interference] [--prefill L,...] [--batches B,...]\n"
+    "                         [--lm-head auto|as-stored|int8]\n"
     "  --threads N   CPUs to use (default: all the process may run on); tern runs tp = N\n"
     "  --quick       a short smoke run (128-token prompts, 8 decode steps)\n"
     "  --repeat N    measure each side N times (runs alternate); the table shows medians,\n"
@@ -48,6 +49,7 @@ constexpr char kUsage[] =
     "  --prefill L,...  prompt lengths measured (default 512,2048); the longest is also the\n"
     "                cold/prefix-cached TTFT prompt\n"
     "  --batches B,...  decode batch sizes (default 1,8,32)\n"
+    "  --lm-head auto|as-stored|int8  tern's lm_head (the worker's --lm-head; default auto)\n"
     "  --gguf PATH   llama.cpp's copy of the weights (default: DIR/model.gguf)\n"
     "  --llama-cpp-script FILE  the llama.cpp harness, tests/bench/llama_cpp_engine.mjs of\n"
     "                a checkout with its npm packages installed (default:\n"
@@ -137,6 +139,9 @@ absl::StatusOr<TernRun> RunTern(const std::string& dir, const std::vector<int32_
     setup.max_num_batched_tokens = static_cast<int32_t>(**v);
   }
   if (auto v = flags.GetInt("kv-cache-mib"); v.ok() && *v) setup.kv_cache_bytes = **v << 20;
+  auto lm_head = worker::ParseLmHeadFormat(flags.GetOr("lm-head", "auto"));
+  if (!lm_head.ok()) return lm_head.status();
+  setup.lm_head = *lm_head;
   auto bench = LoadBenchEngine(dir, cpus, setup);
   if (!bench.ok()) return bench.status();
   if (bench->tp != static_cast<int32_t>(cpus.size())) {
@@ -147,7 +152,7 @@ absl::StatusOr<TernRun> RunTern(const std::string& dir, const std::vector<int32_
   run.tp = bench->tp;
   run.max_num_batched_tokens = bench->max_num_batched_tokens;
   run.kv_pool_bytes = bench->kv_pool_bytes;
-  run.decode_weight_bytes = bench->model->decode_weight_bytes();
+  run.decode_weight_bytes = bench->engine->decode_weight_bytes();
   Say(absl::StrFormat(
       "tern: engine ready in %.1f s: tp %d on CPUs %s, %d KV blocks of %d tokens (%.0f MiB), "
       "max_num_batched_tokens %d",
@@ -348,11 +353,11 @@ int RunBenchCommand(int argc, char** argv, int first) {
     std::cerr << kUsage;
     return 2;
   }
-  auto flags =
-      Flags::Parse(argc, argv, first + 1,
-                   {"model", "threads", "gguf", "llama-cpp-script", "node",
-                    "max-num-batched-tokens", "kv-cache-mib", "repeat", "prefill", "batches"},
-                   {"quick", "no-llama-cpp", "interference", "help"});
+  auto flags = Flags::Parse(
+      argc, argv, first + 1,
+      {"model", "threads", "gguf", "llama-cpp-script", "node", "max-num-batched-tokens",
+       "kv-cache-mib", "repeat", "prefill", "batches", "lm-head"},
+      {"quick", "no-llama-cpp", "interference", "help"});
   if (!flags.ok()) {
     std::cerr << "tern bench engine: " << flags.status().message() << "\n" << kUsage;
     return 2;

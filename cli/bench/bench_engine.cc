@@ -197,6 +197,7 @@ absl::StatusOr<BenchEngine> LoadBenchEngine(const std::string& dir,
   options.executor.kv_cache_bytes = setup.kv_cache_bytes > 0
                                         ? setup.kv_cache_bytes
                                         : static_cast<int64_t>(defaults.kv_cache_gib * (1 << 30));
+  options.executor.lm_head = setup.lm_head;
   bench.cpus = options.executor.cpus;
   bench.max_num_batched_tokens = options.max_num_batched_tokens;
   auto engine = worker::Engine::Create(bench.model.get(), options);

@@ -70,6 +70,7 @@ struct BenchEngineSetup {
   int32_t max_num_seqs = 32;
   int32_t max_num_batched_tokens = 0;  // 0: the worker's default
   int64_t kv_cache_bytes = 0;          // 0: the worker's default
+  worker::LmHeadFormat lm_head = worker::LmHeadFormat::kAuto;
 };
 
 struct BenchEngine {

@@ -430,6 +430,14 @@ GgufWriter::TensorData WriteLinear(const LinearWeight* w, GgmlType type,
           TERN_RETURN_IF_ERROR(WriteRows(f, w->bf16.data() + r * cols, cols, type));
           break;
         case WeightFormat::kInt8: {
+          if (type != GgmlType::kQ8_0) {  // dequantized: code x scale, in f32
+            const float s = w->row_scales[r];
+            const uint8_t* q = w->bytes.data() + r * cols;
+            wide.resize(cols);
+            for (size_t c = 0; c < cols; ++c) wide[c] = kernels::Int8FromOffsetByte(q[c]) * s;
+            TERN_RETURN_IF_ERROR(f.Write(wide.data(), cols * 4));
+            break;
+          }
           const uint16_t d = kernels::FloatToF16(w->row_scales[r]);
           const uint8_t* q = w->bytes.data() + r * cols;
           blocks.resize(cols / kQ8BlockSize * (2 + kQ8BlockSize));
@@ -561,9 +569,31 @@ absl::Status ConvertCheckpointToGguf(const std::string& model_dir, const std::st
   }
   TERN_ASSIGN_OR_RETURN(auto out_norm, get("model.norm.weight", {c.hidden_size}));
   w.AddTensor("output_norm.weight", {d}, GgmlType::kF32, WriteF32(WidenBf16(out_norm)));
-  if (!c.tie_word_embeddings) {
-    TERN_ASSIGN_OR_RETURN(auto lm_head, get("lm_head.weight", {c.vocab_size, c.hidden_size}));
-    w.AddTensor("output.weight", {d, vocab_size}, wt, WriteMatrix(lm_head, wt));
+  // The lm_head as the engine computes with it by default
+  // (LmHeadFormat::kAuto): an 8-bit model's bf16 lm_head quantized to int8,
+  // written as Q8_0 in an int8 model's file and dequantized to F32 in an FP8
+  // model's (as its linear layers are), so llama.cpp reads the same values.
+  const LinearWeight& head = model->lm_head();
+  LinearWeight quantized_head;
+  std::vector<uint8_t> head_codes;
+  if (QuantizesLmHead(LmHeadFormat::kAuto, model->weight_format(), head.format)) {
+    quantized_head.format = WeightFormat::kInt8;
+    quantized_head.rows = head.rows;
+    quantized_head.cols = head.cols;
+    head_codes.resize(static_cast<size_t>(head.rows * head.cols));
+    quantized_head.row_scales.resize(static_cast<size_t>(head.rows));
+    QuantizeRowsInt8(head.bf16, head.rows, head.cols, head_codes.data(),
+                     quantized_head.row_scales.data());
+    quantized_head.bytes = head_codes;
+    const GgmlType type =
+        model->weight_format() == WeightFormat::kInt8 ? GgmlType::kQ8_0 : GgmlType::kF32;
+    if (type == GgmlType::kQ8_0) {
+      TERN_RETURN_IF_ERROR(CheckQ8Representable(quantized_head, "output.weight"));
+    }
+    w.AddTensor("output.weight", {d, vocab_size}, type, WriteLinear(&quantized_head, type, {}));
+  } else if (!c.tie_word_embeddings) {
+    w.AddTensor("output.weight", {d, vocab_size}, LinearGgmlType(head, wt),
+                WriteLinear(&head, LinearGgmlType(head, wt), {}));
   }
   const size_t slash_out = out_path.find_last_of('/');
   const std::string shown =

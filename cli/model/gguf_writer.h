@@ -104,7 +104,11 @@ class GgufWriter {
 // Quantized checkpoints (worker/model/quantization.h) keep their values:
 // int8 linear layers become Q8_0 (the row's f16-exact scale in every block of
 // 32; InvalidArgument if a scale is not exactly an f16), FP8 ones F32
-// (dequantized: E4M3 value x scale); embeddings and norms as above.
+// (dequantized: E4M3 value x scale); embeddings and norms as above. The
+// lm_head is what the engine computes with by default (LmHeadFormat::kAuto):
+// for a model with 8-bit layers, its bf16 lm_head quantized to int8 rows
+// (Q8_0 in an int8 model's file, dequantized F32 in an FP8 model's), written
+// as output.weight even when the checkpoint ties it to the embeddings.
 absl::Status ConvertCheckpointToGguf(const std::string& model_dir, const std::string& out_path,
                                      const std::function<void(const std::string&)>& progress,
                                      GgmlType weight_type = GgmlType::kBF16);

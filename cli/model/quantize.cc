@@ -65,12 +65,8 @@ Quantized QuantizeMatrix(absl::Span<const uint16_t> w, int64_t rows, int64_t col
     const uint16_t* row = w.data() + r * n;
     uint8_t* out = q.codes.data() + r * n;
     if (o.format == WeightFormat::kInt8) {
-      const float scale = Int8RowScale(amax_of(r * n, n));
-      q.scales.push_back(scale);
-      for (size_t c = 0; c < n; ++c) {
-        const float v = std::nearbyint(k::Bf16ToFloat(row[c]) / scale);
-        out[c] = k::OffsetByteFromInt8(static_cast<int32_t>(std::clamp(v, -127.0f, 127.0f)));
-      }
+      q.scales.push_back(0.0f);
+      QuantizeRowsInt8(w.subspan(r * n, n), 1, cols, out, &q.scales.back());
       continue;
     }
     float scale = tensor_scale;
@@ -168,14 +164,6 @@ absl::Status CopyAuxiliaryFiles(const std::string& in_dir, const std::string& ou
 }
 
 }  // namespace
-
-float Int8RowScale(float amax) {
-  if (!(amax > 0.0f)) return 1.0f;
-  uint16_t h = k::FloatToF16(amax / 127.0f);
-  // Round up, so round(w / scale) never exceeds 127 in magnitude.
-  if (k::F16ToFloat(h) < amax / 127.0f) ++h;
-  return k::F16ToFloat(h);
-}
 
 absl::Status QuantizeCheckpoint(const std::string& in_dir, const std::string& out_dir,
                                 const QuantizeOptions& options) {

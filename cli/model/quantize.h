@@ -54,10 +54,6 @@ struct QuantizeOptions {
 absl::Status QuantizeCheckpoint(const std::string& in_dir, const std::string& out_dir,
                                 const QuantizeOptions& options);
 
-// The int8 scale for a row whose largest magnitude is `amax`: the smallest
-// f16-representable value >= amax / 127 (1 for an all-zero row).
-float Int8RowScale(float amax);
-
 }  // namespace tern::worker
 
 #endif  // TERN_CLI_MODEL_QUANTIZE_H_

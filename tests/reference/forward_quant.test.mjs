@@ -20,6 +20,11 @@
 //     rounding of the dequantized weights and the summation order: the
 //     tolerance of the bf16 suite's f32 case, 1e-4 of max |logit|, near-tie
 //     margin 0.01 (measured: at most 7.3e-7, margins equal to 1e-4).
+// The lm_head: ours runs with the worker's default (--lm-head auto), which
+// quantizes an 8-bit model's bf16 lm_head to int8 rows at load; the GGUF
+// holds those very rows as output.weight (Q8_0 in the int8 files, where
+// llama.cpp also rounds the final hidden state to 8 bits before it;
+// dequantized F32 in the FP8 files, so the FP8 tolerance stays tight).
 // Prompts: 8 (random ids of several lengths, plain and chat-format text);
 // the checks are those of forward.test.mjs: logits after the prompt, 32
 // free-running greedy tokens identical up to llama.cpp's first near-tie, and

@@ -7,6 +7,7 @@
 //     Writes a synthetic checkpoint (and model.gguf, BF16 or F32 matrices).
 //
 //   forward-tool run MODEL_DIR [--tp N] [--batch B] [--kv-mib M]
+//                              [--lm-head auto|as-stored|int8]
 //     Reads JSON lines {"tokens": [...], "n_predict": N} on stdin and writes,
 //     per line, {"last_logits": [...], "greedy": [...], "margins": [...]}:
 //     the logits after the prompt's last token, N greedy tokens continuing the
@@ -48,7 +49,8 @@ int Usage() {
       << "usage: forward-tool synth --preset P --out DIR --tokenizer-dir D [--seed N]\n"
          "                          [--chat-template FILE] [--max-shard-bytes N] [--no-gguf]\n"
          "                          [--gguf-f32]\n"
-         "       forward-tool run MODEL_DIR [--tp N] [--batch B] [--kv-mib M] < requests.jsonl\n";
+         "       forward-tool run MODEL_DIR [--tp N] [--batch B] [--kv-mib M]\n"
+         "                            [--lm-head auto|as-stored|int8] < requests.jsonl\n";
   return 2;
 }
 
@@ -265,6 +267,10 @@ int Run(int argc, char** argv) {
       ok = absl::SimpleAtoi(value, &batch) && batch >= 1;
     } else if (arg == "--kv-mib") {
       ok = absl::SimpleAtoi(value, &kv_mib) && kv_mib >= 1;
+    } else if (arg == "--lm-head") {
+      auto format = tern::worker::ParseLmHeadFormat(value);
+      ok = format.ok();
+      if (ok) options.lm_head = *format;
     }
     if (!ok) return Usage();
   }

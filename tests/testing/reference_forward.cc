@@ -177,7 +177,7 @@ absl::Status ReferenceForward(const Model& model, absl::Span<const int32_t> toke
     absl::Span<float> xn(s.xn.data(), d);
     kern.RmsNorm(x, model.final_norm(), static_cast<float>(c.rms_norm_eps), xn);
     logits_last->resize(c.vocab_size);
-    kern.GemvBf16(model.lm_head(), c.vocab_size, d, xn, absl::MakeSpan(*logits_last));
+    kern.GemvBf16(model.lm_head().bf16, c.vocab_size, d, xn, absl::MakeSpan(*logits_last));
   }
   return absl::OkStatus();
 }

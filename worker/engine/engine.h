@@ -112,6 +112,8 @@ class Engine final : public ServingEngine {
   int32_t num_kv_blocks() const;
   int32_t kv_block_size() const;
   int32_t tp() const;
+  // Weight bytes one decode step reads (Executor::decode_weight_bytes).
+  int64_t decode_weight_bytes() const;
 
   // A new subscription to load and KV events (see StateSubscription).
   std::shared_ptr<StateSubscription> WatchState() override;

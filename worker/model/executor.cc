@@ -130,7 +130,10 @@ struct Executor::Impl {
     int32_t vocab_begin = 0, vocab_end = 0;
     int32_t column_begin = 0, column_end = 0;  // hidden columns this rank reduces
     std::vector<RankLayer> layers;
-    RankMemory weights;      // the copied o_proj / down_proj column blocks
+    LinearView head;                 // rows [vocab_begin, vocab_end) of the lm_head
+    std::vector<float> head_scales;  // their scales when quantized at Create
+    // The copied o_proj / down_proj column blocks, then the quantized lm_head rows.
+    RankMemory weights;
     RankMemory kv;           // per layer: keys then values, kernels::PagedKv layout
     RankMemory activations;  // the buffers below
     size_t kv_layer_floats = 0;
@@ -165,6 +168,7 @@ struct Executor::Impl {
   int32_t num_blocks = 0;
   int64_t bytes_per_block = 0;
   int64_t owned_weight_bytes = 0;
+  bool quantize_head = false;  // the ranks quantize their lm_head rows to int8
   std::vector<Rank> ranks;
   // Declared after `ranks`: its threads are joined before their memory goes.
   std::unique_ptr<TpPool> pool;
@@ -195,8 +199,21 @@ absl::Status Executor::Impl::SetUpRank(int32_t r) {
       owned_bytes += RoundUp(d * ffn * ml.down.element_bytes(), 64);
     }
   }
-  TERN_RETURN_IF_ERROR(rk.weights.Allocate(owned_bytes, "weight shards"));
+  const size_t vocab_rows = rk.vocab_end - rk.vocab_begin;
+  const size_t head_bytes = quantize_head ? vocab_rows * d : 0;
+  TERN_RETURN_IF_ERROR(rk.weights.Allocate(owned_bytes + head_bytes, "weight shards"));
   uint8_t* owned = rk.weights.as<uint8_t>();
+  const LinearWeight& head = model->lm_head();
+  if (quantize_head) {
+    rk.head_scales.resize(vocab_rows);
+    uint8_t* codes = owned + owned_bytes;
+    QuantizeRowsInt8(head.bf16.subspan(static_cast<size_t>(rk.vocab_begin) * d, vocab_rows * d),
+                     static_cast<int64_t>(vocab_rows), static_cast<int64_t>(d), codes,
+                     rk.head_scales.data());
+    rk.head = {WeightFormat::kInt8, codes, rk.head_scales.data()};
+  } else {
+    rk.head = RowSlice(head, static_cast<size_t>(rk.vocab_begin));
+  }
   rk.layers.resize(c.num_hidden_layers);
   for (int li = 0; li < c.num_hidden_layers; ++li) {
     const Model::Layer& ml = model->layer(li);
@@ -224,7 +241,6 @@ absl::Status Executor::Impl::SetUpRank(int32_t r) {
       "the KV cache"));
 
   const size_t t = options.max_batch_tokens;
-  const size_t vocab_rows = rk.vocab_end - rk.vocab_begin;
   const size_t sizes[] = {
       t * qd,  t * kvd, t * kvd, t * qd, t * ffn,
       t * ffn, t * d,   t * d,   t * d,  tp > 1 ? kLogitChunkRows * vocab_rows : 0};
@@ -274,6 +290,8 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const Model* model,
   }
   impl->tp = tp;
   impl->options = options;
+  impl->quantize_head =
+      QuantizesLmHead(options.lm_head, model->weight_format(), model->lm_head().format);
 
   // With tp > kv heads each kv head is replicated on tp / kv_heads ranks.
   const int32_t kv_per_rank = kv_heads >= tp ? kv_heads / tp : 1;
@@ -345,7 +363,8 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const Model* model,
   }
   TERN_LOG(Info) << "executor: tp " << tp << ", " << impl->num_blocks << " KV blocks of "
                  << options.block_size << " tokens (" << impl->bytes_per_block
-                 << " bytes each), weight shards " << impl->owned_weight_bytes << " bytes";
+                 << " bytes each), weight shards " << impl->owned_weight_bytes << " bytes"
+                 << (impl->quantize_head ? ", lm_head quantized to int8 at load" : "");
   return std::unique_ptr<Executor>(new Executor(std::move(impl)));
 }
 
@@ -519,14 +538,13 @@ void Executor::Impl::Logits(Rank& rk, absl::Span<float> logits) {
                    model->final_norm().data(), d, eps, rk.logit_rows + i * d);
   }
   const size_t vocab_rows = rk.vocab_end - rk.vocab_begin;
-  const uint16_t* w = model->lm_head().data() + static_cast<size_t>(rk.vocab_begin) * d;
   if (tp == 1) {
-    kern->matmul_bf16(w, vocab, d, rk.logit_rows, rows, logits.data());
+    Matmul(*kern, rk.head, vocab, d, rk.logit_rows, rows, logits.data());
     return;
   }
   for (size_t i0 = 0; i0 < rows; i0 += kLogitChunkRows) {
     const size_t m = std::min(kLogitChunkRows, rows - i0);
-    kern->matmul_bf16(w, vocab_rows, d, rk.logit_rows + i0 * d, m, rk.logit_tmp);
+    Matmul(*kern, rk.head, vocab_rows, d, rk.logit_rows + i0 * d, m, rk.logit_tmp);
     for (size_t i = 0; i < m; ++i) {
       std::memcpy(logits.data() + (i0 + i) * vocab + rk.vocab_begin, rk.logit_tmp + i * vocab_rows,
                   vocab_rows * sizeof(float));
@@ -543,6 +561,17 @@ int64_t Executor::bytes_per_block() const { return impl_->bytes_per_block; }
 int64_t Executor::owned_weight_bytes() const { return impl_->owned_weight_bytes; }
 int64_t Executor::kv_pool_bytes() const {
   return int64_t{impl_->num_blocks} * impl_->bytes_per_block;
+}
+WeightFormat Executor::lm_head_format() const {
+  return impl_->quantize_head ? WeightFormat::kInt8 : impl_->model->lm_head().format;
+}
+int64_t Executor::decode_weight_bytes() const {
+  const LinearWeight& head = impl_->model->lm_head();
+  int64_t bytes = impl_->model->decode_weight_bytes();
+  if (impl_->quantize_head) {
+    bytes += head.rows * head.cols * 1 + head.rows * int64_t{sizeof(float)} - head.stored_bytes();
+  }
+  return bytes;
 }
 
 }  // namespace tern::worker

@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "worker/model/model.h"
+#include "worker/model/quantization.h"
 
 namespace tern::worker {
 
@@ -52,6 +53,12 @@ struct ExecutorOptions {
   // Largest number of tokens one Step computes (sizes the activation
   // buffers, allocated once at Create).
   int32_t max_batch_tokens = 512;
+  // How the ranks hold the lm_head: with kInt8 (or kAuto on a model with
+  // 8-bit linear layers) each rank quantizes its bf16 vocabulary rows at
+  // Create into its own memory (per-row int8, worker/model/quantization.h),
+  // halving the bytes the largest matrix of a small model costs per decode
+  // step; kAsStored reads the checkpoint's matrix in place.
+  LmHeadFormat lm_head = LmHeadFormat::kAuto;
 };
 
 // One sequence's share of a step.
@@ -99,6 +106,11 @@ class Executor {
   // the KV pool.
   int64_t owned_weight_bytes() const;
   int64_t kv_pool_bytes() const;
+  // The lm_head's format in the ranks (int8 when quantized at Create).
+  WeightFormat lm_head_format() const;
+  // Bytes of weights one decode step streams (Model::decode_weight_bytes
+  // with the lm_head as the ranks hold it).
+  int64_t decode_weight_bytes() const;
 
  private:
   struct Impl;

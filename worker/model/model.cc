@@ -116,15 +116,18 @@ absl::Status Model::LoadWeights() {
   const int64_t d = c.hidden_size, q_dim = c.q_dim(), kv_dim = c.kv_dim();
   const int64_t ffn = c.intermediate_size, vocab = c.vocab_size;
   const SafetensorsCheckpoint& ck = *checkpoint_;
-  // Embeddings and lm_head stay in bf16 (ModelOpt and compressed-tensors
-  // leave them unquantized); GetBf16 names the tensor if one is not.
+  // Embeddings stay in bf16 (every layout leaves them unquantized); GetBf16
+  // names the tensor if they are not. An untied lm_head loads like a linear
+  // layer: bf16, or 8-bit where the quantization config covers it.
   TERN_ASSIGN_OR_RETURN(embed_tokens_, ck.GetBf16("model.embed_tokens.weight", {vocab, d}));
   if (c.tie_word_embeddings) {
-    lm_head_ = embed_tokens_;
+    lm_head_.rows = vocab;
+    lm_head_.cols = d;
+    lm_head_.bf16 = embed_tokens_;
   } else {
-    TERN_ASSIGN_OR_RETURN(lm_head_, ck.GetBf16("lm_head.weight", {vocab, d}));
+    TERN_ASSIGN_OR_RETURN(lm_head_, LoadLinear("lm_head", vocab, d));
   }
-  decode_weight_bytes_ = vocab * d * 2 + d * 4;
+  decode_weight_bytes_ = lm_head_.stored_bytes() + d * 4;
   TERN_ASSIGN_OR_RETURN(auto final_norm, ck.GetBf16("model.norm.weight", {d}));
   final_norm_ = ToFloat(final_norm);
   layers_.resize(c.num_hidden_layers);

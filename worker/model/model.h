@@ -67,7 +67,8 @@ class Model {
   // The format of the quantized linear layers, or kBf16 when none is.
   WeightFormat weight_format() const { return weight_format_; }
   // Bytes of weights one decode step streams: every linear matrix with its
-  // scales, the lm_head rows, and the norms (the embedding row is negligible).
+  // scales, the lm_head as stored, and the norms (the embedding row is
+  // negligible). The executor's figure counts its own lm_head format.
   int64_t decode_weight_bytes() const { return decode_weight_bytes_; }
 
   // The weights, for executors that lay out their own shards. Matrices are
@@ -84,8 +85,9 @@ class Model {
   };
   const Layer& layer(int i) const { return layers_[i]; }
   absl::Span<const uint16_t> embed_tokens() const { return embed_tokens_; }
-  // lm_head.weight, or the embedding matrix when tied.
-  absl::Span<const uint16_t> lm_head() const { return lm_head_; }
+  // lm_head (bf16, or 8-bit when the checkpoint holds it so), or the
+  // embedding matrix (bf16) when tied.
+  const LinearWeight& lm_head() const { return lm_head_; }
   absl::Span<const float> final_norm() const { return final_norm_; }
   // The head_dim / 2 rotary frequencies (llama3 scaling applied).
   absl::Span<const float> inv_freq() const { return inv_freq_; }
@@ -101,7 +103,7 @@ class Model {
   int64_t decode_weight_bytes_ = 0;
   std::unique_ptr<SafetensorsCheckpoint> checkpoint_;
   absl::Span<const uint16_t> embed_tokens_;
-  absl::Span<const uint16_t> lm_head_;  // the embedding matrix when tied
+  LinearWeight lm_head_;  // the embedding matrix when tied
   std::vector<float> final_norm_;
   std::vector<Layer> layers_;
   std::vector<float> inv_freq_;  // head_dim / 2 rotary frequencies

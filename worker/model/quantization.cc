@@ -1,9 +1,12 @@
 #include "worker/model/quantization.h"
 
+#include <algorithm>
+#include <cmath>
 #include <regex>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/reference.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/model_config.h"
 
@@ -228,6 +231,54 @@ absl::StatusOr<QuantizationConfig> LoadQuantizationConfig(const std::string& dir
     return hf.status();
   }
   return ParseQuantizationConfig(config_text, hf_text);
+}
+
+float Int8RowScale(float amax) {
+  namespace k = ::tern::kernels;
+  if (!(amax > 0.0f)) return 1.0f;
+  uint16_t h = k::FloatToF16(amax / 127.0f);
+  // Round up, so round(w / scale) never exceeds 127 in magnitude.
+  if (k::F16ToFloat(h) < amax / 127.0f) ++h;
+  return k::F16ToFloat(h);
+}
+
+void QuantizeRowsInt8(absl::Span<const uint16_t> bf16, int64_t rows, int64_t cols, uint8_t* codes,
+                      float* scales) {
+  namespace k = ::tern::kernels;
+  const size_t n = static_cast<size_t>(cols);
+  for (size_t r = 0; r < static_cast<size_t>(rows); ++r) {
+    const uint16_t* row = bf16.data() + r * n;
+    float amax = 0.0f;
+    for (size_t c = 0; c < n; ++c) amax = std::max(amax, std::fabs(k::Bf16ToFloat(row[c])));
+    const float scale = Int8RowScale(amax);
+    scales[r] = scale;
+    uint8_t* out = codes + r * n;
+    for (size_t c = 0; c < n; ++c) {
+      const float v = std::nearbyint(k::Bf16ToFloat(row[c]) / scale);
+      out[c] = k::OffsetByteFromInt8(static_cast<int32_t>(std::clamp(v, -127.0f, 127.0f)));
+    }
+  }
+}
+
+absl::StatusOr<LmHeadFormat> ParseLmHeadFormat(const std::string& text) {
+  if (text == "auto") return LmHeadFormat::kAuto;
+  if (text == "as-stored") return LmHeadFormat::kAsStored;
+  if (text == "int8") return LmHeadFormat::kInt8;
+  return absl::InvalidArgumentError(
+      absl::StrCat("lm_head format '", text, "': expected auto, as-stored or int8"));
+}
+
+bool QuantizesLmHead(LmHeadFormat choice, WeightFormat linear_format, WeightFormat lm_head_format) {
+  if (lm_head_format != WeightFormat::kBf16) return false;
+  switch (choice) {
+    case LmHeadFormat::kAuto:
+      return linear_format != WeightFormat::kBf16;
+    case LmHeadFormat::kAsStored:
+      return false;
+    case LmHeadFormat::kInt8:
+      return true;
+  }
+  return false;
 }
 
 }  // namespace tern::worker

@@ -24,10 +24,12 @@
 #ifndef TERN_WORKER_MODEL_QUANTIZATION_H_
 #define TERN_WORKER_MODEL_QUANTIZATION_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 
 namespace tern::worker {
 
@@ -64,6 +66,33 @@ absl::StatusOr<QuantizationConfig> ParseQuantizationConfig(const std::string& co
 
 // Reads dir/config.json and dir/hf_quant_config.json (optional).
 absl::StatusOr<QuantizationConfig> LoadQuantizationConfig(const std::string& dir);
+
+// The int8 scale for a row whose largest magnitude is `amax`: the smallest
+// f16-representable value >= amax / 127 (1 for an all-zero row), so a GGUF
+// Q8_0 block (f16 scale) can hold the row's codes exactly.
+float Int8RowScale(float amax);
+
+// Per-row symmetric int8 quantization of `rows` x `cols` bf16 values:
+// scales[r] = Int8RowScale(max |row r|), codes = round(w / scale) in
+// [-127, 127], stored as offset bytes (q + 128), rows * cols of them.
+void QuantizeRowsInt8(absl::Span<const uint16_t> bf16, int64_t rows, int64_t cols, uint8_t* codes,
+                      float* scales);
+
+// How the engine holds the lm_head (the output projection to the
+// vocabulary). Checkpoints in every 8-bit layout leave it in bf16, and on a
+// small model it is a large share of the bytes a decode step reads (a
+// quarter of Llama 3.2 1B's bf16 weights).
+enum class LmHeadFormat {
+  kAuto,      // kInt8 when the model's linear layers are 8-bit and its lm_head bf16
+  kAsStored,  // the checkpoint's matrix, read in place
+  kInt8,      // a bf16 lm_head quantized at load with QuantizeRowsInt8
+};
+// "auto", "as-stored", "int8"; InvalidArgument naming the choices otherwise.
+absl::StatusOr<LmHeadFormat> ParseLmHeadFormat(const std::string& text);
+// Whether a bf16 lm_head is quantized to int8 at load, given the model's
+// linear-layer format (WeightFormat::kBf16 when none is quantized) and the
+// lm_head's stored format.
+bool QuantizesLmHead(LmHeadFormat choice, WeightFormat linear_format, WeightFormat lm_head_format);
 
 }  // namespace tern::worker
 

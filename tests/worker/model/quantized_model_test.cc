@@ -118,9 +118,11 @@ TEST_P(QuantizedModelTest, LoadsWithItsFormatAndWeightsCloseToBf16) {
   }
 }
 
-std::vector<float> LastLogits(const Model* model, int32_t tp, const std::vector<int32_t>& tokens) {
+std::vector<float> LastLogits(const Model* model, int32_t tp, const std::vector<int32_t>& tokens,
+                              LmHeadFormat lm_head = LmHeadFormat::kAuto) {
   ExecutorOptions options;
   options.tp = tp;
+  options.lm_head = lm_head;
   options.block_size = 16;
   options.max_batch_tokens = 64;
   options.kv_cache_bytes = int64_t{4} << 20;
@@ -166,6 +168,58 @@ TEST_P(QuantizedModelTest, ForwardIsCloseToBf16AndTheSameAtTp2) {
   EXPECT_GT(dot / std::sqrt(n1 * n2), min_cosine) << v.name << " cosine";
   // Tensor parallelism only reorders f32 sums.
   EXPECT_LE(max_tp_diff, 1e-4 * max_abs) << v.name;
+}
+
+// An 8-bit model's bf16 lm_head is quantized to int8 rows at load unless
+// --lm-head as-stored; the logits move by the int8 rounding of those rows
+// only, and a decode step reads half the lm_head's bytes.
+TEST_P(QuantizedModelTest, LmHeadIsQuantizedAtLoadUnlessAsked) {
+  const Variant v = GetParam();
+  auto quant = Model::Load(QuantizedDir(v));
+  auto bf16 = Model::Load(testing::TinyModelDir());
+  ASSERT_TRUE(quant.ok() && bf16.ok());
+  const LinearWeight& head = (*quant)->lm_head();
+  ASSERT_EQ(head.format, WeightFormat::kBf16);  // tied to the bf16 embeddings
+  ExecutorOptions options;
+  options.tp = 1;
+  options.kv_cache_bytes = int64_t{4} << 20;
+  auto automatic = Executor::Create(quant->get(), options);
+  options.lm_head = LmHeadFormat::kAsStored;
+  auto stored = Executor::Create(quant->get(), options);
+  auto plain = Executor::Create(bf16->get(), options);
+  options.lm_head = LmHeadFormat::kAuto;
+  auto plain_auto = Executor::Create(bf16->get(), options);
+  options.lm_head = LmHeadFormat::kInt8;
+  auto plain_int8 = Executor::Create(bf16->get(), options);
+  ASSERT_TRUE(automatic.ok() && stored.ok() && plain.ok() && plain_auto.ok() && plain_int8.ok());
+  EXPECT_EQ((*automatic)->lm_head_format(), WeightFormat::kInt8);
+  EXPECT_EQ((*stored)->lm_head_format(), WeightFormat::kBf16);
+  EXPECT_EQ((*plain_auto)->lm_head_format(), WeightFormat::kBf16);
+  EXPECT_EQ((*plain_int8)->lm_head_format(), WeightFormat::kInt8);
+  EXPECT_EQ((*stored)->decode_weight_bytes(), (*quant)->decode_weight_bytes());
+  EXPECT_EQ((*automatic)->decode_weight_bytes(),
+            (*quant)->decode_weight_bytes() - head.rows * head.cols * 2 +
+                head.rows * (head.cols + int64_t{sizeof(float)}));
+  EXPECT_EQ((*automatic)->owned_weight_bytes(), head.rows * head.cols);
+
+  const std::vector<int32_t> tokens = {128000, 791, 4062, 14198, 39935, 35308, 927, 279, 16053};
+  const std::vector<float> as_stored = LastLogits(quant->get(), 1, tokens, LmHeadFormat::kAsStored);
+  const std::vector<float> int8 = LastLogits(quant->get(), 1, tokens, LmHeadFormat::kInt8);
+  ASSERT_EQ(as_stored.size(), int8.size());
+  double dot = 0, n1 = 0, n2 = 0;
+  float max_abs = 0, max_diff = 0;
+  for (size_t i = 0; i < int8.size(); ++i) {
+    dot += double{as_stored[i]} * int8[i];
+    n1 += double{as_stored[i]} * as_stored[i];
+    n2 += double{int8[i]} * int8[i];
+    max_abs = std::max(max_abs, std::fabs(as_stored[i]));
+    max_diff = std::max(max_diff, std::fabs(as_stored[i] - int8[i]));
+  }
+  // Per-row int8 steps of max|row| / 127 on random rows: measured cosine
+  // 0.99998; the quantized rows are not the bf16 ones, so some logit moves.
+  EXPECT_GT(dot / std::sqrt(n1 * n2), 0.9999) << v.name;
+  EXPECT_GT(max_diff, 0.0f) << v.name;
+  EXPECT_LT(max_diff, 0.05f * max_abs) << v.name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, QuantizedModelTest, ::testing::ValuesIn(kVariants),
