@@ -120,14 +120,14 @@ TERN_AVX2 void PanelTile(const float (*panel)[kPanelCols], size_t width, const f
 template <typename Codec>
 TERN_AVX2 void MatmulTokens(const uint8_t* w, const float* scales, size_t rows, size_t cols,
                             const float* x, size_t n, float* y) {
+  // Columns outer (as in gemm_quant_avx512.cc): a panel pass's activations
+  // stay in cache while every row group uses them.
   alignas(32) float panel[kRows][kPanelCols];
-  for (size_t r0 = 0; r0 < rows; r0 += kRows) {
-    const size_t count = std::min(kRows, rows - r0);
-    for (size_t t = 0; t < n; ++t) {
-      for (size_t i = 0; i < count; ++i) y[t * rows + r0 + i] = 0.0f;
-    }
-    for (size_t c0 = 0; c0 < cols; c0 += kPanelCols) {
-      const size_t width = std::min(kPanelCols, cols - c0);
+  std::memset(y, 0, n * rows * sizeof(float));
+  for (size_t c0 = 0; c0 < cols; c0 += kPanelCols) {
+    const size_t width = std::min(kPanelCols, cols - c0);
+    for (size_t r0 = 0; r0 < rows; r0 += kRows) {
+      const size_t count = std::min(kRows, rows - r0);
       for (size_t i = 0; i < kRows; ++i) {
         const uint8_t* row = w + (r0 + std::min(i, count - 1)) * cols + c0;
         for (size_t c = 0; c < width; c += 8) {
@@ -152,9 +152,10 @@ TERN_AVX2 void MatmulTokens(const uint8_t* w, const float* scales, size_t rows, 
         }
       }
     }
-    for (size_t t = 0; t < n; ++t) {
-      for (size_t i = 0; i < count; ++i) y[t * rows + r0 + i] *= scales[r0 + i] * Codec::kUnit;
-    }
+  }
+  for (size_t t = 0; t < n; ++t) {
+    float* yt = y + t * rows;
+    for (size_t r = 0; r < rows; ++r) yt[r] *= scales[r] * Codec::kUnit;
   }
 }
 

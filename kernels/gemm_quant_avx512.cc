@@ -114,7 +114,17 @@ TERN_AVX512 void PanelTile(const float (*panel)[kPanelCols], size_t width, const
   for (size_t t = 0; t < T; ++t) {
     for (size_t i = 0; i < kRows; ++i) acc[t][i] = _mm512_setzero_ps();
   }
-  for (size_t c = 0; c < width; c += 16) {
+  size_t c = 0;
+  for (; c + 16 <= width; c += 16) {
+    __m512 wv[kRows];
+    for (size_t i = 0; i < kRows; ++i) wv[i] = _mm512_load_ps(&panel[i][c]);
+#pragma GCC unroll 6
+    for (size_t t = 0; t < T; ++t) {
+      const __m512 xv = _mm512_loadu_ps(x + t * ldx + c);
+      for (size_t i = 0; i < kRows; ++i) acc[t][i] = _mm512_fmadd_ps(wv[i], xv, acc[t][i]);
+    }
+  }
+  if (c < width) {
     const __mmask16 m = Mask16(width - c);
     __m512 wv[kRows];
     for (size_t i = 0; i < kRows; ++i) wv[i] = _mm512_load_ps(&panel[i][c]);
@@ -128,28 +138,25 @@ TERN_AVX512 void PanelTile(const float (*panel)[kPanelCols], size_t width, const
   }
 }
 
-// Several tokens: rows in groups of kRows, columns in panels of kPanelCols
-// widened once per group, y accumulated across panels then scaled.
+// Several tokens: columns in panels of kPanelCols (the outer loop, so each
+// pass's activations, n x kPanelCols floats, stay in L2 while every row
+// group uses them), rows in groups of kRows widened once per panel, y
+// accumulated across panels then scaled.
 template <typename Codec>
 TERN_AVX512 void MatmulTokens(const uint8_t* w, const float* scales, size_t rows, size_t cols,
                               const float* x, size_t n, float* y) {
   alignas(64) float panel[kRows][kPanelCols];
-  for (size_t r0 = 0; r0 < rows; r0 += kRows) {
-    const size_t count = std::min(kRows, rows - r0);
-    for (size_t t0 = 0; t0 < n; t0 += kTileTokens) {
-      const size_t tokens = std::min(kTileTokens, n - t0);
-      for (size_t t = 0; t < tokens; ++t) {
-        for (size_t i = 0; i < count; ++i) y[(t0 + t) * rows + r0 + i] = 0.0f;
-      }
-    }
-    for (size_t c0 = 0; c0 < cols; c0 += kPanelCols) {
-      const size_t width = std::min(kPanelCols, cols - c0);
+  std::memset(y, 0, n * rows * sizeof(float));
+  for (size_t c0 = 0; c0 < cols; c0 += kPanelCols) {
+    const size_t width = std::min(kPanelCols, cols - c0);
+    for (size_t r0 = 0; r0 < rows; r0 += kRows) {
+      const size_t count = std::min(kRows, rows - r0);
       for (size_t i = 0; i < kRows; ++i) {
         const uint8_t* row = w + (r0 + std::min(i, count - 1)) * cols + c0;
-        for (size_t c = 0; c < width; c += 16) {
-          const __mmask16 m = Mask16(width - c);
-          _mm512_store_ps(&panel[i][c], Load16Masked<Codec>(row + c, m));
-        }
+        size_t c = 0;
+        for (; c + 16 <= width; c += 16) _mm512_store_ps(&panel[i][c], Load16<Codec>(row + c));
+        if (c < width)
+          _mm512_store_ps(&panel[i][c], Load16Masked<Codec>(row + c, Mask16(width - c)));
       }
       for (size_t t0 = 0; t0 < n; t0 += kTileTokens) {
         const float* xt = x + t0 * cols + c0;
@@ -176,9 +183,10 @@ TERN_AVX512 void MatmulTokens(const uint8_t* w, const float* scales, size_t rows
         }
       }
     }
-    for (size_t t = 0; t < n; ++t) {
-      for (size_t i = 0; i < count; ++i) y[t * rows + r0 + i] *= scales[r0 + i] * Codec::kUnit;
-    }
+  }
+  for (size_t t = 0; t < n; ++t) {
+    float* yt = y + t * rows;
+    for (size_t r = 0; r < rows; ++r) yt[r] *= scales[r] * Codec::kUnit;
   }
 }
 
