@@ -141,6 +141,26 @@ std::vector<float> LastLogits(const Model* model, int32_t tp, const std::vector<
   return logits;
 }
 
+// How far `got` is from `want`: their cosine, the largest |want|, and the
+// largest |got - want|.
+struct LogitGap {
+  double cosine = 0;
+  float max_abs = 0, max_diff = 0;
+};
+LogitGap Gap(const std::vector<float>& want, const std::vector<float>& got) {
+  double dot = 0, n1 = 0, n2 = 0;
+  LogitGap gap;
+  for (size_t i = 0; i < want.size() && i < got.size(); ++i) {
+    dot += double{want[i]} * got[i];
+    n1 += double{want[i]} * want[i];
+    n2 += double{got[i]} * got[i];
+    gap.max_abs = std::max(gap.max_abs, std::fabs(want[i]));
+    gap.max_diff = std::max(gap.max_diff, std::fabs(got[i] - want[i]));
+  }
+  gap.cosine = dot / std::sqrt(n1 * n2);
+  return gap;
+}
+
 TEST_P(QuantizedModelTest, ForwardIsCloseToBf16AndTheSameAtTp2) {
   const Variant v = GetParam();
   auto bf16 = Model::Load(testing::TinyModelDir());
@@ -152,22 +172,14 @@ TEST_P(QuantizedModelTest, ForwardIsCloseToBf16AndTheSameAtTp2) {
   const std::vector<float> tp2 = LastLogits(quant->get(), 2, tokens);
   ASSERT_EQ(tp1.size(), want.size());
   ASSERT_EQ(tp2.size(), want.size());
-  double dot = 0, n1 = 0, n2 = 0;
-  float max_abs = 0, max_tp_diff = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    dot += double{want[i]} * tp1[i];
-    n1 += double{want[i]} * want[i];
-    n2 += double{tp1[i]} * tp1[i];
-    max_abs = std::max(max_abs, std::fabs(tp1[i]));
-    max_tp_diff = std::max(max_tp_diff, std::fabs(tp1[i] - tp2[i]));
-  }
   // 8-bit weights move the logits: measured cosine to bf16 0.99996 for int8
   // (per-row steps of max|w| / 127), 0.992-0.994 for FP8 (3 mantissa bits:
   // up to 6% per weight). A wrong scale or code gives far less.
   const double min_cosine = v.format == WeightFormat::kInt8 ? 0.999 : 0.98;
-  EXPECT_GT(dot / std::sqrt(n1 * n2), min_cosine) << v.name << " cosine";
+  EXPECT_GT(Gap(want, tp1).cosine, min_cosine) << v.name << " cosine";
   // Tensor parallelism only reorders f32 sums.
-  EXPECT_LE(max_tp_diff, 1e-4 * max_abs) << v.name;
+  const LogitGap tp = Gap(tp1, tp2);
+  EXPECT_LE(tp.max_diff, 1e-4 * tp.max_abs) << v.name;
 }
 
 // An 8-bit model's bf16 lm_head is quantized to int8 rows at load unless
@@ -206,20 +218,12 @@ TEST_P(QuantizedModelTest, LmHeadIsQuantizedAtLoadUnlessAsked) {
   const std::vector<float> as_stored = LastLogits(quant->get(), 1, tokens, LmHeadFormat::kAsStored);
   const std::vector<float> int8 = LastLogits(quant->get(), 1, tokens, LmHeadFormat::kInt8);
   ASSERT_EQ(as_stored.size(), int8.size());
-  double dot = 0, n1 = 0, n2 = 0;
-  float max_abs = 0, max_diff = 0;
-  for (size_t i = 0; i < int8.size(); ++i) {
-    dot += double{as_stored[i]} * int8[i];
-    n1 += double{as_stored[i]} * as_stored[i];
-    n2 += double{int8[i]} * int8[i];
-    max_abs = std::max(max_abs, std::fabs(as_stored[i]));
-    max_diff = std::max(max_diff, std::fabs(as_stored[i] - int8[i]));
-  }
-  // Per-row int8 steps of max|row| / 127 on random rows: measured cosine
-  // 0.99998; the quantized rows are not the bf16 ones, so some logit moves.
-  EXPECT_GT(dot / std::sqrt(n1 * n2), 0.9999) << v.name;
-  EXPECT_GT(max_diff, 0.0f) << v.name;
-  EXPECT_LT(max_diff, 0.05f * max_abs) << v.name;
+  // Per-row int8 steps of max|row| / 127 on random rows: the quantized rows
+  // are not the bf16 ones, so some logit moves, a little.
+  const LogitGap gap = Gap(as_stored, int8);
+  EXPECT_GT(gap.cosine, 0.9999) << v.name;
+  EXPECT_GT(gap.max_diff, 0.0f) << v.name;
+  EXPECT_LT(gap.max_diff, 0.05f * gap.max_abs) << v.name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, QuantizedModelTest, ::testing::ValuesIn(kVariants),
