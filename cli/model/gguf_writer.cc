@@ -425,19 +425,25 @@ GgufWriter::TensorData WriteLinear(const LinearWeight* w, GgmlType type,
     std::vector<uint8_t> blocks;
     for (size_t i = 0; i < rows; ++i) {
       const size_t r = order.empty() ? i : order[i];
+      if (w->format != WeightFormat::kBf16 && type != GgmlType::kQ8_0) {
+        // Dequantized: code x scale, rounded once to f32.
+        const float s = w->row_scales[r];
+        const uint8_t* q = w->bytes.data() + r * cols;
+        wide.resize(cols);
+        for (size_t c = 0; c < cols; ++c) {
+          wide[c] = (w->format == WeightFormat::kInt8
+                         ? static_cast<float>(kernels::Int8FromOffsetByte(q[c]))
+                         : kernels::Fp8E4M3ToFloat(q[c])) *
+                    s;
+        }
+        TERN_RETURN_IF_ERROR(f.Write(wide.data(), cols * 4));
+        continue;
+      }
       switch (w->format) {
         case WeightFormat::kBf16:
           TERN_RETURN_IF_ERROR(WriteRows(f, w->bf16.data() + r * cols, cols, type));
           break;
         case WeightFormat::kInt8: {
-          if (type != GgmlType::kQ8_0) {  // dequantized: code x scale, in f32
-            const float s = w->row_scales[r];
-            const uint8_t* q = w->bytes.data() + r * cols;
-            wide.resize(cols);
-            for (size_t c = 0; c < cols; ++c) wide[c] = kernels::Int8FromOffsetByte(q[c]) * s;
-            TERN_RETURN_IF_ERROR(f.Write(wide.data(), cols * 4));
-            break;
-          }
           const uint16_t d = kernels::FloatToF16(w->row_scales[r]);
           const uint8_t* q = w->bytes.data() + r * cols;
           blocks.resize(cols / kQ8BlockSize * (2 + kQ8BlockSize));
@@ -452,14 +458,8 @@ GgufWriter::TensorData WriteLinear(const LinearWeight* w, GgmlType type,
           TERN_RETURN_IF_ERROR(f.Write(blocks.data(), blocks.size()));
           break;
         }
-        case WeightFormat::kFp8: {
-          const float s = w->row_scales[r];
-          const uint8_t* q = w->bytes.data() + r * cols;
-          wide.resize(cols);
-          for (size_t c = 0; c < cols; ++c) wide[c] = kernels::Fp8E4M3ToFloat(q[c]) * s;
-          TERN_RETURN_IF_ERROR(f.Write(wide.data(), cols * 4));
-          break;
-        }
+        case WeightFormat::kFp8:
+          return absl::InvalidArgumentError("FP8 weights have no Q8_0 form");
       }
     }
     return absl::OkStatus();
