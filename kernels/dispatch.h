@@ -8,9 +8,13 @@
 //   avx512      AVX-512 F/BW/VL/DQ with f32 FMA (bf16 weights widened in
 //               registers): the same math as the reference up to f32
 //               summation order. The default where the CPU has it.
-//   avx512bf16  as avx512, but the matmuls use vdpbf16ps, which rounds the
-//               activations to bf16 first (as llama.cpp's BF16 CPU path does):
-//               up to 2^-8 relative error per product, so opt-in only.
+//   avx512bf16  as avx512, but bf16 matmuls over 8 or more tokens (prefill,
+//               batched decode) use vdpbf16ps, which rounds the activations
+//               to bf16 first (as llama.cpp's BF16 CPU path does): up to 2^-8
+//               relative error per product, for twice the multiply-adds per
+//               instruction. Fewer tokens stay f32 FMA (bound by memory, not
+//               by multiply-adds). Opt-in only: a token's logits then depend
+//               on how many tokens shared its step.
 // A value the CPU cannot run, or an unknown one, falls back to the best the
 // CPU supports, and ActiveSelection().note says so (the kernels never print).
 //
@@ -41,7 +45,7 @@ std::optional<Isa> ParseIsaName(std::string_view name);
 // Whether this CPU (and OS) can run the kernels of `isa` (detected once).
 bool CpuSupports(Isa isa);
 // The fastest exact level this CPU supports (never kAvx512Bf16, whose
-// matmuls round activations).
+// batched matmuls round activations).
 Isa BestIsa();
 
 // One level's kernels. Matrices are row-major; W holds bf16 weights with one

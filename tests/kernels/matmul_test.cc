@@ -7,7 +7,7 @@
 // Tolerances, with S = sum_c |W[r,c] * x[t,c]| for the output compared:
 //   scalar, avx2, avx512 (f32 FMA): |got - ref| <= 1e-5 * S + 1e-6
 //     (only the f32 summation order differs; observed ~1e-7 * S).
-//   avx512bf16 (vdpbf16ps rounds x to bf16):
+//   avx512bf16, n >= 8 (vdpbf16ps rounds x to bf16; n < 8 is avx512's f32 FMA):
 //     against the reference on bf16-rounded x: 1e-5 * S + 1e-6;
 //     against the reference on exact x: 2^-8 * S (the bound on the rounding:
 //     bf16 keeps 8 significant bits, |x - bf16(x)| <= 2^-8 |x|) + 1e-5 * S + 1e-6.
@@ -52,7 +52,7 @@ class MatmulTest : public ::testing::TestWithParam<Isa> {
     set_->matmul_bf16(w_buf.data(), rows, cols, x_buf.data(), n, y_buf.data());
     const std::vector<float> got = y_buf.ToVector();
 
-    const bool rounds_x = GetParam() == Isa::kAvx512Bf16;
+    const bool rounds_x = GetParam() == Isa::kAvx512Bf16 && n >= 8;
     std::vector<float> x_used = x;
     if (rounds_x) {
       for (float& v : x_used) v = Bf16ToFloat(FloatToBf16(v));
@@ -112,6 +112,17 @@ TEST_P(MatmulTest, MatchesReferenceAtModelLikeShapes) {
   ASSERT_TRUE(CheckShape(64, 64, 2048, 8));
   ASSERT_TRUE(CheckShape(16, 130, 4100, 9));
   ASSERT_TRUE(CheckShape(3, 33, 8192, 10));
+}
+
+// Prefill-sized products: more tokens than one block of converted x (256),
+// rows across and short of the 32-row blocks, columns across and short of
+// the 256-column blocks (odd, so the last column pair is half padding).
+TEST_P(MatmulTest, MatchesReferenceAcrossPrefillBlocks) {
+  ASSERT_TRUE(CheckShape(300, 70, 515, 11));
+  ASSERT_TRUE(CheckShape(257, 33, 256, 12));
+  ASSERT_TRUE(CheckShape(40, 32, 257, 13));
+  ASSERT_TRUE(CheckShape(35, 1, 1, 14));
+  ASSERT_TRUE(CheckShape(100, 17, 33, 15));
 }
 
 TEST_P(MatmulTest, ZeroColumnsGiveZeros) {

@@ -62,13 +62,14 @@ export async function llamaReference(ggufPath, prompts) {
 
 // forward-tool run with --tp/--batch: per prompt, our logits after it,
 // N_PREDICT greedy tokens and margins (or, with `forced`, our argmax after
-// each forced prefix); see forward_tool.cc.
-function runOurs(modelDir, prompts, { tp, batch }, forced) {
+// each forced prefix); see forward_tool.cc. `kernels` sets TERN_KERNELS.
+function runOurs(modelDir, prompts, { tp, batch, kernels }, forced) {
   const input = prompts.map((tokens, i) => JSON.stringify(
     forced ? { tokens, forced: forced[i] } : { tokens, n_predict: N_PREDICT })).join("\n");
+  const env = kernels ? { ...process.env, TERN_KERNELS: kernels } : process.env;
   const result = spawnSync(forwardToolPath(),
     ["run", modelDir, "--tp", String(tp), "--batch", String(batch)],
-    { input: input + "\n", maxBuffer: 1 << 30, encoding: "utf8" });
+    { input: input + "\n", maxBuffer: 1 << 30, encoding: "utf8", env });
   if (result.error) throw result.error;
   if (result.status !== 0) throw new Error(`forward-tool run failed: ${result.stderr}`);
   return result.stdout.trim().split("\n").map((line) => {
@@ -88,7 +89,7 @@ export function checkRun(t, dir, run, tol, llama, allPrompts) {
   const prompts = which.map((p) => allPrompts[p]);
   const ours = runOurs(dir, prompts, run);
   assert.equal(ours.length, count);
-  const label = `tp ${run.tp}, batch ${run.batch}`;
+  const label = `tp ${run.tp}, batch ${run.batch}` + (run.kernels ? `, ${run.kernels} kernels` : "");
 
   // 1. Logits after the prompt.
   let worstRel = 0, worstCos = 1;
