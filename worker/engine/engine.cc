@@ -110,8 +110,8 @@ Engine::Engine(const Model* model, EngineOptions options, std::unique_ptr<Execut
           SchedulerOptions{options_.max_num_seqs, options_.max_num_batched_tokens,
                            options_.enable_prefix_caching},
           kv_.get())),
-      step_times_(std::move(step_times)),
       constraint_mask_(model_->config().vocab_size),
+      step_times_(std::move(step_times)),
       publisher_(static_cast<size_t>(4) * std::max(1, executor_->num_blocks())) {
   load_ = CurrentLoad();
   loop_ = std::thread([this] { Loop(); });

@@ -534,7 +534,9 @@ struct Replica {
           hashes.clear();
           break;
         case KvEventKind::kBlockStored:
-          if (e.parent_block_hash) EXPECT_TRUE(hashes.contains(*e.parent_block_hash));
+          if (e.parent_block_hash) {
+            EXPECT_TRUE(hashes.contains(*e.parent_block_hash));
+          }
           hashes.insert(e.block_hashes.begin(), e.block_hashes.end());
           break;
         case KvEventKind::kBlockRemoved:

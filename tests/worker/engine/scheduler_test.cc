@@ -37,7 +37,9 @@ StepPlan RunStep(Scheduler& scheduler) {
   EXPECT_TRUE(plan.failed.empty());
   scheduler.Commit(plan);
   for (const ScheduledChunk& chunk : plan.chunks) {
-    if (chunk.want_logits) EXPECT_TRUE(scheduler.AppendToken(chunk.id, 7).ok());
+    if (chunk.want_logits) {
+      EXPECT_TRUE(scheduler.AppendToken(chunk.id, 7).ok());
+    }
   }
   return plan;
 }
