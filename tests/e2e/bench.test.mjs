@@ -28,6 +28,10 @@ test("tern bench engine --quick prints every figure against llama.cpp", () => {
     assert.ok(out.stdout.includes(phase), `missing "${phase}":\n${text}`);
   }
   assert.match(out.stdout, /machine: DRAM read [0-9.]+ GB\/s, FP32 FMA peak [0-9.]+ GFLOP\/s/);
+  // Which kernels tern ran with (TERN_KERNELS can change them), in the
+  // opening line and the results' heading.
+  assert.match(out.stdout, /threads on CPUs \S+, (scalar|avx2|avx512|avx512bf16) kernels/, text);
+  assert.match(out.stdout, /results: tern tp \d+ \((scalar|avx2|avx512|avx512bf16) kernels\) vs /, text);
   assert.match(out.stdout, /llama\.cpp build: llama\.cpp \S+ \(ggml-org\/llama\.cpp\)/, text);
   assert.match(out.stdout, /^figure\s*\| tern\s*\| llama\.cpp\s*\| ratio\s*\| roofline/m);
 
