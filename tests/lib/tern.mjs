@@ -220,9 +220,24 @@ export async function waitUntil(what, limitMs, check, context = () => "") {
   }
 }
 
+// The text of a metrics page. A network error is tried twice more, 100 ms
+// apart: a scrape is idempotent, and reusing a kept-alive connection that the
+// server closes at that moment fails once without anything being wrong (seen
+// once in a CI run, on the router's metrics while a drill loaded it).
+async function fetchMetricsText(url) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await (await fetch(url, { signal: AbortSignal.timeout(5_000) })).text();
+    } catch (e) {
+      if (attempt >= 3 || !(e instanceof TypeError)) throw e;
+      await sleep(100);
+    }
+  }
+}
+
 // The samples of metric `name` at `url`: [{ labels: {k: v}, value }].
 export async function scrapeMetric(url, name) {
-  const text = await (await fetch(url, { signal: AbortSignal.timeout(5_000) })).text();
+  const text = await fetchMetricsText(url);
   const samples = [];
   for (const line of text.split("\n")) {
     if (!line.startsWith(name)) continue;
