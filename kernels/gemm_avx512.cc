@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 
 #include "kernels/simd_kernels.h"
 
@@ -545,10 +544,7 @@ TERN_AVX512 void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, cons
 
 TERN_AVX512_BF16 void MatmulBf16Dot(const uint16_t* w, size_t rows, size_t cols, const float* x,
                                     size_t n, float* y) {
-  if (rows == 0 || n == 0) return;
-  if (cols == 0) {
-    for (size_t i = 0; i < n * rows; ++i) y[i] = 0.0f;
-  } else if (n < kPackMinTokens) {
+  if (n < kPackMinTokens || rows == 0 || cols == 0) {
     MatmulBf16Fma(w, rows, cols, x, n, y);
   } else {
     PackedDotMatmul(w, rows, cols, x, n, y);

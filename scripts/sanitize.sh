@@ -58,8 +58,9 @@ crashed_in_grpc() {
 # run_program STAGE TARGET PATH LOG_DIR: one test program; leaves
 # LOG_DIR/TARGET.log and, on failure, LOG_DIR/TARGET.failed. A program
 # whose failure is a report inside library code only (only_library_frames)
-# or a crash inside gRPC (crashed_in_grpc) runs once more; it passes if that run is clean, and both logs are kept
-# (TARGET.log, TARGET.first.log) and the first report is printed.
+# or a crash inside gRPC (crashed_in_grpc) runs once more; it passes if that
+# run is clean, and both logs are kept (TARGET.log, TARGET.first.log) and the
+# first report is printed.
 run_program() {
   local stage=$1 target=$2 path=$3 log_dir=$4
   local log="$log_dir/$target.log" start=$SECONDS rc=0

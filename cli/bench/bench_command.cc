@@ -418,12 +418,13 @@ int RunBenchCommand(int argc, char** argv, int first) {
     return 2;
   }
   ModelCost cost = ComputeModelCost(*config);
-  Say(absl::StrFormat(
-      "model %s: %d layers, hidden %d, %.2f B parameters (%.0f MiB bf16); "
-      "%d threads on CPUs %s, %s kernels%s",
-      dir, config->num_hidden_layers, config->hidden_size, cost.total_params / 1e9,
-      cost.weight_bytes / 1048576.0, threads, CpuListFlag(cpus),
-      kernels::IsaName(kernels::ActiveSelection().isa), flags->Has("quick") ? " (quick run)" : ""));
+  const char* const kernel_level = kernels::IsaName(kernels::ActiveSelection().isa);
+  Say(
+      absl::StrFormat("model %s: %d layers, hidden %d, %.2f B parameters (%.0f MiB bf16); "
+                      "%d threads on CPUs %s, %s kernels%s",
+                      dir, config->num_hidden_layers, config->hidden_size, cost.total_params / 1e9,
+                      cost.weight_bytes / 1048576.0, threads, CpuListFlag(cpus), kernel_level,
+                      flags->Has("quick") ? " (quick run)" : ""));
 
   // 1. The machine.
   Say("phase 1/3: machine probes");
@@ -572,10 +573,9 @@ int RunBenchCommand(int argc, char** argv, int first) {
   } else {
     Say("note: peak RSS not measured (cannot reset VmHWM after the probes)");
   }
-  std::cout << "\n[tern bench] results: tern tp " << tern->tp << " ("
-            << kernels::IsaName(kernels::ActiveSelection().isa) << " kernels) vs "
-            << (theirs ? theirs->build : std::string("llama.cpp (not measured)")) << ", " << threads
-            << " threads; ratio = tern / llama.cpp; roofline against "
+  std::cout << "\n[tern bench] results: tern tp " << tern->tp << " (" << kernel_level
+            << " kernels) vs " << (theirs ? theirs->build : std::string("llama.cpp (not measured)"))
+            << ", " << threads << " threads; ratio = tern / llama.cpp; roofline against "
             << absl::StrFormat("%.1f GB/s and %.1f GFLOP/s", machine.bandwidth_gb_s,
                                machine.fma_gflop_s)
             << "\n\n"
