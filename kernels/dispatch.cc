@@ -173,7 +173,10 @@ bool CpuSupports(Isa isa) {
   return false;
 }
 
+bool RoundsActivations(Isa isa) { return isa == Isa::kAvx512Bf16; }
+
 Isa BestIsa() {
+  if (CpuSupports(Isa::kAvx512Bf16)) return Isa::kAvx512Bf16;
   if (CpuSupports(Isa::kAvx512)) return Isa::kAvx512;
   if (CpuSupports(Isa::kAvx2)) return Isa::kAvx2;
   return Isa::kScalar;

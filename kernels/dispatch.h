@@ -7,14 +7,16 @@
 //   avx2        AVX2 + FMA.
 //   avx512      AVX-512 F/BW/VL/DQ with f32 FMA (bf16 weights widened in
 //               registers): the same math as the reference up to f32
-//               summation order. The default where the CPU has it.
-//   avx512bf16  as avx512, but bf16 matmuls over 8 or more tokens (prefill,
-//               batched decode) use vdpbf16ps, which rounds the activations
-//               to bf16 first (as llama.cpp's BF16 CPU path does): up to 2^-8
+//               summation order.
+//   avx512bf16  as avx512, but the bf16-weight matmuls use vdpbf16ps, which
+//               rounds the activations to bf16 first (as llama.cpp's BF16 CPU
+//               path does, and as bf16 models compute on GPUs): up to 2^-8
 //               relative error per product, for twice the multiply-adds per
-//               instruction. Fewer tokens stay f32 FMA (bound by memory, not
-//               by multiply-adds). Opt-in only: a token's logits then depend
-//               on how many tokens shared its step.
+//               instruction. One summation order for every token count, so
+//               a token's logits never depend on how many tokens shared its
+//               step. The default where the CPU has it (AMD Zen 4 and later,
+//               Intel Cooper Lake, Sapphire Rapids and later); TERN_KERNELS=
+//               avx512 keeps f32 activations.
 // A value the CPU cannot run, or an unknown one, falls back to the best the
 // CPU supports, and ActiveSelection().note says so (the kernels never print).
 //
@@ -44,8 +46,11 @@ const char* IsaName(Isa isa);
 std::optional<Isa> ParseIsaName(std::string_view name);
 // Whether this CPU (and OS) can run the kernels of `isa` (detected once).
 bool CpuSupports(Isa isa);
-// The fastest exact level this CPU supports (never kAvx512Bf16, whose
-// batched matmuls round activations).
+// Whether the bf16-weight matmuls of `isa` round their inputs (activations)
+// to bf16 before multiplying (kAvx512Bf16) rather than widening the weights
+// to f32.
+bool RoundsActivations(Isa isa);
+// The fastest level this CPU supports: avx512bf16, avx512, avx2 or scalar.
 Isa BestIsa();
 
 // One level's kernels. Matrices are row-major; W holds bf16 weights with one

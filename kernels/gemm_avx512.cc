@@ -40,29 +40,26 @@ constexpr size_t kPanelMinTokens = 33;
 constexpr size_t kTileRows = 4;
 constexpr size_t kPanelMaxTokens = 6;
 constexpr size_t kPanelCols = 1024;
-// The vdpbf16ps variant takes the f32 FMA paths for n < 8, where W's
-// stream from memory bounds the time and the packing below would not pay
-// (measured on AMD Zen 5 at Llama-3.2-1B shapes: from 8 tokens on the packed
-// path is faster, 2x at 32 and 3x at 512). For n >= 8:
-//  - blocks of up to 256 tokens x 128 column pairs of x are rounded to bf16
-//    once, on the stack (128 KiB, in L2);
-//  - for each 32-row block of W the same columns are packed pair-wise: row
-//    r's (W[r,k], W[r,k+1]) as one 32-bit lane, 32 rows per pair (16 KiB, in
-//    L1);
-//  - a register tile of 32 rows x up to 12 tokens (24 accumulators) takes one
-//    vdpbf16ps per 16 rows per token per column pair, x's pair broadcast from
-//    memory. Lanes are rows, so there are no horizontal sums.
-constexpr size_t kPackMinTokens = 8;
-constexpr size_t kPackRows = 32;
-constexpr size_t kPackPairs = 128;
-constexpr size_t kPackMaxTokens = 256;
-constexpr size_t kPackTileTokens = 12;
-// The output rows are taken kPackChunkRows at a time, all columns of W for
-// one chunk before the next, so that y's accumulating chunk (256 tokens x 512
-// rows, 512 KiB) stays in L2 instead of going to memory once per column
-// block. 512 measured best on AMD Zen 5 at Llama-3.2-1B shapes (128 and 256
-// lose to cache-set conflicts of y's power-of-two row stride).
-constexpr size_t kPackChunkRows = 512;
+// The vdpbf16ps variant rounds x to bf16 (nearest even) and takes one
+// vdpbf16ps per 32 columns per row per token: lane i of a row's accumulator
+// sums the column pairs 16k + i of one block of kDotBlockCols columns, and
+// each block's lane sums are reduced (Sum4) and added to y in column order.
+// Both of its schemes keep exactly this order, so a token's result is the
+// same bit for bit whatever the number of tokens sharing the call (the
+// engine batches decode steps and prefill chunks of other sequences).
+//  - direct (n < 8): W read in place as in the f32 direct scheme, x rounded
+//    as it is loaded; bound by W's stream from memory.
+//  - blocked (n >= 8): blocks of up to 128 tokens x 1024 columns of x are
+//    rounded once into a stack buffer (256 KiB, in L2), laid out so that each
+//    register tile reads its x as one sequential stream; 4 rows of the same
+//    columns of W (8 KiB, in L1) serve every 6-token tile (24 accumulators).
+// Measured on AMD Zen 5 at Llama-3.2-1B shapes, one thread: 331 GFLOP/s at
+// 512 tokens (the f32 panel: 120), 243 at 32.
+constexpr size_t kDotMinBlockedTokens = 8;
+constexpr size_t kDotBlockCols = 1024;
+constexpr size_t kDotBlockRows = 4;
+constexpr size_t kDotTileTokens = 6;
+constexpr size_t kDotBlockTokens = 128;
 
 TERN_AVX512 inline __mmask16 Mask16(size_t count) {
   return static_cast<__mmask16>((1u << std::min<size_t>(count, 16)) - 1u);
@@ -354,7 +351,7 @@ TERN_AVX512 void PanelMatmul(const uint16_t* w, size_t rows, size_t cols, const 
   }
 }
 
-// ---- vdpbf16ps, larger n: packed W x bf16 x ----
+// ---- vdpbf16ps ----
 
 TERN_AVX512_BF16 inline __m512bh XToBf16(const float* x) {
   return _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
@@ -364,162 +361,165 @@ TERN_AVX512_BF16 inline __m512bh XToBf16Masked(const float* x, size_t count) {
   const __m512 hi = _mm512_maskz_loadu_ps(count > 16 ? Mask16(count - 16) : 0, x + 16);
   return _mm512_cvtne2ps_pbh(hi, lo);
 }
-// out[p] = lane p of every in[r] (a 16 x 16 transpose of 32-bit lanes):
-// unpacks of 32- and 64-bit lanes transpose the 4 x 4 blocks inside each
-// 128-bit lane, then two rounds of 128-bit shuffles move the blocks.
-TERN_AVX512 inline void Transpose16x16(const __m512i in[16], __m512i out[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(in[2 * i], in[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(in[2 * i], in[2 * i + 1]);
-  }
-  // u[4g + e], 128-bit lane L: rows 4g..4g+3 of lane 4L + e.
-  for (int g = 0; g < 4; ++g) {
-    u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-  }
-  for (int e = 0; e < 4; ++e) {
-    const __m512i v0 = _mm512_shuffle_i32x4(u[e], u[4 + e], _MM_SHUFFLE(1, 0, 1, 0));
-    const __m512i v1 = _mm512_shuffle_i32x4(u[e], u[4 + e], _MM_SHUFFLE(3, 2, 3, 2));
-    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], _MM_SHUFFLE(1, 0, 1, 0));
-    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], _MM_SHUFFLE(3, 2, 3, 2));
-    out[e] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(2, 0, 2, 0));
-    out[4 + e] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1));
-    out[8 + e] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0));
-    out[12 + e] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1));
+
+// Small n: y[j, 0..rows) = W . bf16(x[j]) for T tokens and R weight rows read
+// in place, x rounded as it is loaded. Lane i of a row's accumulator sums the
+// column pairs 16k + i of one kDotBlockCols block; each block's sums are
+// reduced and added to y in column order.
+template <size_t R, int T>
+TERN_AVX512_BF16 void DotDirectTile(RowPtrs<R> w, size_t next, size_t cols, const float* x,
+                                    size_t ldx, float* y, size_t ldy, size_t rows) {
+  __m512 acc[R][T];
+  for (size_t c0 = 0; c0 < cols; c0 += kDotBlockCols) {
+    for (size_t r = 0; r < R; ++r) {
+      for (int j = 0; j < T; ++j) acc[r][j] = _mm512_setzero_ps();
+    }
+    const size_t end = std::min(cols, c0 + kDotBlockCols);
+    for (size_t c = c0; c < end; c += 32) {
+      const size_t left = end - c;
+      const bool full = left >= 32;
+      const __mmask32 m = full ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
+      __m512bh xv[T];
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j) {
+        xv[j] = full ? XToBf16(x + j * ldx + c) : XToBf16Masked(x + j * ldx + c, left);
+      }
+#pragma GCC unroll 8
+      for (size_t r = 0; r < R; ++r) {
+        Prefetch(w.p[r] + c, next);
+        const __m512bh wv = (__m512bh)(full ? _mm512_loadu_si512(w.p[r] + c)
+                                            : _mm512_maskz_loadu_epi16(m, w.p[r] + c));
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], wv, xv[j]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; ++j) {
+#pragma GCC unroll 2
+      for (size_t g = 0; g < R / 4; ++g) {
+        if (4 * g >= rows) break;
+        StoreSums(Sum4(acc[4 * g][j], acc[4 * g + 1][j], acc[4 * g + 2][j], acc[4 * g + 3][j]),
+                  rows - 4 * g, c0 > 0, y + j * ldy + 4 * g);
+      }
+    }
   }
 }
 
-// Packs W rows [0, rows) (row stride `cols`, rows <= kPackRows) x columns
-// [0, count) into pair-major order: packed[p * kPackRows + r] holds
-// (W[r, 2p], W[r, 2p + 1]) as bf16 pairs, for p up to `count` / 2 rounded
-// up to 16 pairs; rows past `rows` and columns past `count` are zero.
-TERN_AVX512 void PackPairs(const uint16_t* w, size_t cols, size_t rows, size_t count,
-                           uint32_t* packed) {
+template <size_t R>
+TERN_AVX512_BF16 void DotDirectMatmul(const uint16_t* w, size_t rows, size_t cols, const float* x,
+                                      size_t n, float* y) {
+  for (size_t r0 = 0; r0 < rows; r0 += R) {
+    const size_t nr = std::min(R, rows - r0);
+    const RowPtrs<R> wr = Rows<R>(w + r0 * cols, cols, nr);
+    size_t next = NextGroupOffset(r0, R, rows, cols);
+    for (size_t t = 0; t < n;) {
+      const size_t size = NextTileTokens(t, n, kDirectMaxTokens);
+      const float* xt = x + t * cols;
+      float* yt = y + t * rows + r0;
+      switch (size) {
+        case 4:
+          DotDirectTile<R, 4>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+        case 3:
+          DotDirectTile<R, 3>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+        case 2:
+          DotDirectTile<R, 2>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+        default:
+          DotDirectTile<R, 1>(wr, next, cols, xt, cols, yt, rows, nr);
+          break;
+      }
+      next = 0;
+      t += size;
+    }
+  }
+}
+
+// Larger n: y[j, 0..rows) (+)= the same sums over one block of `count`
+// columns for the T tokens of a tile, x already rounded into xb (this tile's
+// part of ConvertXBlock's layout), R rows of W read from L1 by every tile.
+template <size_t R, int T>
+TERN_AVX512_BF16 void DotBlockTile(RowPtrs<R> w, size_t next, size_t count, const uint16_t* xb,
+                                   float* y, size_t ldy, size_t rows, bool accumulate) {
+  __m512 acc[R][T];
+  for (size_t r = 0; r < R; ++r) {
+    for (int j = 0; j < T; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
   for (size_t c = 0; c < count; c += 32) {
     const size_t left = count - c;
     const __mmask32 m = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
-    for (size_t half = 0; half < kPackRows / 16; ++half) {
-      __m512i in[16], out[16];
-#pragma GCC unroll 16
-      for (size_t i = 0; i < 16; ++i) {
-        const size_t r = half * 16 + i;
-        in[i] = r < rows ? _mm512_maskz_loadu_epi16(m, w + r * cols + c) : _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (size_t r = 0; r < R; ++r) {
+      Prefetch(w.p[r] + c, next);
+      const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, w.p[r] + c);
+#pragma GCC unroll 6
+      for (int j = 0; j < T; ++j) {
+        const __m512bh xv = (__m512bh)_mm512_load_si512(xb + c * T + j * 32);
+        acc[r][j] = _mm512_dpbf16_ps(acc[r][j], wv, xv);
       }
-      Transpose16x16(in, out);
-      uint32_t* dst = packed + (c / 2) * kPackRows + half * 16;
-#pragma GCC unroll 16
-      for (size_t p = 0; p < 16; ++p) _mm512_store_si512(dst + p * kPackRows, out[p]);
     }
   }
-}
-
-// Prefetches W rows [0, rows) x columns [0, count) into L2.
-TERN_AVX512 void PrefetchBlock(const uint16_t* w, size_t cols, size_t rows, size_t count) {
-  for (size_t r = 0; r < rows; ++r) {
-    const char* row = reinterpret_cast<const char*>(w + r * cols);
-    for (size_t b = 0; b < count * sizeof(uint16_t); b += 64) _mm_prefetch(row + b, _MM_HINT_T1);
-  }
-}
-
-// Rounds x rows [0, n) (row stride ldx) x columns [0, count) to bf16 into
-// xb (row stride kPackPairs * 2), zero past `count` up to the next pair.
-TERN_AVX512_BF16 void ConvertX(const float* x, size_t ldx, size_t n, size_t count, uint16_t* xb) {
-  for (size_t j = 0; j < n; ++j) {
-    const float* src = x + j * ldx;
-    uint16_t* dst = xb + j * kPackPairs * 2;
-    size_t c = 0;
-    for (; c + 32 <= count; c += 32) _mm512_storeu_si512(dst + c, (__m512i)XToBf16(src + c));
-    if (c < count) {
-      const size_t left = count - c;
-      const size_t stored = (left + 1) & ~size_t{1};
-      const __mmask32 m = stored >= 32 ? ~__mmask32{0} : (__mmask32{1} << stored) - 1;
-      _mm512_mask_storeu_epi16(dst + c, m, (__m512i)XToBf16Masked(src + c, left));
-    }
-  }
-}
-
-// y[j, 0..rows) (+)= packed W . xb[j] for the T tokens of the tile, over
-// `pairs` column pairs; rows <= kPackRows.
-template <int T>
-TERN_AVX512_BF16 void PackedTile(const uint32_t* packed, size_t pairs, const uint16_t* xb, float* y,
-                                 size_t ldy, size_t rows, bool accumulate) {
-  __m512 acc0[T], acc1[T];
-  for (int j = 0; j < T; ++j) acc0[j] = acc1[j] = _mm512_setzero_ps();
-  const uint32_t* xp = reinterpret_cast<const uint32_t*>(xb);
-  for (size_t p = 0; p < pairs; ++p) {
-    const __m512bh w0 = (__m512bh)_mm512_load_si512(packed + p * kPackRows);
-    const __m512bh w1 = (__m512bh)_mm512_load_si512(packed + p * kPackRows + 16);
-#pragma GCC unroll 12
-    for (int j = 0; j < T; ++j) {
-      const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(xp[j * kPackPairs + p]));
-      acc0[j] = _mm512_dpbf16_ps(acc0[j], w0, xv);
-      acc1[j] = _mm512_dpbf16_ps(acc1[j], w1, xv);
-    }
-  }
-  const __mmask16 m0 = Mask16(rows);
-  const __mmask16 m1 = rows > 16 ? Mask16(rows - 16) : 0;
-#pragma GCC unroll 12
+#pragma GCC unroll 6
   for (int j = 0; j < T; ++j) {
-    float* yj = y + j * ldy;
-    if (accumulate) {
-      acc0[j] = _mm512_add_ps(acc0[j], _mm512_maskz_loadu_ps(m0, yj));
-      acc1[j] = _mm512_add_ps(acc1[j], _mm512_maskz_loadu_ps(m1, yj + 16));
-    }
-    _mm512_mask_storeu_ps(yj, m0, acc0[j]);
-    _mm512_mask_storeu_ps(yj + 16, m1, acc1[j]);
+    StoreSums(Sum4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]), rows, accumulate, y + j * ldy);
   }
 }
 
-// The tiles of up to kPackTileTokens tokens over n tokens of xb.
-TERN_AVX512_BF16 void PackedTokens(const uint32_t* packed, size_t pairs, const uint16_t* xb,
-                                   size_t n, float* y, size_t ldy, size_t rows, bool accumulate) {
-  using Tile = void (*)(const uint32_t*, size_t, const uint16_t*, float*, size_t, size_t, bool);
-  static constexpr Tile kTiles[kPackTileTokens + 1] = {
-      nullptr,        PackedTile<1>,  PackedTile<2>, PackedTile<3>, PackedTile<4>,
-      PackedTile<5>,  PackedTile<6>,  PackedTile<7>, PackedTile<8>, PackedTile<9>,
-      PackedTile<10>, PackedTile<11>, PackedTile<12>};
+// Rounds x rows [0, n) (row stride ldx) x columns [0, count) to bf16 into xb,
+// laid out for DotBlockTile: for each token tile (NextTileTokens), 32-column
+// chunks one after another, each holding the tile's tokens one after another
+// (a tile reads its x as one sequential stream); zero past `count` up to a
+// multiple of 32.
+TERN_AVX512_BF16 void ConvertXBlock(const float* x, size_t ldx, size_t n, size_t count,
+                                    uint16_t* xb) {
+  const size_t padded = (count + 31) & ~size_t{31};
   for (size_t t = 0; t < n;) {
-    const size_t size = NextTileTokens(t, n, kPackTileTokens);
-    kTiles[size](packed, pairs, xb + t * kPackPairs * 2, y + t * ldy, ldy, rows, accumulate);
+    const size_t size = NextTileTokens(t, n, kDotTileTokens);
+    uint16_t* tile = xb + t * padded;
+    for (size_t j = 0; j < size; ++j) {
+      const float* src = x + (t + j) * ldx;
+      size_t c = 0;
+      for (; c + 32 <= count; c += 32) {
+        _mm512_store_si512(tile + c * size + j * 32, (__m512i)XToBf16(src + c));
+      }
+      if (c < count) {
+        _mm512_store_si512(tile + c * size + j * 32, (__m512i)XToBf16Masked(src + c, count - c));
+      }
+    }
     t += size;
   }
 }
 
-TERN_AVX512_BF16 void PackedDotMatmul(const uint16_t* w, size_t rows, size_t cols, const float* x,
-                                      size_t n, float* y) {
-  alignas(64) uint16_t xb[kPackMaxTokens * kPackPairs * 2];
-  alignas(64) uint32_t packed[kPackPairs * kPackRows];
-  constexpr size_t kBlockCols = 2 * kPackPairs;
-  for (size_t t0 = 0; t0 < n; t0 += kPackMaxTokens) {
-    const size_t tokens = std::min(kPackMaxTokens, n - t0);
-    for (size_t chunk = 0; chunk < rows; chunk += kPackChunkRows) {
-      const size_t chunk_end = std::min(rows, chunk + kPackChunkRows);
-      for (size_t c0 = 0; c0 < cols; c0 += kBlockCols) {
-        const size_t count = std::min(kBlockCols, cols - c0);
-        const size_t pairs = (count + 1) / 2;
-        ConvertX(x + t0 * cols + c0, cols, tokens, count, xb);
-        for (size_t r0 = chunk; r0 < chunk_end; r0 += kPackRows) {
-          const size_t nr = std::min(kPackRows, chunk_end - r0);
-          PackPairs(w + r0 * cols + c0, cols, nr, count, packed);
-          // The next block's rows come into L2 while this one computes: 32
-          // short rows are too many streams for the hardware prefetchers.
-          size_t next_r = r0 + kPackRows, next_c = c0;
-          if (next_r >= chunk_end) {
-            next_r = chunk;
-            next_c = c0 + kBlockCols;
-            if (next_c >= cols) {
-              next_r = chunk_end;
-              next_c = 0;
-            }
-          }
-          if (next_r < rows) {
-            PrefetchBlock(w + next_r * cols + next_c, cols, std::min(kPackRows, rows - next_r),
-                          std::min(kBlockCols, cols - next_c));
-          }
-          PackedTokens(packed, pairs, xb, tokens, y + t0 * rows + r0, rows, nr, c0 > 0);
+TERN_AVX512_BF16 void DotBlockedMatmul(const uint16_t* w, size_t rows, size_t cols, const float* x,
+                                       size_t n, float* y) {
+  using Tile = void (*)(RowPtrs<kDotBlockRows>, size_t, size_t, const uint16_t*, float*, size_t,
+                        size_t, bool);
+  static constexpr Tile kTiles[kDotTileTokens + 1] = {nullptr,
+                                                      DotBlockTile<kDotBlockRows, 1>,
+                                                      DotBlockTile<kDotBlockRows, 2>,
+                                                      DotBlockTile<kDotBlockRows, 3>,
+                                                      DotBlockTile<kDotBlockRows, 4>,
+                                                      DotBlockTile<kDotBlockRows, 5>,
+                                                      DotBlockTile<kDotBlockRows, 6>};
+  alignas(64) uint16_t xb[kDotBlockTokens * kDotBlockCols];
+  for (size_t t0 = 0; t0 < n; t0 += kDotBlockTokens) {
+    const size_t tokens = std::min(kDotBlockTokens, n - t0);
+    for (size_t c0 = 0; c0 < cols; c0 += kDotBlockCols) {
+      const size_t count = std::min(kDotBlockCols, cols - c0);
+      const size_t padded = (count + 31) & ~size_t{31};
+      ConvertXBlock(x + t0 * cols + c0, cols, tokens, count, xb);
+      for (size_t r0 = 0; r0 < rows; r0 += kDotBlockRows) {
+        const size_t nr = std::min(kDotBlockRows, rows - r0);
+        const RowPtrs<kDotBlockRows> wr = Rows<kDotBlockRows>(w + r0 * cols + c0, cols, nr);
+        // The first token tile brings the next rows' block into L2.
+        size_t next = NextGroupOffset(r0, kDotBlockRows, rows, cols);
+        for (size_t t = 0; t < tokens;) {
+          const size_t size = NextTileTokens(t, tokens, kDotTileTokens);
+          kTiles[size](wr, next, count, xb + t * padded, y + (t0 + t) * rows + r0, rows, nr,
+                       c0 > 0);
+          next = 0;
+          t += size;
         }
       }
     }
@@ -544,10 +544,14 @@ TERN_AVX512 void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, cons
 
 TERN_AVX512_BF16 void MatmulBf16Dot(const uint16_t* w, size_t rows, size_t cols, const float* x,
                                     size_t n, float* y) {
-  if (n < kPackMinTokens || rows == 0 || cols == 0) {
+  if (rows == 0 || n == 0 || cols == 0) {
     MatmulBf16Fma(w, rows, cols, x, n, y);
+  } else if (n == 1) {
+    DotDirectMatmul<kGemvRows>(w, rows, cols, x, n, y);
+  } else if (n < kDotMinBlockedTokens) {
+    DotDirectMatmul<kDirectRows>(w, rows, cols, x, n, y);
   } else {
-    PackedDotMatmul(w, rows, cols, x, n, y);
+    DotBlockedMatmul(w, rows, cols, x, n, y);
   }
 }
 

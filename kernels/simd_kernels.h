@@ -30,10 +30,11 @@ namespace avx512 {
 // it in registers (n == 1: 8 rows at a time); larger n widens 4 rows x 1024
 // columns of W into an L1 panel reused by 6-token register tiles.
 void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n, float* y);
-// n < 8 as MatmulBf16Fma; larger n (prefill, batched decode) with vdpbf16ps
-// (needs AVX512_BF16): x is rounded to bf16 (nearest even) and pairs of
-// products are accumulated in f32, over blocks of W packed pair-wise on the
-// stack.
+// vdpbf16ps (needs AVX512_BF16): x is rounded to bf16 (nearest even) and
+// pairs of products are accumulated in f32, in one order for every n (a
+// token's result is the same bit for bit whatever n): n < 8 reads W in place
+// and rounds x as it goes; larger n (prefill, batched decode) rounds blocks
+// of x once into a stack buffer reused by register tiles of 4 rows x 6 tokens.
 void MatmulBf16Dot(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n, float* y);
 void RmsNorm(const float* x, const float* weight, size_t size, float eps, float* out);
 // 8-bit weights widened in registers (gemm_quant_avx512.cc / _avx2.cc):

@@ -33,13 +33,21 @@ TEST(DispatchTest, SupportedLevelsAreNested) {
   }
 }
 
-TEST(DispatchTest, BestIsaIsTheFastestExactLevel) {
+TEST(DispatchTest, BestIsaIsTheFastestSupportedLevel) {
   const Isa best = BestIsa();
-  EXPECT_NE(best, Isa::kAvx512Bf16);
   EXPECT_TRUE(CpuSupports(best));
-  if (CpuSupports(Isa::kAvx512)) {
+  if (CpuSupports(Isa::kAvx512Bf16)) {
+    EXPECT_EQ(best, Isa::kAvx512Bf16);
+  } else if (CpuSupports(Isa::kAvx512)) {
     EXPECT_EQ(best, Isa::kAvx512);
+  } else if (CpuSupports(Isa::kAvx2)) {
+    EXPECT_EQ(best, Isa::kAvx2);
   }
+}
+
+TEST(DispatchTest, OnlyAvx512Bf16RoundsActivations) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) EXPECT_FALSE(RoundsActivations(isa));
+  EXPECT_TRUE(RoundsActivations(Isa::kAvx512Bf16));
 }
 
 TEST(DispatchTest, SelectionHonoursSupportedRequests) {

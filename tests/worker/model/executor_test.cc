@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cli/model/synth.h"
+#include "kernels/dispatch.h"
 #include "tests/testing/reference_forward.h"
 #include "tests/testing/tiny_model.h"
 #include "worker/model/model.h"
@@ -31,6 +32,14 @@ using testing::ReferenceForward;
 
 constexpr int32_t kBlockSize = 4;  // small, so short prompts span many blocks
 constexpr double kRelTol = 1e-4;
+// Tensor parallelism sums a row-parallel product's partial sums in another
+// order. Where the kernels round activations to bf16, a last-bit f32
+// difference can move one activation across a bf16 rounding boundary (2^-8
+// relative in that element) and the next layers carry it: 2^-9 of the
+// largest logit still catches a wrong shard, which is off by order one.
+double TpRelTol() {
+  return kernels::RoundsActivations(kernels::ActiveKernels().isa) ? 0x1p-9 : kRelTol;
+}
 
 // The tiny presets, written once per test binary.
 const Model* LoadPreset(const std::string& preset) {
@@ -93,16 +102,16 @@ int32_t Argmax(absl::Span<const float> v) {
   return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
-// max |a - b| <= kRelTol * max |want|.
-void ExpectClose(absl::Span<const float> got, absl::Span<const float> want,
-                 const std::string& what) {
+// max |a - b| <= rel_tol * max |want|.
+void ExpectClose(absl::Span<const float> got, absl::Span<const float> want, const std::string& what,
+                 double rel_tol = kRelTol) {
   ASSERT_EQ(got.size(), want.size()) << what;
   float max_abs = 0, max_diff = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     max_abs = std::max(max_abs, std::abs(want[i]));
     max_diff = std::max(max_diff, std::abs(got[i] - want[i]));
   }
-  EXPECT_LE(max_diff, kRelTol * max_abs) << what << ": max |logit| " << max_abs;
+  EXPECT_LE(max_diff, rel_tol * max_abs) << what << ": max |logit| " << max_abs;
 }
 
 // A sequence and its blocks in one executor's pool.
@@ -213,7 +222,8 @@ TEST_P(ExecutorTpTest, SameLogitsAndGreedyTokensAsTp1) {
     const std::vector<int32_t> prompt = RandomTokens(len, 1000 + len);
     const auto [want_logits, want_tokens] = Greedy(*one, prompt, 10);
     const auto [got_logits, got_tokens] = Greedy(*many, prompt, 10);
-    ExpectClose(got_logits, want_logits, absl::StrCat(preset, " tp ", tp, " length ", len));
+    ExpectClose(got_logits, want_logits, absl::StrCat(preset, " tp ", tp, " length ", len),
+                TpRelTol());
     EXPECT_EQ(got_tokens, want_tokens) << preset << " tp " << tp << " length " << len;
   }
 }

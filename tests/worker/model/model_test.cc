@@ -12,6 +12,7 @@
 #include "cli/model/synth.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/dispatch.h"
 #include "kernels/reference.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/reference_forward.h"
@@ -113,8 +114,11 @@ TEST_F(ModelTest, LoadsAndRunsForward) {
 }
 
 // An independent, plain double-precision Llama forward pass over the same
-// tensors (Hugging Face formulas written out directly).
-std::vector<double> NaiveForward(const std::string& dir, const std::vector<int32_t>& tokens) {
+// tensors (Hugging Face formulas written out directly). With
+// `round_matmul_inputs`, every matmul's input is first rounded to bf16, as
+// kernels that multiply in bf16 do (kernels::RoundsActivations).
+std::vector<double> NaiveForward(const std::string& dir, const std::vector<int32_t>& tokens,
+                                 bool round_matmul_inputs) {
   auto config = LoadModelConfig(dir);
   auto ckpt = SafetensorsCheckpoint::OpenDir(dir);
   EXPECT_TRUE(config.ok() && ckpt.ok());
@@ -126,7 +130,10 @@ std::vector<double> NaiveForward(const std::string& dir, const std::vector<int32
   };
   const int d = c.hidden_size, hd = c.head_dim, nh = c.num_attention_heads;
   const int nkv = c.num_key_value_heads, ffn = c.intermediate_size, n = tokens.size();
-  auto matvec = [](const std::vector<double>& m, const std::vector<double>& x, int rows) {
+  auto matvec = [&](const std::vector<double>& m, std::vector<double> x, int rows) {
+    if (round_matmul_inputs) {
+      for (double& v : x) v = kernels::Bf16ToFloat(kernels::FloatToBf16(static_cast<float>(v)));
+    }
     std::vector<double> y(rows, 0.0);
     const size_t cols = x.size();
     for (int r = 0; r < rows; ++r)
@@ -216,7 +223,8 @@ TEST_F(ModelTest, MatchesNaiveDoublePrecisionForward) {
     ASSERT_NE(model, nullptr);
     const std::vector<int32_t> prompt = {128000, 5, 77777, 5, 42, 128009};
     const auto ours = Logits(*model, prompt);
-    const auto expected = NaiveForward(Dir(preset), prompt);
+    const auto expected =
+        NaiveForward(Dir(preset), prompt, kernels::RoundsActivations(kernels::ActiveKernels().isa));
     double max_diff = 0, max_abs = 0;
     for (size_t i = 0; i < expected.size(); ++i) {
       max_diff = std::max(max_diff, std::fabs(ours[i] - expected[i]));
