@@ -203,9 +203,19 @@ inline size_t NextTileTokens(size_t done, size_t n, size_t max) {
   return (n - done) / tiles_left;
 }
 
+// A direct tile for R rows and 1..kDirectMaxTokens tokens (DirectTile,
+// DotDirectTile): tiles[T] takes T tokens.
 template <size_t R>
-TERN_AVX512 void DirectMatmul(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n,
-                              float* y) {
+using DirectTileFn = void (*)(RowPtrs<R> w, size_t next, size_t cols, const float* x, size_t ldx,
+                              float* y, size_t ldy, size_t rows);
+template <size_t R>
+constexpr DirectTileFn<R> kFmaDirectTiles[kDirectMaxTokens + 1] = {
+    nullptr, DirectTile<R, 1>, DirectTile<R, 2>, DirectTile<R, 3>, DirectTile<R, 4>};
+
+// W in groups of R rows, each read by token tiles of up to kDirectMaxTokens.
+template <size_t R>
+TERN_AVX512 void DirectMatmul(const DirectTileFn<R>* tiles, const uint16_t* w, size_t rows,
+                              size_t cols, const float* x, size_t n, float* y) {
   for (size_t r0 = 0; r0 < rows; r0 += R) {
     const size_t nr = std::min(R, rows - r0);
     const RowPtrs<R> wr = Rows<R>(w + r0 * cols, cols, nr);
@@ -214,22 +224,7 @@ TERN_AVX512 void DirectMatmul(const uint16_t* w, size_t rows, size_t cols, const
     size_t next = NextGroupOffset(r0, R, rows, cols);
     for (size_t t = 0; t < n;) {
       const size_t size = NextTileTokens(t, n, kDirectMaxTokens);
-      const float* xt = x + t * cols;
-      float* yt = y + t * rows + r0;
-      switch (size) {
-        case 4:
-          DirectTile<R, 4>(wr, next, cols, xt, cols, yt, rows, nr);
-          break;
-        case 3:
-          DirectTile<R, 3>(wr, next, cols, xt, cols, yt, rows, nr);
-          break;
-        case 2:
-          DirectTile<R, 2>(wr, next, cols, xt, cols, yt, rows, nr);
-          break;
-        default:
-          DirectTile<R, 1>(wr, next, cols, xt, cols, yt, rows, nr);
-          break;
-      }
+      tiles[size](wr, next, cols, x + t * cols, cols, y + t * rows + r0, rows, nr);
       next = 0;
       t += size;
     }
@@ -406,35 +401,8 @@ TERN_AVX512_BF16 void DotDirectTile(RowPtrs<R> w, size_t next, size_t cols, cons
 }
 
 template <size_t R>
-TERN_AVX512_BF16 void DotDirectMatmul(const uint16_t* w, size_t rows, size_t cols, const float* x,
-                                      size_t n, float* y) {
-  for (size_t r0 = 0; r0 < rows; r0 += R) {
-    const size_t nr = std::min(R, rows - r0);
-    const RowPtrs<R> wr = Rows<R>(w + r0 * cols, cols, nr);
-    size_t next = NextGroupOffset(r0, R, rows, cols);
-    for (size_t t = 0; t < n;) {
-      const size_t size = NextTileTokens(t, n, kDirectMaxTokens);
-      const float* xt = x + t * cols;
-      float* yt = y + t * rows + r0;
-      switch (size) {
-        case 4:
-          DotDirectTile<R, 4>(wr, next, cols, xt, cols, yt, rows, nr);
-          break;
-        case 3:
-          DotDirectTile<R, 3>(wr, next, cols, xt, cols, yt, rows, nr);
-          break;
-        case 2:
-          DotDirectTile<R, 2>(wr, next, cols, xt, cols, yt, rows, nr);
-          break;
-        default:
-          DotDirectTile<R, 1>(wr, next, cols, xt, cols, yt, rows, nr);
-          break;
-      }
-      next = 0;
-      t += size;
-    }
-  }
-}
+constexpr DirectTileFn<R> kDotDirectTiles[kDirectMaxTokens + 1] = {
+    nullptr, DotDirectTile<R, 1>, DotDirectTile<R, 2>, DotDirectTile<R, 3>, DotDirectTile<R, 4>};
 
 // Larger n: y[j, 0..rows) (+)= the same sums over one block of `count`
 // columns for the T tokens of a tile, x already rounded into xb (this tile's
@@ -534,9 +502,9 @@ TERN_AVX512 void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, cons
   if (cols == 0) {
     for (size_t i = 0; i < n * rows; ++i) y[i] = 0.0f;
   } else if (n == 1) {
-    DirectMatmul<kGemvRows>(w, rows, cols, x, n, y);
+    DirectMatmul<kGemvRows>(kFmaDirectTiles<kGemvRows>, w, rows, cols, x, n, y);
   } else if (n < kPanelMinTokens) {
-    DirectMatmul<kDirectRows>(w, rows, cols, x, n, y);
+    DirectMatmul<kDirectRows>(kFmaDirectTiles<kDirectRows>, w, rows, cols, x, n, y);
   } else {
     PanelMatmul(w, rows, cols, x, n, y);
   }
@@ -547,9 +515,9 @@ TERN_AVX512_BF16 void MatmulBf16Dot(const uint16_t* w, size_t rows, size_t cols,
   if (rows == 0 || n == 0 || cols == 0) {
     MatmulBf16Fma(w, rows, cols, x, n, y);
   } else if (n == 1) {
-    DotDirectMatmul<kGemvRows>(w, rows, cols, x, n, y);
+    DirectMatmul<kGemvRows>(kDotDirectTiles<kGemvRows>, w, rows, cols, x, n, y);
   } else if (n < kDotMinBlockedTokens) {
-    DotDirectMatmul<kDirectRows>(w, rows, cols, x, n, y);
+    DirectMatmul<kDirectRows>(kDotDirectTiles<kDirectRows>, w, rows, cols, x, n, y);
   } else {
     DotBlockedMatmul(w, rows, cols, x, n, y);
   }
