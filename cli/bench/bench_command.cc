@@ -549,6 +549,7 @@ int RunBenchCommand(int argc, char** argv, int first) {
     if (d.batch == largest_batch && d.batch > 1) {
       summary.big_batch = d.batch;
       summary.decode_big_tern = d.tokens_per_s;
+      summary.decode_big_llama = row.llama_cpp;
       summary.decode_big_fma_fraction = fma_fraction;
     }
     rows.push_back(row);

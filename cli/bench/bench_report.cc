@@ -146,6 +146,8 @@ std::vector<TargetCheck> CheckTargets(const BenchSummary& s) {
                            Ratio(s.decode_big_tern, s.decode1_tern), 8.0, "ratio"));
   checks.push_back(AtLeast(absl::StrCat("decode batch ", s.big_batch, " >= 60% of the FMA peak"),
                            s.decode_big_fma_fraction, 0.60, "fraction"));
+  checks.push_back(AtLeast(absl::StrCat("decode batch ", s.big_batch, " >= 1.3x llama.cpp"),
+                           Ratio(s.decode_big_tern, s.decode_big_llama), 1.3, "ratio"));
   {
     TargetCheck check{"prefix-cached TTFT <= 10% of cold", std::nullopt, "TTFT not measured"};
     if (s.ttft_cold_s && s.ttft_cached_s && *s.ttft_cold_s > 0.0) {

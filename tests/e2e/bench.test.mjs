@@ -56,7 +56,7 @@ test("tern bench engine --quick prints every figure against llama.cpp", () => {
   // One verdict per target, none left unmeasured.
   const targets = out.stdout.split("[tern bench] targets:")[1] ?? "";
   const verdicts = targets.split("\n").filter((l) => /^(met|NOT met|n\/a)\s/.test(l));
-  assert.equal(verdicts.length, 7, targets);
+  assert.equal(verdicts.length, 8, targets);
   assert.ok(verdicts.every((l) => !l.startsWith("n/a")), targets);
 });
 
