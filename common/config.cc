@@ -73,8 +73,8 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
         r, "router",
         {"listen", "policy", "model_policies", "session_affinity", "workers", "dns_refresh_ms",
          "registration_lease_ms", "health_interval_ms", "health_timeout_ms", "metrics_listen",
-         "slack", "max_queue", "max_queue_wait_ms", "max_priority_wait_ms", "stall_timeout_ms",
-         "max_retries", "circuit_failures", "circuit_cooldown_ms"}));
+         "slack", "max_queue", "max_queue_wait_ms", "max_priority_wait_ms", "overload_ttft_factor",
+         "stall_timeout_ms", "max_retries", "circuit_failures", "circuit_cooldown_ms"}));
     Read(r, "listen", &config.router.listen);
     Read(r, "policy", &config.router.policy);
     if (const YAML::Node p = r["model_policies"]) {
@@ -95,6 +95,7 @@ absl::StatusOr<ClusterConfig> ParseNode(const YAML::Node& root) {
     Read(r, "max_queue", &config.router.max_queue);
     Read(r, "max_queue_wait_ms", &config.router.max_queue_wait_ms);
     Read(r, "max_priority_wait_ms", &config.router.max_priority_wait_ms);
+    Read(r, "overload_ttft_factor", &config.router.overload_ttft_factor);
     Read(r, "stall_timeout_ms", &config.router.stall_timeout_ms);
     Read(r, "max_retries", &config.router.max_retries);
     Read(r, "circuit_failures", &config.router.circuit_failures);
@@ -195,6 +196,10 @@ absl::Status ValidateClusterConfig(const ClusterConfig& config) {
   }
   if (config.worker.max_num_batched_tokens <= 0) {
     return absl::InvalidArgumentError("worker.max_num_batched_tokens must be positive");
+  }
+  if (const double factor = config.router.overload_ttft_factor; !(factor == 0 || factor >= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.overload_ttft_factor must be 0 (off) or at least 1, got ", factor));
   }
   if (config.worker.tp < 0) return absl::InvalidArgumentError("worker.tp must not be negative");
   if (config.worker.lm_head != "auto" && config.worker.lm_head != "as-stored" &&

@@ -86,6 +86,10 @@ struct RouterSection {
   // A queued request that has waited this long goes before every later
   // arrival, whatever their priorities (the starvation bound of priorities).
   int32_t max_priority_wait_ms = 10000;
+  // Overload pacing: while more arrives than the workers complete at full
+  // room, each worker is held to a concurrency at which its TTFT stays within
+  // this factor of its TTFT alone (router/core/dispatcher.h); 0: off, else >= 1.
+  double overload_ttft_factor = 0;
   // A worker with work whose engine makes no step for this long is unhealthy.
   int32_t stall_timeout_ms = 3000;
   // Re-dispatches of a request whose worker failed (mid-stream: resumed).

@@ -54,6 +54,8 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
 
   void Start() {
     started_ = relay_->fleet_->clock()->Now();
+    // Its own slot is counted already.
+    alone_ = worker_->inflight() <= 1;
     self_ = shared_from_this();
     registration_ = relay_->fleet_->state().RegisterCall(*worker_, weak_from_this());
     relay_->fleet_->stub(*worker_)->async()->Generate(&context_, &request_, this);
@@ -73,6 +75,13 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
   // True exactly once: the caller frees this attempt's slot in the dispatcher.
   bool TakeSlot() { return !slot_released_.exchange(true); }
   absl::Time started() const { return started_; }
+  bool alone() const { return alone_; }
+  // True for the first response carrying tokens (reads come one at a time).
+  bool TakeFirstToken(const tern::v1::GenerateResponse& response) {
+    if (first_token_seen_ || response.token_ids_size() == 0) return false;
+    first_token_seen_ = true;
+    return true;
+  }
 
   // Touches only this attempt's own members: the relay may be gone.
   void AbortWorkerLost() override {
@@ -106,6 +115,8 @@ class GenerateRelay::Attempt : public grpc::ClientReadReactor<tern::v1::Generate
   std::atomic<bool> lost_{false};
   std::atomic<bool> slot_released_{false};
   absl::Time started_;  // set by Start, before any callback
+  bool alone_ = false;  // nothing else was in flight on the worker at Start
+  bool first_token_seen_ = false;
 };
 
 void GenerateRelay::ReleaseSlot(Attempt* attempt) {
@@ -206,6 +217,10 @@ void GenerateRelay::OnWorkerResponse(Attempt* attempt, const tern::v1::GenerateR
   // The sequence is over on the worker: its slot is free before the client
   // hears the end (a client sending its next request at once finds it free).
   if (response.finish_reason() != tern::v1::FINISH_REASON_UNSPECIFIED) ReleaseSlot(attempt);
+  if (attempt->TakeFirstToken(response) && !attempt->resumed()) {
+    dispatcher_->ObserveFirstToken(attempt->worker(), fleet_->clock()->Now() - attempt->started(),
+                                   attempt->alone());
+  }
   bool report_prefix = false;
   {
     absl::MutexLock lock(&mu_);

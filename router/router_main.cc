@@ -25,6 +25,7 @@ constexpr char kUsage[] =
     "                   [--workers HOST:PORT,dns:NAME:PORT,...]\n"
     "                   [--policy prefix|least-loaded|round-robin|random]\n"
     "                   [--health-interval-ms N] [--stall-timeout-ms N] [--max-queue N]\n"
+    "                   [--max-queue-wait-ms N] [--slack N] [--overload-ttft-factor X]\n"
     "                   [--metrics-listen HOST:PORT] [--log-level info] [--check-config]\n"
     "                   [--mtls-ca-file F --mtls-cert-file F --mtls-key-file F]\n";
 
@@ -32,8 +33,8 @@ int Run(int argc, char** argv) {
   auto flags = tern::Flags::Parse(
       argc, argv, 1,
       {"config", "listen", "workers", "policy", "health-interval-ms", "stall-timeout-ms",
-       "max-queue", "max-queue-wait-ms", "slack", "log-level", "metrics-listen", "mtls-ca-file",
-       "mtls-cert-file", "mtls-key-file"},
+       "max-queue", "max-queue-wait-ms", "slack", "overload-ttft-factor", "log-level",
+       "metrics-listen", "mtls-ca-file", "mtls-cert-file", "mtls-key-file"},
       {"help", "check-config"});
   if (!flags.ok() || flags->Has("help")) {
     if (!flags.ok()) std::cerr << "tern-router: " << flags.status().message() << "\n";
@@ -55,6 +56,7 @@ int Run(int argc, char** argv) {
                                      {"max-queue", &section.max_queue},
                                      {"max-queue-wait-ms", &section.max_queue_wait_ms},
                                      {"slack", &section.slack},
+                                     {"overload-ttft-factor", &section.overload_ttft_factor},
                                      {"mtls-ca-file", &config.tls.ca_file},
                                      {"mtls-cert-file", &config.tls.cert_file},
                                      {"mtls-key-file", &config.tls.key_file}});
@@ -105,6 +107,7 @@ int Run(int argc, char** argv) {
   dispatcher_options.queue.max_length = section.max_queue;
   dispatcher_options.queue.max_wait = absl::Milliseconds(section.max_queue_wait_ms);
   dispatcher_options.queue.max_priority_wait = absl::Milliseconds(section.max_priority_wait_ms);
+  dispatcher_options.overload_ttft_factor = section.overload_ttft_factor;
   tern::router::RouterMetrics router_metrics;
   dispatcher_options.observer = &router_metrics;
   tern::router::Dispatcher dispatcher(&fleet.state(), dispatcher_options);

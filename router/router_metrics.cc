@@ -84,6 +84,10 @@ std::vector<prometheus::MetricFamily> RouterMetrics::Collect(const Fleet& fleet,
     queue_depth.push_back({{{"priority", std::to_string(priority)}}, static_cast<double>(depth)});
   }
   if (queue_depth.empty()) queue_depth.push_back({{{"priority", "0"}}, 0.0});
+  Samples paced;
+  for (const auto& [address, limit] : service.dispatcher().Paced()) {
+    paced.push_back({{{"worker", address}}, static_cast<double>(limit)});
+  }
 
   std::vector<prometheus::MetricFamily> families = {
       CounterFamily("tern_router_requests_total", "Generate calls received.",
@@ -122,6 +126,16 @@ std::vector<prometheus::MetricFamily> RouterMetrics::Collect(const Fleet& fleet,
            {{{"reason", "predicted_wait"}}, static_cast<double>(stats.rejected_predicted)},
            {{{"reason", "queue_timeout"}}, static_cast<double>(stats.expired)},
            {{{"reason", "no_worker"}}, static_cast<double>(stats.no_worker)}}),
+      CounterFamily("tern_router_overloads_total",
+                    "Times a model became overloaded (router.overload_ttft_factor).",
+                    count(stats.overloads)),
+      CounterFamily("tern_router_pace_reductions_total",
+                    "Times overload pacing lowered a worker's concurrency for its TTFT.",
+                    count(stats.paced_down)),
+      GaugeFamily("tern_router_worker_paced_limit",
+                  "Calls overload pacing allows in flight on the worker (listed while held "
+                  "below max_num_seqs + slack).",
+                  paced),
       CounterFamily("tern_router_priority_promotions_total",
                     "Queued requests promoted ahead of every priority by max_priority_wait_ms.",
                     count(stats.promoted)),

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,17 @@ uint64_t Draw(uint64_t ticket) {
 // Calls seen before a queue's wait prediction is used.
 constexpr size_t kMinHeldSamples = 4;
 
+// Overload pacing (see the header comment).
+constexpr double kArrivalRateSeconds = 0.5;  // decay time of the arrival rate
+constexpr size_t kMinAloneSamples = 4;       // TTFTs alone before a worker is paced
+constexpr int32_t kPaceWindow = 8;           // TTFTs per adjustment
+constexpr int32_t kGoodWindowsToRaise = 3;
+
+// Arrivals per second decaying over kArrivalRateSeconds: `rate` as of `at`, seen at `now`.
+double DecayedRate(double rate, absl::Time at, absl::Time now) {
+  return rate * std::exp(-std::max(0.0, absl::ToDoubleSeconds(now - at)) / kArrivalRateSeconds);
+}
+
 bool Excludes(const DispatchRequest& request, const FleetMember* worker) {
   return std::find(request.exclude.begin(), request.exclude.end(), worker) != request.exclude.end();
 }
@@ -29,8 +41,99 @@ bool Excludes(const DispatchRequest& request, const FleetMember* worker) {
 Dispatcher::Dispatcher(FleetView* fleet, DispatcherOptions options, Clock* clock)
     : fleet_(fleet), options_(std::move(options)), clock_(clock) {}
 
-bool Dispatcher::HasRoom(const Candidate& c) const {
-  return c.view.inflight < c.max_num_seqs + options_.slack;
+int32_t Dispatcher::RoomLocked(const Candidate& c, const ModelQueue& queue) const {
+  const int32_t full = c.max_num_seqs + options_.slack;
+  if (!queue.overloaded) return full;
+  auto it = paces_.find(c.worker);
+  if (it == paces_.end() || it->second.limit <= 0) return full;
+  return std::min(it->second.limit, full);
+}
+
+bool Dispatcher::HasRoomLocked(const Candidate& c, const ModelQueue& queue) const {
+  return c.view.inflight < RoomLocked(c, queue);
+}
+
+void Dispatcher::OnArrivalLocked(ModelQueue& queue, absl::Span<const Candidate> candidates,
+                                 absl::Time now) {
+  if (options_.overload_ttft_factor <= 0) return;
+  queue.arrival_rate =
+      DecayedRate(queue.arrival_rate, queue.arrival_at, now) + 1 / kArrivalRateSeconds;
+  queue.arrival_at = now;
+  MaybeEndOverloadLocked(queue, candidates, now);
+}
+
+void Dispatcher::MaybeEndOverloadLocked(ModelQueue& queue, absl::Span<const Candidate> candidates,
+                                        absl::Time now) {
+  if (!queue.overloaded) return;
+  const absl::Duration held =
+      queue.held_full.count() > 0 ? queue.held_full.Mean() : queue.held.Mean();
+  if (held <= absl::ZeroDuration()) return;
+  int64_t slots = 0;
+  for (const Candidate& c : candidates) slots += c.max_num_seqs + options_.slack;
+  const double capacity = static_cast<double>(slots) / absl::ToDoubleSeconds(held);
+  if (DecayedRate(queue.arrival_rate, queue.arrival_at, now) < capacity)
+    SetOverloadedLocked(queue, false, candidates, now);
+}
+
+void Dispatcher::OnTurnedAwayLocked(ModelQueue& queue, absl::Span<const Candidate> candidates) {
+  if (options_.overload_ttft_factor <= 0 || queue.overloaded) return;
+  SetOverloadedLocked(queue, true, candidates, clock_->Now());
+}
+
+void Dispatcher::SetOverloadedLocked(ModelQueue& queue, bool overloaded,
+                                     absl::Span<const Candidate> candidates, absl::Time now) {
+  queue.overloaded = overloaded;
+  if (overloaded) ++stats_.overloads;
+  for (const Candidate& c : candidates) {
+    Pace& pace = paces_[c.worker];
+    pace.limit = 0;
+    pace.good_windows = 0;
+    pace.fresh = 0;
+    // Its last TTFTs were taken at full room: they set its first limit.
+    if (overloaded && pace.recent.count() >= static_cast<size_t>(kPaceWindow)) {
+      AdjustPaceLocked(pace, c.max_num_seqs + options_.slack, now);
+    }
+  }
+}
+
+void Dispatcher::AdjustPaceLocked(Pace& pace, int32_t full, absl::Time now) {
+  pace.fresh = 0;
+  if (pace.alone.count() < kMinAloneSamples) return;
+  const absl::Duration mean = pace.recent.Mean();
+  const absl::Duration bound = pace.alone.Mean() * options_.overload_ttft_factor;
+  const int32_t current = pace.limit > 0 ? std::min(pace.limit, full) : full;
+  int32_t next = current;
+  if (mean > bound) {
+    pace.good_windows = 0;
+    const auto scaled = static_cast<int32_t>(current * absl::FDivDuration(bound, mean));
+    next = std::max(1, std::min(current - 1, scaled));
+    if (next != current) ++stats_.paced_down;
+  } else if (++pace.good_windows >= kGoodWindowsToRaise) {
+    pace.good_windows = 0;
+    next = std::min(full, current + 1);
+  }
+  if (next == current) return;
+  pace.limit = next < full ? next : 0;
+  pace.moved_at = now;
+  pace.recent = DurationRing<8>();
+}
+
+void Dispatcher::ObserveFirstToken(FleetMember* worker, absl::Duration ttft, bool alone) {
+  if (options_.overload_ttft_factor <= 0) return;
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  Pace& pace = paces_[worker];
+  if (alone) pace.alone.Add(ttft);
+  // A call started before the limit last moved ran under the old one.
+  if (now - ttft < pace.moved_at) return;
+  pace.recent.Add(ttft);
+  ++pace.fresh;
+  std::string model;
+  const std::optional<Candidate> candidate = fleet_->CandidateFor(*worker, now, &model);
+  if (!candidate.has_value()) return;
+  auto it = queues_.find(model);
+  if (it == queues_.end() || !it->second->overloaded || pace.fresh < kPaceWindow) return;
+  AdjustPaceLocked(pace, candidate->max_num_seqs + options_.slack, now);
 }
 
 PolicyKind Dispatcher::PolicyFor(const std::string& model) const {
@@ -39,13 +142,13 @@ PolicyKind Dispatcher::PolicyFor(const std::string& model) const {
 }
 
 std::optional<Admission> Dispatcher::ChooseLocked(absl::Span<const Candidate> candidates,
-                                                  PromptBlocks& blocks,
+                                                  const ModelQueue& queue, PromptBlocks& blocks,
                                                   const DispatchRequest& request, absl::Time now) {
   std::vector<const Candidate*> roomy;
   std::vector<WorkerLoadView> views;
   int32_t smallest_block = 0;
   for (const Candidate& c : candidates) {
-    if (!HasRoom(c)) continue;
+    if (!HasRoomLocked(c, queue)) continue;
     roomy.push_back(&c);
     WorkerLoadView view = c.view;
     // Each worker's prompt blocks at its own block size (mixed fleets).
@@ -99,30 +202,31 @@ absl::StatusOr<Admission> Dispatcher::AdmitUntimed(DispatchRequest request) {
   absl::StatusOr<Admission> result;
   {
     absl::MutexLock lock(&mu_);
-    auto it = queues_.find(r.model);
+    ModelQueue* const queue = &QueueLocked(r.model);
     // Requests already waiting go first; a new one bypasses the queue only
     // when it is empty. Behind others it waits (the pump below says whether
     // anything can serve the model at all).
-    const bool bypass = it == queues_.end() || it->second->queue.empty();
+    const bool bypass = queue->queue.empty();
     PromptBlocks no_prompt({});
     absl::StatusOr<std::vector<Candidate>> candidates =
         fleet_->Candidates(r.model, bypass ? waiting->blocks : no_prompt, r.exclude, now);
+    if (!r.resumed && candidates.ok()) OnArrivalLocked(*queue, *candidates, now);
     if (bypass) {
       if (!candidates.ok()) {
         ++stats_.no_worker;
         return candidates.status();
       }
-      if (auto admission = ChooseLocked(*candidates, waiting->blocks, r, now)) {
+      if (auto admission = ChooseLocked(*candidates, *queue, waiting->blocks, r, now)) {
         return *admission;
       }
     }
-    ModelQueue* const queue = &QueueLocked(r.model);
     if (!r.resumed && candidates.ok()) {
       int64_t slots = 0;
-      for (const Candidate& c : *candidates) slots += c.max_num_seqs + options_.slack;
+      for (const Candidate& c : *candidates) slots += RoomLocked(c, *queue);
       const std::optional<absl::Duration> wait = PredictedWaitLocked(*queue, r.priority, slots);
       if (wait.has_value() && *wait > options_.queue.max_wait) {
         ++stats_.rejected_predicted;
+        OnTurnedAwayLocked(*queue, *candidates);
         return absl::ResourceExhaustedError(
             absl::StrCat("the router's queue would hold the request about ",
                          absl::ToInt64Milliseconds(*wait), " ms, longer than its limit of ",
@@ -132,6 +236,7 @@ absl::StatusOr<Admission> Dispatcher::AdmitUntimed(DispatchRequest request) {
     if (absl::Status pushed = queue->queue.Push(r.ticket, r.priority, now, r.resumed);
         !pushed.ok()) {
       ++stats_.rejected_full;
+      if (candidates.ok()) OnTurnedAwayLocked(*queue, *candidates);
       return pushed;
     }
     ++stats_.queued;
@@ -171,19 +276,13 @@ void Dispatcher::Release(FleetMember* worker, absl::Duration held_for) {
     const std::optional<Candidate> candidate = fleet_->CandidateFor(*worker, now, &model);
     if (sample && !model.empty()) {
       ModelQueue& queue = QueueLocked(model);
-      if (queue.held_count == queue.held.size()) {
-        queue.held_sum -= queue.held[queue.held_next];
-      } else {
-        ++queue.held_count;
-      }
-      queue.held[queue.held_next] = held_for;
-      queue.held_sum += held_for;
-      queue.held_next = (queue.held_next + 1) % queue.held.size();
+      queue.held.Add(held_for);
+      if (!queue.overloaded) queue.held_full.Add(held_for);
     }
     if (waiting_.empty()) return;
-    if (!candidate.has_value() || !HasRoom(*candidate)) return;
     auto it = queues_.find(model);
     if (it == queues_.end() || it->second->queue.empty()) return;
+    if (!candidate.has_value() || !HasRoomLocked(*candidate, *it->second)) return;
     DispatchOneLocked(model, *it->second, *candidate, now, &outcomes);
   }
   Deliver(outcomes);
@@ -194,8 +293,13 @@ void Dispatcher::Pump() {
   std::vector<Outcome> outcomes;
   {
     absl::MutexLock lock(&mu_);
-    if (waiting_.empty()) return;
     for (auto& [model, queue] : queues_) {
+      if (queue->overloaded) {
+        PromptBlocks no_prompt({});
+        absl::StatusOr<std::vector<Candidate>> candidates =
+            fleet_->Candidates(model, no_prompt, {}, now);
+        if (candidates.ok()) MaybeEndOverloadLocked(*queue, *candidates, now);
+      }
       if (!queue->queue.empty()) PumpModelLocked(model, *queue, now, &outcomes);
     }
   }
@@ -204,9 +308,11 @@ void Dispatcher::Pump() {
 
 void Dispatcher::PumpModelLocked(const std::string& model, ModelQueue& queue, absl::Time now,
                                  std::vector<Outcome>* outcomes) {
+  bool expired = false;
   for (AdmissionQueue::RequestId id : queue.queue.Expire(now)) {
     auto node = waiting_.extract(id);
     ++stats_.expired;
+    expired = true;
     outcomes->push_back({node.mapped()->request.waiter, nullptr, 0,
                          absl::ResourceExhaustedError(absl::StrCat(
                              "no worker could take the request within ",
@@ -226,12 +332,16 @@ void Dispatcher::PumpModelLocked(const std::string& model, ModelQueue& queue, ab
       }
       return;
     }
+    if (expired) {
+      OnTurnedAwayLocked(queue, *candidates);
+      expired = false;
+    }
     // The worker with the most free slots takes the request that suits it best.
     const Candidate* best = nullptr;
     for (const Candidate& c : *candidates) {
-      if (!HasRoom(c)) continue;
+      if (!HasRoomLocked(c, queue)) continue;
       if (best == nullptr ||
-          c.max_num_seqs - c.view.inflight > best->max_num_seqs - best->view.inflight) {
+          RoomLocked(c, queue) - c.view.inflight > RoomLocked(*best, queue) - best->view.inflight) {
         best = &c;
       }
     }
@@ -280,9 +390,8 @@ bool Dispatcher::DispatchOneLocked(const std::string& model, ModelQueue& queue,
 std::optional<absl::Duration> Dispatcher::PredictedWaitLocked(const ModelQueue& queue,
                                                               int32_t priority,
                                                               int64_t slots) const {
-  if (queue.held_count < kMinHeldSamples || slots <= 0) return std::nullopt;
-  const absl::Duration between_frees =
-      queue.held_sum / static_cast<int64_t>(queue.held_count) / slots;
+  if (queue.held.count() < kMinHeldSamples || slots <= 0) return std::nullopt;
+  const absl::Duration between_frees = queue.held.Mean() / slots;
   return (queue.queue.CountAhead(priority) + 1) * between_frees;
 }
 
@@ -311,6 +420,16 @@ std::vector<std::pair<int32_t, int64_t>> Dispatcher::QueuedByPriority() const {
   std::vector<std::pair<int32_t, int64_t>> sorted(counts.begin(), counts.end());
   std::sort(sorted.begin(), sorted.end());
   return sorted;
+}
+
+std::vector<std::pair<std::string, int32_t>> Dispatcher::Paced() const {
+  std::vector<std::pair<std::string, int32_t>> paced;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [worker, pace] : paces_) {
+    if (pace.limit > 0) paced.emplace_back(worker->address(), pace.limit);
+  }
+  std::sort(paced.begin(), paced.end());
+  return paced;
 }
 
 size_t Dispatcher::queued() const {

@@ -30,6 +30,27 @@
 // 0, requests admitted under overload start almost at once and the rest hear
 // 429 at once: a TTFT bound instead of a queue (README "Load shedding").
 //
+// Overload pacing (options.overload_ttft_factor > 0). A model is overloaded
+// from the moment a request of it is turned away while every worker has its
+// full room (max_num_seqs + slack) until the rate of its arrivals (admitted
+// or not, decaying over 0.5 s) falls below the rate its workers complete
+// calls at full room (their slots over the mean time its last 32 calls
+// released while not paced held a slot). While it is, each of its workers is
+// paced: held to a concurrency at which its time to first token stays within
+// the factor of its TTFT alone, so the requests admitted start about as fast
+// as on an idle cluster and more of the excess is turned away at once. TTFTs
+// come from ObserveFirstToken; the reference is the mean of the worker's last
+// 32 from calls started with nothing else in flight on it (at least 4). A
+// worker's limit starts at its full room and is set at once from its last 8
+// TTFTs when the overload starts, then after every 8 TTFTs of calls started
+// since it last moved: down in proportion to how far their mean overshoots
+// the bound (by one at least, never below one), up by one after 3 such
+// windows in a row within it. Outside overload nothing is paced: a load the
+// cluster carries at full room is never turned away for latency, and each
+// overload starts again from full room. The overload's end is checked at
+// every arrival and on every Pump; arrivals include clients' retries, so
+// clients that retry at once instead of after Retry-After keep it going.
+//
 // Errors: NOT_FOUND (no worker serves the model), UNAVAILABLE (none is
 // routable; also for queued requests once none is), RESOURCE_EXHAUSTED (the
 // queue is full, the predicted wait is past the limit, or a request waited
@@ -99,6 +120,9 @@ struct DispatcherOptions {
   // Requests a worker may have in flight beyond its max_num_seqs.
   int32_t slack = 2;
   AdmissionQueueOptions queue;
+  // Overload pacing (see the header comment): a worker's TTFT under overload
+  // is held within this factor of its TTFT alone; 0: off.
+  double overload_ttft_factor = 0;
   // May be null; must outlive the dispatcher.
   DispatchObserver* observer = nullptr;
 };
@@ -134,6 +158,8 @@ struct DispatcherStats {
   uint64_t cache_hits = 0;  // dispatches to a worker holding part of the prompt
   uint64_t sticky = 0;      // dispatches decided by session affinity
   uint64_t promoted = 0;    // queued requests promoted by max_priority_wait
+  uint64_t overloads = 0;   // times a model became overloaded (overload pacing)
+  uint64_t paced_down = 0;  // a worker's pace lowered for its TTFT
 };
 
 class Dispatcher {
@@ -150,6 +176,10 @@ class Dispatcher {
   // how long the call held the slot, for the wait prediction (zero: a call
   // that never ran, not a sample).
   void Release(FleetMember* worker, absl::Duration held_for = absl::ZeroDuration());
+  // The first token of a call bound to `worker` arrived `ttft` after the call
+  // started; `alone`: nothing else was in flight on the worker when it
+  // started. Feeds overload pacing; resumed calls are not reported.
+  void ObserveFirstToken(FleetMember* worker, absl::Duration ttft, bool alone);
   // Expires and dispatches queued requests where workers have room.
   void Pump();
 
@@ -158,6 +188,8 @@ class Dispatcher {
   // changes their place in the queue, not their priority).
   std::vector<std::pair<int32_t, int64_t>> QueuedByPriority() const;
   DispatcherStats stats() const;
+  // Workers that overload pacing holds below their full room: address and limit.
+  std::vector<std::pair<std::string, int32_t>> Paced() const;
   const DispatcherOptions& options() const { return options_; }
   // The policy kind for `model` by configuration (no per-request override).
   PolicyKind PolicyFor(const std::string& model) const;
@@ -168,14 +200,50 @@ class Dispatcher {
     PromptBlocks blocks;
     absl::Time queued_at;  // when it entered the queue
   };
+  // The last N durations added and their mean.
+  template <size_t N>
+  class DurationRing {
+   public:
+    void Add(absl::Duration d) {
+      if (count_ == N) {
+        sum_ -= ring_[next_];
+      } else {
+        ++count_;
+      }
+      ring_[next_] = d;
+      sum_ += d;
+      next_ = (next_ + 1) % N;
+    }
+    size_t count() const { return count_; }
+    absl::Duration Mean() const {  // zero when empty
+      return count_ == 0 ? absl::ZeroDuration() : sum_ / static_cast<int64_t>(count_);
+    }
+
+   private:
+    std::array<absl::Duration, N> ring_{};
+    size_t count_ = 0;
+    size_t next_ = 0;
+    absl::Duration sum_;
+  };
   struct ModelQueue {
     explicit ModelQueue(const AdmissionQueueOptions& options) : queue(options) {}
     AdmissionQueue queue;
-    // The last calls' slot-holding times (see the header comment), a ring.
-    std::array<absl::Duration, 32> held{};
-    size_t held_count = 0;
-    size_t held_next = 0;
-    absl::Duration held_sum;
+    DurationRing<32> held;  // the last calls' slot-holding times (see the header comment)
+    // Overload pacing: the calls released while not paced, the state, and
+    // the arrival rate per second (decaying), as of `arrival_at`.
+    DurationRing<32> held_full;
+    bool overloaded = false;
+    double arrival_rate = 0;
+    absl::Time arrival_at;
+  };
+  // A worker's overload pacing.
+  struct Pace {
+    DurationRing<32> alone;    // TTFTs of calls started with nothing else in flight
+    int32_t limit = 0;         // calls in flight while its model is overloaded; 0: full room
+    absl::Time moved_at;       // TTFTs of calls started before are left out
+    DurationRing<8> recent;    // the last TTFTs not left out
+    int32_t fresh = 0;         // TTFTs since the last adjustment
+    int32_t good_windows = 0;  // in a row within the bound
   };
   struct Outcome {
     DispatchWaiter* waiter;
@@ -188,8 +256,9 @@ class Dispatcher {
   absl::StatusOr<Admission> AdmitUntimed(DispatchRequest request);
   // Binds to the best of `candidates` with room, if any.
   std::optional<Admission> ChooseLocked(absl::Span<const Candidate> candidates,
-                                        PromptBlocks& blocks, const DispatchRequest& request,
-                                        absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                        const ModelQueue& queue, PromptBlocks& blocks,
+                                        const DispatchRequest& request, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PumpModelLocked(const std::string& model, ModelQueue& queue, absl::Time now,
                        std::vector<Outcome>* outcomes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands `candidate` (a worker with room) the queued request that suits
@@ -199,7 +268,32 @@ class Dispatcher {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Calls the waiters; without the lock.
   static void Deliver(const std::vector<Outcome>& outcomes);
-  bool HasRoom(const Candidate& c) const;
+  // Calls `c` may have in flight: max_num_seqs + slack, or its pace while
+  // the model of `queue` is overloaded.
+  int32_t RoomLocked(const Candidate& c, const ModelQueue& queue) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  bool HasRoomLocked(const Candidate& c, const ModelQueue& queue) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Counts an arrival and ends the overload when the arrivals fell below the
+  // workers' capacity at full room.
+  void OnArrivalLocked(ModelQueue& queue, absl::Span<const Candidate> candidates, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A request of the model of `queue` was turned away: the overload starts
+  // when nothing was paced.
+  void OnTurnedAwayLocked(ModelQueue& queue, absl::Span<const Candidate> candidates)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the overload of `queue`'s model when its arrivals fell below its
+  // workers' capacity at full room.
+  void MaybeEndOverloadLocked(ModelQueue& queue, absl::Span<const Candidate> candidates,
+                              absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts or ends the overload of `queue`'s model; its workers' paces start
+  // afresh (at its start, set from their last TTFTs).
+  void SetOverloadedLocked(ModelQueue& queue, bool overloaded,
+                           absl::Span<const Candidate> candidates, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves `pace` by the mean of its last TTFTs; `full`: the worker's full room.
+  void AdjustPaceLocked(Pace& pace, int32_t full, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The predicted wait of a request of `priority` queued now, with `slots`
   // call slots on the model's routable workers; nullopt until the queue has
   // seen enough calls.
@@ -216,6 +310,8 @@ class Dispatcher {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<ModelQueue>> queues_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::unique_ptr<Waiting>> waiting_ ABSL_GUARDED_BY(mu_);
+  // Members are never deleted (fleet_state.h), so their pointers are stable keys.
+  absl::flat_hash_map<const FleetMember*, Pace> paces_ ABSL_GUARDED_BY(mu_);
   uint64_t round_robin_ ABSL_GUARDED_BY(mu_) = 0;
   DispatcherStats stats_ ABSL_GUARDED_BY(mu_);
 };

@@ -45,6 +45,7 @@ TEST(ConfigTest, RangeChecksNameTheKey) {
       {"gateway:\n  request_timeout_s: 0\n", "gateway.request_timeout_s"},
       {"worker:\n  kv_cache_gib: 0\n", "worker.kv_cache_gib"},
       {"router:\n  max_priority_wait_ms: 0\n", "router.max_priority_wait_ms"},
+      {"router:\n  overload_ttft_factor: 0.5\n", "router.overload_ttft_factor"},
       {"gateway:\n  header_timeout_s: 0\n", "gateway.header_timeout_s"},
       {"gateway:\n  body_idle_timeout_s: -1\n", "gateway.body_idle_timeout_s"},
       {"gateway:\n  max_connections: -1\n", "gateway.max_connections"},

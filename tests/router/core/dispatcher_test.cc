@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <string>
@@ -459,6 +460,84 @@ TEST_F(DispatcherTest, MixedBlockSizesCompareCachedTokensNotBlocks) {
   ASSERT_TRUE(to_split.ok());
   EXPECT_EQ(to_split->worker, large);
   EXPECT_EQ(to_split->predicted_cached_tokens, 128);
+}
+
+// Overload pacing: nothing is paced while the load fits at full room; once a
+// request is turned away at full room, each worker is held where its TTFT
+// stays within the factor of its TTFT alone, raised again after windows
+// within it, and the whole overload ends when arrivals fall below what the
+// workers complete at full room.
+TEST_F(DispatcherTest, OverloadPacingHoldsWorkersToTheirTtftUntilArrivalsFall) {
+  std::vector<FleetMember*> w = fleet_.AddHealthy(2, "m", /*max_num_seqs=*/2);
+  DispatcherOptions options = Options();
+  options.queue.max_wait = absl::Milliseconds(10);
+  options.overload_ttft_factor = 1.5;
+  Dispatcher dispatcher(&fleet_.state, options, &fleet_.clock);
+  const std::vector<int32_t> prompt = Prompt(0, 1);
+  std::vector<std::unique_ptr<RecordingWaiter>> waiters;
+  uint64_t ticket = 1;
+  auto admit = [&]() {
+    waiters.push_back(std::make_unique<RecordingWaiter>());
+    return dispatcher.Admit(Request(ticket++, prompt, waiters.back().get()));
+  };
+  auto observe = [&](FleetMember* worker, int n, absl::Duration ttft, bool alone) {
+    for (int i = 0; i < n; ++i) dispatcher.ObserveFirstToken(worker, ttft, alone);
+  };
+  // Alone each worker answers in 10 ms; calls hold a slot 1 s (4 slots:
+  // the workers complete 4 calls a second at full room).
+  observe(w[0], 4, absl::Milliseconds(10), true);
+  observe(w[1], 4, absl::Milliseconds(10), true);
+  for (int i = 0; i < 4; ++i) {
+    auto bound = admit();
+    ASSERT_NE(bound->worker, nullptr);
+    dispatcher.Release(bound->worker, absl::Seconds(1));
+  }
+  // Full room in use, TTFTs at 4x alone: a load that fits is never paced.
+  for (int i = 0; i < 4; ++i) ASSERT_NE(admit()->worker, nullptr);
+  observe(w[0], 8, absl::Milliseconds(40), false);
+  observe(w[1], 8, absl::Milliseconds(40), false);
+  EXPECT_TRUE(dispatcher.Paced().empty());
+  EXPECT_EQ(dispatcher.stats().overloads, 0u);
+
+  // Turned away at full room: the overload starts, and the last TTFTs (40 ms
+  // against a 15 ms bound) set each worker's limit at once: 2 x 15/40 -> 1.
+  EXPECT_EQ(admit().status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(dispatcher.stats().overloads, 1u);
+  EXPECT_EQ(dispatcher.stats().paced_down, 2u);
+  const std::vector<std::pair<std::string, int32_t>> both = {{w[0]->address(), 1},
+                                                             {w[1]->address(), 1}};
+  std::vector<std::pair<std::string, int32_t>> expected = both;
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(dispatcher.Paced(), expected);
+  // A freed slot under the limit is no room: turned away (1 s / 2 slots).
+  dispatcher.Release(w[0], absl::Seconds(1));
+  auto paced = admit();
+  EXPECT_EQ(paced.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(paced.status().message().find("about 500 ms"), std::string::npos) << paced.status();
+
+  // TTFTs of calls started before the limit moved are no evidence; three
+  // windows of 8 within the bound raise it by one.
+  observe(w[0], 24, absl::Milliseconds(10), false);
+  EXPECT_EQ(dispatcher.Paced().size(), 2u);
+  fleet_.clock.Advance(absl::Milliseconds(100));
+  observe(w[0], 16, absl::Milliseconds(10), false);
+  EXPECT_EQ(dispatcher.Paced().size(), 2u);
+  observe(w[0], 8, absl::Milliseconds(10), false);
+  EXPECT_EQ(dispatcher.Paced(),
+            (std::vector<std::pair<std::string, int32_t>>{{w[1]->address(), 1}}));
+  // A window over the bound lowers it in proportion, one at least.
+  fleet_.clock.Advance(absl::Milliseconds(100));
+  observe(w[0], 8, absl::Milliseconds(20), false);
+  EXPECT_EQ(dispatcher.stats().paced_down, 3u);
+  ASSERT_EQ(dispatcher.Paced().size(), 2u);
+
+  // Arrivals stop: their rate decays below 4 a second and the overload ends
+  // at the next pump; the workers take calls at full room again.
+  fleet_.clock.Advance(absl::Seconds(5));
+  dispatcher.Pump();
+  EXPECT_TRUE(dispatcher.Paced().empty());
+  EXPECT_EQ(admit()->worker, w[0]);
+  EXPECT_EQ(dispatcher.stats().overloads, 1u);
 }
 
 }  // namespace
