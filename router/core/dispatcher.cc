@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 
 namespace tern::router {
 namespace {
@@ -22,7 +23,7 @@ uint64_t Draw(uint64_t ticket) {
 constexpr size_t kMinHeldSamples = 4;
 
 // Overload pacing (see the header comment).
-constexpr double kArrivalRateSeconds = 0.5;  // decay time of the arrival rate
+constexpr double kArrivalRateSeconds = 1.0;  // decay time of the arrival rate
 constexpr size_t kMinAloneSamples = 4;       // TTFTs alone before a worker is paced
 constexpr int32_t kPaceWindow = 8;           // TTFTs per adjustment
 constexpr int32_t kGoodWindowsToRaise = 3;
@@ -64,28 +65,46 @@ void Dispatcher::OnArrivalLocked(ModelQueue& queue, absl::Span<const Candidate> 
 
 void Dispatcher::MaybeEndOverloadLocked(ModelQueue& queue, absl::Span<const Candidate> candidates,
                                         absl::Time now) {
-  if (!queue.overloaded) return;
+  // The rate lags the arrivals by about its decay time: an overload lasts
+  // that long at least.
+  if (!queue.overloaded || now - queue.overload_started_at < absl::Seconds(kArrivalRateSeconds)) {
+    return;
+  }
   const absl::Duration held =
       queue.held_full.count() > 0 ? queue.held_full.Mean() : queue.held.Mean();
   if (held <= absl::ZeroDuration()) return;
   int64_t slots = 0;
   for (const Candidate& c : candidates) slots += c.max_num_seqs + options_.slack;
   const double capacity = static_cast<double>(slots) / absl::ToDoubleSeconds(held);
-  if (DecayedRate(queue.arrival_rate, queue.arrival_at, now) < capacity)
-    SetOverloadedLocked(queue, false, candidates, now);
+  const double rate = DecayedRate(queue.arrival_rate, queue.arrival_at, now);
+  if (rate >= capacity) return;
+  TERN_LOG(Info) << "model " << queue.model << ": overload over (arrivals "
+                 << static_cast<int64_t>(rate) << "/s, below the " << static_cast<int64_t>(capacity)
+                 << "/s its workers complete at full room)";
+  SetOverloadedLocked(queue, false, candidates, now);
 }
 
 void Dispatcher::OnTurnedAwayLocked(ModelQueue& queue, absl::Span<const Candidate> candidates) {
   if (options_.overload_ttft_factor <= 0 || queue.overloaded) return;
+  TERN_LOG(Warning) << "model " << queue.model
+                    << ": overloaded (a request was turned away at full room); pacing its "
+                       "workers to TTFT within "
+                    << options_.overload_ttft_factor << "x alone";
   SetOverloadedLocked(queue, true, candidates, clock_->Now());
 }
 
 void Dispatcher::SetOverloadedLocked(ModelQueue& queue, bool overloaded,
                                      absl::Span<const Candidate> candidates, absl::Time now) {
   queue.overloaded = overloaded;
-  if (overloaded) ++stats_.overloads;
+  if (overloaded) {
+    ++stats_.overloads;
+    queue.overload_started_at = now;
+  } else {
+    queue.overload_ended_at = now;
+  }
   for (const Candidate& c : candidates) {
     Pace& pace = paces_[c.worker];
+    pace.model = queue.model;
     pace.limit = 0;
     pace.good_windows = 0;
     pace.fresh = 0;
@@ -122,17 +141,21 @@ void Dispatcher::ObserveFirstToken(FleetMember* worker, absl::Duration ttft, boo
   if (options_.overload_ttft_factor <= 0) return;
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
+  std::string model;
+  const std::optional<Candidate> candidate = fleet_->CandidateFor(*worker, now, &model);
+  if (!candidate.has_value()) return;
   Pace& pace = paces_[worker];
-  if (alone) pace.alone.Add(ttft);
+  pace.model = model;
+  auto it = queues_.find(model);
+  const bool overloaded = it != queues_.end() && it->second->overloaded;
+  // The reference is the TTFT alone on an unloaded cluster: under overload
+  // a call alone on its worker still shares the rest of the cluster.
+  if (alone && !overloaded) pace.alone.Add(ttft);
   // A call started before the limit last moved ran under the old one.
   if (now - ttft < pace.moved_at) return;
   pace.recent.Add(ttft);
   ++pace.fresh;
-  std::string model;
-  const std::optional<Candidate> candidate = fleet_->CandidateFor(*worker, now, &model);
-  if (!candidate.has_value()) return;
-  auto it = queues_.find(model);
-  if (it == queues_.end() || !it->second->overloaded || pace.fresh < kPaceWindow) return;
+  if (!overloaded || pace.fresh < kPaceWindow) return;
   AdjustPaceLocked(pace, candidate->max_num_seqs + options_.slack, now);
 }
 
@@ -277,7 +300,10 @@ void Dispatcher::Release(FleetMember* worker, absl::Duration held_for) {
     if (sample && !model.empty()) {
       ModelQueue& queue = QueueLocked(model);
       queue.held.Add(held_for);
-      if (!queue.overloaded) queue.held_full.Add(held_for);
+      // A call paced for part of its time says nothing of full room.
+      if (!queue.overloaded && now - held_for >= queue.overload_ended_at) {
+        queue.held_full.Add(held_for);
+      }
     }
     if (waiting_.empty()) return;
     auto it = queues_.find(model);
@@ -318,6 +344,12 @@ void Dispatcher::PumpModelLocked(const std::string& model, ModelQueue& queue, ab
                              "no worker could take the request within ",
                              absl::FormatDuration(options_.queue.max_wait), " (router queue)"))});
   }
+  if (expired && options_.overload_ttft_factor > 0 && !queue.overloaded) {
+    PromptBlocks no_prompt({});
+    absl::StatusOr<std::vector<Candidate>> candidates =
+        fleet_->Candidates(model, no_prompt, {}, now);
+    if (candidates.ok()) OnTurnedAwayLocked(queue, *candidates);
+  }
   while (!queue.queue.empty()) {
     PromptBlocks no_prompt({});
     absl::StatusOr<std::vector<Candidate>> candidates =
@@ -331,10 +363,6 @@ void Dispatcher::PumpModelLocked(const std::string& model, ModelQueue& queue, ab
         ++stats_.no_worker;
       }
       return;
-    }
-    if (expired) {
-      OnTurnedAwayLocked(queue, *candidates);
-      expired = false;
     }
     // The worker with the most free slots takes the request that suits it best.
     const Candidate* best = nullptr;
@@ -397,7 +425,7 @@ std::optional<absl::Duration> Dispatcher::PredictedWaitLocked(const ModelQueue& 
 
 Dispatcher::ModelQueue& Dispatcher::QueueLocked(const std::string& model) {
   std::unique_ptr<ModelQueue>& queue = queues_[model];
-  if (queue == nullptr) queue = std::make_unique<ModelQueue>(options_.queue);
+  if (queue == nullptr) queue = std::make_unique<ModelQueue>(model, options_.queue);
   return *queue;
 }
 
@@ -426,7 +454,10 @@ std::vector<std::pair<std::string, int32_t>> Dispatcher::Paced() const {
   std::vector<std::pair<std::string, int32_t>> paced;
   absl::MutexLock lock(&mu_);
   for (const auto& [worker, pace] : paces_) {
-    if (pace.limit > 0) paced.emplace_back(worker->address(), pace.limit);
+    auto it = queues_.find(pace.model);
+    if (pace.limit > 0 && it != queues_.end() && it->second->overloaded) {
+      paced.emplace_back(worker->address(), pace.limit);
+    }
   }
   std::sort(paced.begin(), paced.end());
   return paced;

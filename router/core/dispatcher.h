@@ -33,23 +33,21 @@
 // Overload pacing (options.overload_ttft_factor > 0). A model is overloaded
 // from the moment a request of it is turned away while every worker has its
 // full room (max_num_seqs + slack) until the rate of its arrivals (admitted
-// or not, decaying over 0.5 s) falls below the rate its workers complete
+// or not, decaying over 1 s) falls below the rate its workers complete
 // calls at full room (their slots over the mean time its last 32 calls
-// released while not paced held a slot). While it is, each of its workers is
-// paced: held to a concurrency at which its time to first token stays within
-// the factor of its TTFT alone, so the requests admitted start about as fast
-// as on an idle cluster and more of the excess is turned away at once. TTFTs
-// come from ObserveFirstToken; the reference is the mean of the worker's last
-// 32 from calls started with nothing else in flight on it (at least 4). A
-// worker's limit starts at its full room and is set at once from its last 8
-// TTFTs when the overload starts, then after every 8 TTFTs of calls started
-// since it last moved: down in proportion to how far their mean overshoots
-// the bound (by one at least, never below one), up by one after 3 such
-// windows in a row within it. Outside overload nothing is paced: a load the
-// cluster carries at full room is never turned away for latency, and each
-// overload starts again from full room. The overload's end is checked at
-// every arrival and on every Pump; arrivals include clients' retries, so
-// clients that retry at once instead of after Retry-After keep it going.
+// started and ended outside overload held a slot), 1 s at least. While it is, each of its workers
+// is paced: held to a concurrency at which its time to first token stays within the factor of its
+// TTFT alone, so the requests admitted start about as fast as on an idle cluster and more of the
+// excess is turned away at once. TTFTs come from ObserveFirstToken; the reference is the mean of
+// the worker's last 32 from calls started with nothing else in flight on it while its model was not
+// overloaded (at least 4: until then the worker is not paced). A worker's limit is set from its
+// last 8 TTFTs when the overload starts, then again after every 8 TTFTs of calls started since it
+// last moved: down in proportion to how far their mean overshoots the bound (by one at least, never
+// below one), up by one after 3 such windows in a row within it. Outside overload nothing is paced:
+// a load the cluster carries at full room is never turned away for latency, and each overload
+// starts again from full room. The overload's end is checked at every arrival and on every Pump;
+// arrivals include clients' retries, so clients that retry at once instead of
+// after Retry-After keep it going.
 //
 // Errors: NOT_FOUND (no worker serves the model), UNAVAILABLE (none is
 // routable; also for queued requests once none is), RESOURCE_EXHAUSTED (the
@@ -226,24 +224,29 @@ class Dispatcher {
     absl::Duration sum_;
   };
   struct ModelQueue {
-    explicit ModelQueue(const AdmissionQueueOptions& options) : queue(options) {}
+    ModelQueue(std::string model, const AdmissionQueueOptions& options)
+        : model(std::move(model)), queue(options) {}
+    const std::string model;
     AdmissionQueue queue;
     DurationRing<32> held;  // the last calls' slot-holding times (see the header comment)
-    // Overload pacing: the calls released while not paced, the state, and
-    // the arrival rate per second (decaying), as of `arrival_at`.
+    // Overload pacing: the calls started and ended outside overload, the
+    // state, and the arrival rate per second (decaying), as of `arrival_at`.
     DurationRing<32> held_full;
     bool overloaded = false;
+    absl::Time overload_started_at;
+    absl::Time overload_ended_at = absl::InfinitePast();
     double arrival_rate = 0;
     absl::Time arrival_at;
   };
   // A worker's overload pacing.
   struct Pace {
-    DurationRing<32> alone;    // TTFTs of calls started with nothing else in flight
-    int32_t limit = 0;         // calls in flight while its model is overloaded; 0: full room
-    absl::Time moved_at;       // TTFTs of calls started before are left out
-    DurationRing<8> recent;    // the last TTFTs not left out
-    int32_t fresh = 0;         // TTFTs since the last adjustment
-    int32_t good_windows = 0;  // in a row within the bound
+    DurationRing<32> alone;  // TTFTs of calls started with nothing else in flight
+    int32_t limit = 0;       // calls in flight while its model is overloaded; 0: full room
+    std::string model;       // the model it serves, as last seen
+    absl::Time moved_at = absl::InfinitePast();  // TTFTs of calls started before are left out
+    DurationRing<8> recent;                      // the last TTFTs not left out
+    int32_t fresh = 0;                           // TTFTs since the last adjustment
+    int32_t good_windows = 0;                    // in a row within the bound
   };
   struct Outcome {
     DispatchWaiter* waiter;
