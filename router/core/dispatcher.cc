@@ -225,20 +225,22 @@ absl::StatusOr<Admission> Dispatcher::AdmitUntimed(DispatchRequest request) {
   absl::StatusOr<Admission> result;
   {
     absl::MutexLock lock(&mu_);
-    ModelQueue* const queue = &QueueLocked(r.model);
+    auto it = queues_.find(r.model);
     // Requests already waiting go first; a new one bypasses the queue only
     // when it is empty. Behind others it waits (the pump below says whether
     // anything can serve the model at all).
-    const bool bypass = queue->queue.empty();
+    const bool bypass = it == queues_.end() || it->second->queue.empty();
     PromptBlocks no_prompt({});
     absl::StatusOr<std::vector<Candidate>> candidates =
         fleet_->Candidates(r.model, bypass ? waiting->blocks : no_prompt, r.exclude, now);
+    if (bypass && !candidates.ok()) {
+      ++stats_.no_worker;
+      return candidates.status();
+    }
+    // A model some worker serves or served: names never served make no queue.
+    ModelQueue* const queue = &QueueLocked(r.model);
     if (!r.resumed && candidates.ok()) OnArrivalLocked(*queue, *candidates, now);
     if (bypass) {
-      if (!candidates.ok()) {
-        ++stats_.no_worker;
-        return candidates.status();
-      }
       if (auto admission = ChooseLocked(*candidates, *queue, waiting->blocks, r, now)) {
         return *admission;
       }
