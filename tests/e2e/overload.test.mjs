@@ -129,6 +129,9 @@ describe("overload", { timeout: 120_000 + OVERLOAD_SECONDS * 1000 }, () => {
     const capacity = await closedLoop(slots, 6_000);
     const capFailed = capacity.results.filter((r) => r.status !== 200 || r.error);
     assert.equal(capFailed.length, 0, JSON.stringify(capFailed[0]));
+    // A load that fits at full room is no overload: nothing was paced.
+    const overloadsAtCapacity = await scrapeMetric(routerMetricsURL, "tern_router_overloads_total");
+    assert.equal(overloadsAtCapacity[0]?.value, 0);
     const rate = capacity.results.length / capacity.seconds;
     const lightP99 = percentile(light.results.map((r) => r.ttftMs), 99);
     const capP99 = percentile(capacity.results.map((r) => r.ttftMs), 99);
