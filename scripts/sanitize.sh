@@ -29,12 +29,13 @@ parallel="${TERN_SANITIZE_JOBS:-1}"
 program_timeout="${TERN_SANITIZE_TIMEOUT:-900}"
 program_env=()  # VAR=value settings for the test programs of the current stage
 
-# only_library_frames LOG: true when LOG holds a sanitizer report whose
-# first stack has no frame of ours (our sources are compiled with paths
-# relative to the build folder, "../../router/..."): an error inside Debian's
-# uninstrumented gRPC or protobuf, where a rare race of theirs can surface.
+# only_library_frames LOG: true when LOG's first sanitizer report (an ASan or
+# UBSan "ERROR:", a TSan "WARNING:") has a first stack with no frame of ours
+# (our sources are compiled with paths relative to the build folder,
+# "../../router/..."): an error inside Debian's uninstrumented gRPC or
+# protobuf, where a rare race of theirs can surface.
 only_library_frames() {
-  awk '/ERROR: (Address|Thread|UndefinedBehavior)Sanitizer/ { in_report = 1; next }
+  awk '/(ERROR|WARNING): (Address|Thread|UndefinedBehavior)Sanitizer/ { in_report = 1; next }
        in_report && /^ *#[0-9]+ / {
          seen = 1
          if ($0 ~ /[ (]\.\.\/\.\.\/(common|kernels|worker|router|gateway|cli|proto|tests)\//) ours = 1
@@ -68,7 +69,7 @@ run_program() {
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && { only_library_frames "$log" || crashed_in_grpc "$log"; }; then
     mv "$log" "$log_dir/$target.first.log"
     echo "[sanitize] $stage: $target: a report inside library code only, or a crash inside gRPC; running it again:"
-    grep -m 1 -A 12 'ERROR: .*Sanitizer' "$log_dir/$target.first.log" | sed 's/^/    /'
+    grep -m 1 -A 12 -E '(ERROR|WARNING): .*Sanitizer' "$log_dir/$target.first.log" | sed 's/^/    /'
     rc=0
     run_once "$path" "$log" || rc=$?
   fi
