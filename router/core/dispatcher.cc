@@ -84,13 +84,14 @@ void Dispatcher::MaybeEndOverloadLocked(ModelQueue& queue, absl::Span<const Cand
   SetOverloadedLocked(queue, false, candidates, now);
 }
 
-void Dispatcher::OnTurnedAwayLocked(ModelQueue& queue, absl::Span<const Candidate> candidates) {
+void Dispatcher::OnTurnedAwayLocked(ModelQueue& queue, absl::Span<const Candidate> candidates,
+                                    absl::Time now) {
   if (options_.overload_ttft_factor <= 0 || queue.overloaded) return;
   TERN_LOG(Warning) << "model " << queue.model
                     << ": overloaded (a request was turned away at full room); pacing its "
                        "workers to TTFT within "
                     << options_.overload_ttft_factor << "x alone";
-  SetOverloadedLocked(queue, true, candidates, clock_->Now());
+  SetOverloadedLocked(queue, true, candidates, now);
 }
 
 void Dispatcher::SetOverloadedLocked(ModelQueue& queue, bool overloaded,
@@ -251,7 +252,7 @@ absl::StatusOr<Admission> Dispatcher::AdmitUntimed(DispatchRequest request) {
       const std::optional<absl::Duration> wait = PredictedWaitLocked(*queue, r.priority, slots);
       if (wait.has_value() && *wait > options_.queue.max_wait) {
         ++stats_.rejected_predicted;
-        OnTurnedAwayLocked(*queue, *candidates);
+        OnTurnedAwayLocked(*queue, *candidates, now);
         return absl::ResourceExhaustedError(
             absl::StrCat("the router's queue would hold the request about ",
                          absl::ToInt64Milliseconds(*wait), " ms, longer than its limit of ",
@@ -261,7 +262,7 @@ absl::StatusOr<Admission> Dispatcher::AdmitUntimed(DispatchRequest request) {
     if (absl::Status pushed = queue->queue.Push(r.ticket, r.priority, now, r.resumed);
         !pushed.ok()) {
       ++stats_.rejected_full;
-      if (candidates.ok()) OnTurnedAwayLocked(*queue, *candidates);
+      if (candidates.ok()) OnTurnedAwayLocked(*queue, *candidates, now);
       return pushed;
     }
     ++stats_.queued;
@@ -350,7 +351,7 @@ void Dispatcher::PumpModelLocked(const std::string& model, ModelQueue& queue, ab
     PromptBlocks no_prompt({});
     absl::StatusOr<std::vector<Candidate>> candidates =
         fleet_->Candidates(model, no_prompt, {}, now);
-    if (candidates.ok()) OnTurnedAwayLocked(queue, *candidates);
+    if (candidates.ok()) OnTurnedAwayLocked(queue, *candidates, now);
   }
   while (!queue.queue.empty()) {
     PromptBlocks no_prompt({});

@@ -33,21 +33,24 @@
 // Overload pacing (options.overload_ttft_factor > 0). A model is overloaded
 // from the moment a request of it is turned away while every worker has its
 // full room (max_num_seqs + slack) until the rate of its arrivals (admitted
-// or not, decaying over 1 s) falls below the rate its workers complete
-// calls at full room (their slots over the mean time its last 32 calls
-// started and ended outside overload held a slot), 1 s at least. While it is, each of its workers
-// is paced: held to a concurrency at which its time to first token stays within the factor of its
-// TTFT alone, so the requests admitted start about as fast as on an idle cluster and more of the
-// excess is turned away at once. TTFTs come from ObserveFirstToken; the reference is the mean of
-// the worker's last 32 from calls started with nothing else in flight on it while its model was not
-// overloaded (at least 4: until then the worker is not paced). A worker's limit is set from its
-// last 8 TTFTs when the overload starts, then again after every 8 TTFTs of calls started since it
-// last moved: down in proportion to how far their mean overshoots the bound (by one at least, never
-// below one), up by one after 3 such windows in a row within it. Outside overload nothing is paced:
-// a load the cluster carries at full room is never turned away for latency, and each overload
-// starts again from full room. The overload's end is checked at every arrival and on every Pump;
-// arrivals include clients' retries, so clients that retry at once instead of
-// after Retry-After keep it going.
+// or not, decaying over 1 s) falls below the rate its workers complete calls
+// at full room (their slots over the mean time its last 32 calls started and
+// ended outside overload held a slot), 1 s at least. While it is, each of
+// its workers is paced: held to a concurrency at which its time to first
+// token stays within the factor of its TTFT alone, so the requests admitted
+// start about as fast as on an idle cluster and more of the excess is turned
+// away at once. TTFTs come from ObserveFirstToken; the reference is the mean
+// of the worker's last 32 from calls started with nothing else in flight on
+// it while its model was not overloaded (at least 4: until then the worker
+// is not paced). A worker's limit is set from its last 8 TTFTs when the
+// overload starts, then again after every 8 TTFTs of calls started since it
+// last moved: down in proportion to how far their mean overshoots the bound
+// (by one at least, never below one), up by one after 3 such windows in a
+// row within it. Outside overload nothing is paced: a load the cluster
+// carries at full room is never turned away for latency, and each overload
+// starts again from full room. The overload's end is checked at every
+// arrival and on every Pump; arrivals include clients' retries, so clients
+// that retry at once instead of after Retry-After keep it going.
 //
 // Errors: NOT_FOUND (no worker serves the model), UNAVAILABLE (none is
 // routable; also for queued requests once none is), RESOURCE_EXHAUSTED (the
@@ -283,7 +286,7 @@ class Dispatcher {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A request of the model of `queue` was turned away: the overload starts
   // when nothing was paced.
-  void OnTurnedAwayLocked(ModelQueue& queue, absl::Span<const Candidate> candidates)
+  void OnTurnedAwayLocked(ModelQueue& queue, absl::Span<const Candidate> candidates, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the overload of `queue`'s model when its arrivals fell below its
   // workers' capacity at full room.

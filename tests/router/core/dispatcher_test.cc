@@ -58,7 +58,15 @@ class DispatcherTest : public ::testing::Test {
     return options;
   }
 
+  // Admits a new request of `prompt` whose waiter the fixture keeps.
+  absl::StatusOr<Admission> AdmitNew(Dispatcher& dispatcher, const std::vector<int32_t>& prompt) {
+    waiters_.push_back(std::make_unique<RecordingWaiter>());
+    return dispatcher.Admit(Request(next_ticket_++, prompt, waiters_.back().get()));
+  }
+
   TestFleet fleet_;
+  std::vector<std::unique_ptr<RecordingWaiter>> waiters_;
+  uint64_t next_ticket_ = 1;
 };
 
 TEST_F(DispatcherTest, BindsOnlyWhenAWorkerHasRoomThenReleasesToTheQueue) {
@@ -394,12 +402,7 @@ TEST_F(DispatcherTest, ThePredictionSpreadsCallTimesOverEverySlotOfTheModel) {
   options.queue.max_wait = absl::Milliseconds(250);
   Dispatcher dispatcher(&fleet_.state, options, &fleet_.clock);
   const std::vector<int32_t> prompt = Prompt(0, 1);
-  std::vector<std::unique_ptr<RecordingWaiter>> waiters;
-  uint64_t ticket = 1;
-  auto admit = [&]() {
-    waiters.push_back(std::make_unique<RecordingWaiter>());
-    return dispatcher.Admit(Request(ticket++, prompt, waiters.back().get()));
-  };
+  auto admit = [&]() { return AdmitNew(dispatcher, prompt); };
   // Three samples are not enough: a long queue forms unpredicted.
   for (int i = 0; i < 3; ++i) {
     auto bound = admit();
@@ -474,12 +477,7 @@ TEST_F(DispatcherTest, OverloadPacingHoldsWorkersToTheirTtftUntilArrivalsFall) {
   options.overload_ttft_factor = 1.5;
   Dispatcher dispatcher(&fleet_.state, options, &fleet_.clock);
   const std::vector<int32_t> prompt = Prompt(0, 1);
-  std::vector<std::unique_ptr<RecordingWaiter>> waiters;
-  uint64_t ticket = 1;
-  auto admit = [&]() {
-    waiters.push_back(std::make_unique<RecordingWaiter>());
-    return dispatcher.Admit(Request(ticket++, prompt, waiters.back().get()));
-  };
+  auto admit = [&]() { return AdmitNew(dispatcher, prompt); };
   auto observe = [&](FleetMember* worker, int n, absl::Duration ttft, bool alone) {
     for (int i = 0; i < n; ++i) dispatcher.ObserveFirstToken(worker, ttft, alone);
   };
