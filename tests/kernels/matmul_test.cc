@@ -11,6 +11,7 @@
 //     against the reference on bf16-rounded x: 1e-5 * S + 1e-6;
 //     against the reference on exact x: 2^-8 * S (the bound on the rounding:
 //     bf16 keeps 8 significant bits, |x - bf16(x)| <= 2^-8 |x|) + 1e-5 * S + 1e-6.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -149,6 +150,31 @@ TEST_P(MatmulTest, TokenResultDoesNotDependOnTokenCount) {
       for (size_t c = 0; c < cols; ++c) s += std::abs(Bf16ToFloat(w[r * cols + c]) * x[c]);
       ASSERT_LE(std::abs(static_cast<double>(y[r]) - alone[r]), 1e-6 * s + 1e-6)
           << IsaName(GetParam()) << " n=" << n << " row " << r;
+    }
+  }
+}
+
+// The executor shares a tensor-parallel matmul between ranks in blocks of
+// 64 weight rows (worker/model/executor.cc): a row must sum exactly as in
+// one call over all rows, at every level and token count.
+TEST_P(MatmulTest, BlocksOf64RowsGiveTheSameBitsAsOneCall) {
+  const size_t rows = 200, cols = 2100, block = 64;
+  std::mt19937 rng(23);
+  const std::vector<uint16_t> w = RandomBf16(rows * cols, rng);
+  for (size_t n : {1, 5, 8, 32, 127}) {
+    const std::vector<float> x = RandomFloats(n * cols, rng, 2.0f);
+    std::vector<float> whole(n * rows);
+    set_->matmul_bf16(w.data(), rows, cols, x.data(), n, whole.data());
+    for (size_t r0 = 0; r0 < rows; r0 += block) {
+      const size_t count = std::min(block, rows - r0);
+      std::vector<float> part(n * count);
+      set_->matmul_bf16(w.data() + r0 * cols, count, cols, x.data(), n, part.data());
+      for (size_t t = 0; t < n; ++t) {
+        for (size_t r = 0; r < count; ++r) {
+          ASSERT_EQ(part[t * count + r], whole[t * rows + r0 + r])
+              << IsaName(GetParam()) << " n=" << n << " token " << t << " row " << r0 + r;
+        }
+      }
     }
   }
 }

@@ -10,6 +10,7 @@
 //   only the f32 summation order differs from the f64 reference.
 // Also checked: the E4M3 decoding of all 254 finite codes, and the encoder's
 // rounding (every code round-trips; midpoints go to the even code).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -115,6 +116,36 @@ TEST_P(QuantMatmulTest, MatchesReferenceAtModelShapes) {
     EXPECT_TRUE(CheckShape(kind, 6, 24, 2048, 9));
     EXPECT_TRUE(CheckShape(kind, 7, 9, 1500, 10));   // a partial second panel
     EXPECT_TRUE(CheckShape(kind, 13, 5, 2100, 11));  // three panels, partial tiles
+  }
+}
+
+// Blocks of 64 weight rows (how the executor shares a matmul between ranks)
+// sum exactly as one call over all rows.
+TEST_P(QuantMatmulTest, BlocksOf64RowsGiveTheSameBitsAsOneCall) {
+  const size_t rows = 150, cols = 1500, block = 64;
+  std::mt19937 rng(29);
+  for (WeightKind kind : {WeightKind::kInt8, WeightKind::kFp8}) {
+    const std::vector<uint8_t> w = RandomWeightBytes(kind, rows * cols, rng);
+    std::vector<float> scales = RandomFloats(rows, rng);
+    for (float& s : scales) s = std::fabs(s) + 1e-4f;
+    auto fn = kind == WeightKind::kInt8 ? set_->matmul_int8 : set_->matmul_fp8;
+    for (size_t n : {1, 6, 32}) {
+      const std::vector<float> x = RandomFloats(n * cols, rng, 2.0f);
+      std::vector<float> whole(n * rows);
+      fn(w.data(), scales.data(), rows, cols, x.data(), n, whole.data());
+      for (size_t r0 = 0; r0 < rows; r0 += block) {
+        const size_t count = std::min(block, rows - r0);
+        std::vector<float> part(n * count);
+        fn(w.data() + r0 * cols, scales.data() + r0, count, cols, x.data(), n, part.data());
+        for (size_t t = 0; t < n; ++t) {
+          for (size_t r = 0; r < count; ++r) {
+            ASSERT_EQ(part[t * count + r], whole[t * rows + r0 + r])
+                << IsaName(GetParam()) << (kind == WeightKind::kInt8 ? " int8" : " fp8")
+                << " n=" << n << " token " << t << " row " << r0 + r;
+          }
+        }
+      }
+    }
   }
 }
 

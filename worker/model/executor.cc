@@ -32,7 +32,25 @@ constexpr size_t kLogitChunkRows = 16;
 // (or two arrays of one rank) share one.
 constexpr size_t kAlignFloats = 16;
 
+// A tensor-parallel matmul is shared between the ranks (TpPool::Share) in
+// tiles, so a rank that lost its CPU is not waited for: for fewer than
+// kTokenTileMin tokens, blocks of weight rows, about kTilesPerMatmul of them,
+// each a multiple of kTileRowAlign rows (every kernel's row blocks divide it,
+// so a row sums exactly as in one call); for more, blocks of kTokenTile
+// tokens over all rows (the kernels stream the weights once per 128 tokens
+// anyway; a token's sums do not depend on its batch with avx512bf16, and stay
+// within the f32 levels' summation-order bound otherwise). The tiling is
+// fixed by the shapes, so which rank runs a tile never changes a result.
+constexpr size_t kTilesPerMatmul = 16;
+constexpr size_t kTileRowAlign = 64;
+constexpr size_t kTokenTileMin = 128;
+constexpr size_t kTokenTile = 64;
+
 size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+size_t TileRows(size_t rows) {
+  return std::min(rows, RoundUp((rows + kTilesPerMatmul - 1) / kTilesPerMatmul, kTileRowAlign));
+}
 
 // A rank's view of a linear layer's matrix (or a slice of it): its storage
 // format, its first element, and, for 8-bit formats, the scale of its first row.
@@ -48,6 +66,13 @@ LinearView RowSlice(const LinearWeight& w, size_t begin) {
                nullptr};
   if (w.format != WeightFormat::kBf16) v.row_scales = w.row_scales.data() + begin;
   return v;
+}
+
+// Rows from `begin` on of a view of a matrix with `cols` columns.
+LinearView SkipRows(const LinearView& w, size_t cols, size_t begin) {
+  const size_t element_bytes = w.format == WeightFormat::kBf16 ? 2 : 1;
+  return {w.format, static_cast<const uint8_t*>(w.data) + begin * cols * element_bytes,
+          w.row_scales == nullptr ? nullptr : w.row_scales + begin};
 }
 
 // Copies columns [begin, begin + width) of every row of `w` to `dst`
@@ -140,6 +165,8 @@ struct Executor::Impl {
     float *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr;
     float *gate = nullptr, *up = nullptr, *partial = nullptr, *xn = nullptr;
     float *logit_rows = nullptr, *logit_tmp = nullptr;
+    // A row tile's output when this rank runs one for a few tokens (tp > 1).
+    float* tile_out = nullptr;
 
     float* keys(int layer) const { return kv.as<float>() + 2 * layer * kv_layer_floats; }
     float* values(int layer) const { return keys(layer) + kv_layer_floats; }
@@ -155,10 +182,14 @@ struct Executor::Impl {
 
   absl::Status SetUpRank(int32_t r);
   void RankStep(int32_t r, size_t n, absl::Span<float> logits);
+  // Matmul by rank r, as work the other ranks may take tiles of while they
+  // wait (see kTilesPerMatmul).
+  void SharedMatmul(int32_t r, const LinearView& w, size_t rows, size_t cols, const float* x,
+                    size_t n, float* y);
   void Attention(Rank& rk, int layer);
   // x += the sum over ranks of their `partial`, summed in rank order.
   void AllReduceAdd(int32_t r, size_t n);
-  void Logits(Rank& rk, absl::Span<float> logits);
+  void Logits(int32_t r, absl::Span<float> logits);
 
   const Model* model = nullptr;
   ModelConfig c;
@@ -241,15 +272,23 @@ absl::Status Executor::Impl::SetUpRank(int32_t r) {
       "the KV cache"));
 
   const size_t t = options.max_batch_tokens;
+  // Row tiles run for fewer than kTokenTileMin tokens of any rank's layer
+  // matrices (every rank's shard has the same shape), or for a chunk of
+  // logit rows.
+  const size_t tile_out =
+      tp == 1 ? 0
+              : std::max(std::min(t, kTokenTileMin - 1) * TileRows(std::max({qd, kvd, ffn, d})),
+                         std::min(t, kLogitChunkRows) * TileRows(vocab_rows));
   const size_t sizes[] = {
       t * qd,  t * kvd, t * kvd, t * qd, t * ffn,
-      t * ffn, t * d,   t * d,   t * d,  tp > 1 ? kLogitChunkRows * vocab_rows : 0};
+      t * ffn, t * d,   t * d,   t * d,  tp > 1 ? kLogitChunkRows * vocab_rows : 0,
+      tile_out};
   size_t total = 0;
   for (size_t s : sizes) total += RoundUp(s, kAlignFloats);
   TERN_RETURN_IF_ERROR(rk.activations.Allocate(total * sizeof(float), "activations"));
   float* p = rk.activations.as<float>();
-  float** targets[] = {&rk.q,  &rk.k,       &rk.v,  &rk.attn,       &rk.gate,
-                       &rk.up, &rk.partial, &rk.xn, &rk.logit_rows, &rk.logit_tmp};
+  float** targets[] = {&rk.q,       &rk.k,  &rk.v,          &rk.attn,      &rk.gate,    &rk.up,
+                       &rk.partial, &rk.xn, &rk.logit_rows, &rk.logit_tmp, &rk.tile_out};
   for (size_t i = 0; i < std::size(sizes); ++i) {
     *targets[i] = p;
     p += RoundUp(sizes[i], kAlignFloats);
@@ -460,23 +499,54 @@ void Executor::Impl::RankStep(int32_t r, size_t n, absl::Span<float> logits) {
     for (size_t t = 0; t < n; ++t) {
       kn.rms_norm(x.data() + t * d, ml.input_norm.data(), d, eps, rk.xn + t * d);
     }
-    Matmul(kn, rl.q, qd, d, rk.xn, n, rk.q);
-    Matmul(kn, rl.k, kvd, d, rk.xn, n, rk.k);
-    Matmul(kn, rl.v, kvd, d, rk.xn, n, rk.v);
+    SharedMatmul(r, rl.q, qd, d, rk.xn, n, rk.q);
+    SharedMatmul(r, rl.k, kvd, d, rk.xn, n, rk.k);
+    SharedMatmul(r, rl.v, kvd, d, rk.xn, n, rk.v);
     Attention(rk, li);
-    Matmul(kn, rl.o, d, qd, rk.attn, n, rk.partial);
+    SharedMatmul(r, rl.o, d, qd, rk.attn, n, rk.partial);
     AllReduceAdd(r, n);
     // MLP block.
     for (size_t t = 0; t < n; ++t) {
       kn.rms_norm(x.data() + t * d, ml.post_attention_norm.data(), d, eps, rk.xn + t * d);
     }
-    Matmul(kn, rl.gate, ffn, d, rk.xn, n, rk.gate);
-    Matmul(kn, rl.up, ffn, d, rk.xn, n, rk.up);
+    SharedMatmul(r, rl.gate, ffn, d, rk.xn, n, rk.gate);
+    SharedMatmul(r, rl.up, ffn, d, rk.xn, n, rk.up);
     kn.silu_mul(rk.gate, rk.up, n * ffn);
-    Matmul(kn, rl.down, d, ffn, rk.gate, n, rk.partial);
+    SharedMatmul(r, rl.down, d, ffn, rk.gate, n, rk.partial);
     AllReduceAdd(r, n);
   }
-  if (!logit_token_rows.empty()) Logits(rk, logits);
+  if (!logit_token_rows.empty()) Logits(r, logits);
+}
+
+void Executor::Impl::SharedMatmul(int32_t r, const LinearView& w, size_t rows, size_t cols,
+                                  const float* x, size_t n, float* y) {
+  if (tp == 1) {
+    Matmul(*kern, w, rows, cols, x, n, y);
+    return;
+  }
+  if (n >= kTokenTileMin) {
+    pool->Share(r, static_cast<uint32_t>((n + kTokenTile - 1) / kTokenTile),
+                [&](uint32_t tile, int32_t) {
+                  const size_t t0 = tile * kTokenTile, count = std::min(kTokenTile, n - t0);
+                  Matmul(*kern, w, rows, cols, x + t0 * cols, count, y + t0 * rows);
+                });
+    return;
+  }
+  const size_t tile_rows = TileRows(rows);
+  pool->Share(r, static_cast<uint32_t>((rows + tile_rows - 1) / tile_rows),
+              [&](uint32_t tile, int32_t runner) {
+                const size_t r0 = tile * tile_rows, count = std::min(tile_rows, rows - r0);
+                const LinearView part = SkipRows(w, cols, r0);
+                if (n == 1) {
+                  Matmul(*kern, part, count, cols, x, 1, y + r0);
+                  return;
+                }
+                float* out = ranks[runner].tile_out;
+                Matmul(*kern, part, count, cols, x, n, out);
+                for (size_t t = 0; t < n; ++t) {
+                  std::memcpy(y + t * rows + r0, out + t * count, count * sizeof(float));
+                }
+              });
 }
 
 void Executor::Impl::Attention(Rank& rk, int layer) {
@@ -517,7 +587,7 @@ void Executor::Impl::AllReduceAdd(int32_t r, size_t n) {
     kern->add(x.data(), ranks[0].partial, n * d);
     return;
   }
-  pool->Barrier();  // every rank's partial is complete
+  pool->Barrier(r);  // every rank's partial is complete
   const Rank& rk = ranks[r];
   const size_t begin = rk.column_begin, width = rk.column_end - rk.column_begin;
   if (width > 0) {
@@ -526,10 +596,11 @@ void Executor::Impl::AllReduceAdd(int32_t r, size_t n) {
       for (const Rank& other : ranks) kern->add(xr, other.partial + t * d + begin, width);
     }
   }
-  pool->Barrier();  // x is complete; partials may be overwritten
+  pool->Barrier(r);  // x is complete; partials may be overwritten
 }
 
-void Executor::Impl::Logits(Rank& rk, absl::Span<float> logits) {
+void Executor::Impl::Logits(int32_t r, absl::Span<float> logits) {
+  Rank& rk = ranks[r];
   const size_t d = c.hidden_size, vocab = c.vocab_size;
   const size_t rows = logit_token_rows.size();
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -544,7 +615,7 @@ void Executor::Impl::Logits(Rank& rk, absl::Span<float> logits) {
   }
   for (size_t i0 = 0; i0 < rows; i0 += kLogitChunkRows) {
     const size_t m = std::min(kLogitChunkRows, rows - i0);
-    Matmul(*kern, rk.head, vocab_rows, d, rk.logit_rows + i0 * d, m, rk.logit_tmp);
+    SharedMatmul(r, rk.head, vocab_rows, d, rk.logit_rows + i0 * d, m, rk.logit_tmp);
     for (size_t i = 0; i < m; ++i) {
       std::memcpy(logits.data() + (i0 + i) * vocab + rk.vocab_begin, rk.logit_tmp + i * vocab_rows,
                   vocab_rows * sizeof(float));

@@ -23,6 +23,25 @@ namespace {
 constexpr int32_t kMaxSpinIterations = 2000;
 constexpr int32_t kMinSpinIterations = 50;
 
+// SharedWork::claim: bits 40-63 the work's sequence number (so a rank that
+// read the claim of a finished work cannot take a tile of the next one: its
+// compare-exchange fails), bits 20-39 the tile count, bits 0-19 the next
+// untaken tile.
+constexpr uint32_t kTileBits = 20;
+constexpr uint64_t kTileMask = (uint64_t{1} << kTileBits) - 1;
+constexpr uint32_t kSequenceMask = (uint32_t{1} << 24) - 1;
+constexpr uint32_t kMaxSharedTiles = static_cast<uint32_t>(kTileMask) - 1;
+// Idle iterations between yields while an owner waits for taken tiles.
+constexpr uint32_t kYieldEvery = 4096;
+
+uint64_t PackClaim(uint32_t sequence, uint32_t tiles, uint32_t next) {
+  return (uint64_t{sequence} << (2 * kTileBits)) | (uint64_t{tiles} << kTileBits) | next;
+}
+uint32_t ClaimTiles(uint64_t claim) {
+  return static_cast<uint32_t>((claim >> kTileBits) & kTileMask);
+}
+uint32_t ClaimNext(uint64_t claim) { return static_cast<uint32_t>(claim & kTileMask); }
+
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -75,20 +94,65 @@ void FutexWord::WaitWhileEquals(uint32_t value) {
   sleepers_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void SpinFutexBarrier::ArriveAndWait() {
-  const uint32_t phase = phase_.Load();
+void SpinFutexBarrier::Signal() {
+  // Against the waiter's seq_cst increment of sleepers_ and its later loads:
+  // either we see the sleeper, or it sees what was stored before this fence.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
+  events_.fetch_add(1, std::memory_order_seq_cst);
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&events_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+          nullptr, 0);
+}
+
+void SpinFutexBarrier::Nudge() { Signal(); }
+
+void SpinFutexBarrier::ArriveAndWait(absl::FunctionRef<bool()> help) {
+  const uint32_t phase = phase_.load(std::memory_order_acquire);
   if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == parties_) {
     // Reset before publishing the new phase: a party that sees the new phase
     // and re-enters immediately must count from zero.
     arrived_.store(0, std::memory_order_relaxed);
-    phase_.Set(phase + 1);
+    phase_.store(phase + 1, std::memory_order_seq_cst);
+    Signal();
     return;
   }
-  phase_.WaitWhileEquals(phase);
+  // Racy updates of the limit lose at most one adjustment: it is a hint.
+  // Only idle iterations count against it: time spent helping is not a wait.
+  const int32_t limit = spin_limit_.load(std::memory_order_relaxed);
+  for (int32_t idle = 0; idle < limit;) {
+    if (phase_.load(std::memory_order_acquire) != phase) {
+      if (limit < kMaxSpinIterations) {
+        spin_limit_.store(std::min(kMaxSpinIterations, 2 * limit), std::memory_order_relaxed);
+      }
+      return;
+    }
+    if (help()) {
+      idle = 0;
+    } else {
+      ++idle;
+      CpuRelax();
+    }
+  }
+  spin_limit_.store(std::max(kMinSpinIterations, limit / 2), std::memory_order_relaxed);
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  while (true) {
+    // FUTEX_WAIT returns at once if events_ moved since this load, so a
+    // phase change or a nudge after the checks below is not missed.
+    const uint32_t events = events_.load(std::memory_order_seq_cst);
+    if (phase_.load(std::memory_order_seq_cst) != phase) break;
+    if (help()) continue;
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&events_), FUTEX_WAIT_PRIVATE, events, nullptr,
+            nullptr, 0);
+  }
+  sleepers_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 TpPool::TpPool(int32_t size, std::vector<int32_t> cpus)
-    : size_(size < 1 ? 1 : size), cpus_(std::move(cpus)), barrier_(size_) {
+    : size_(size < 1 ? 1 : size),
+      cpus_(std::move(cpus)),
+      barrier_(size_),
+      work_(std::make_unique<SharedWork[]>(size_)) {
   threads_.reserve(size_ - 1);
   for (int32_t rank = 1; rank < size_; ++rank) {
     threads_.emplace_back([this, rank] { RankLoop(rank); });
@@ -126,7 +190,7 @@ void TpPool::Run(absl::FunctionRef<void(int32_t)> fn, bool pin_caller) {
     fn(0);
     // Completion: every rank arrives after its share; the ranks then go back
     // to waiting for the next generation, so job_ may be replaced right away.
-    barrier_.ArriveAndWait();
+    Barrier(0);
     job_ = nullptr;
   }
   if (restore) (void)pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
@@ -141,8 +205,57 @@ void TpPool::RankLoop(int32_t rank) {
     seen = generation_.Load();
     if (stopping_.load(std::memory_order_relaxed)) return;
     (*job_)(rank);
-    barrier_.ArriveAndWait();
+    Barrier(rank);
   }
+}
+
+void TpPool::Share(int32_t rank, uint32_t tiles, absl::FunctionRef<void(uint32_t, int32_t)> body) {
+  if (size_ == 1 || tiles > kMaxSharedTiles) {
+    for (uint32_t t = 0; t < tiles; ++t) body(t, rank);
+    return;
+  }
+  if (tiles == 0) return;
+  SharedWork& work = work_[rank];
+  // No other rank reads body or done now: every tile of the previous work
+  // was counted done (acquire) before Share returned.
+  work.body = &body;
+  work.done.store(0, std::memory_order_relaxed);
+  work.sequence = (work.sequence + 1) & kSequenceMask;
+  work.claim.store(PackClaim(work.sequence, tiles, 0), std::memory_order_release);
+  barrier_.Nudge();
+  while (RunOneTile(work, rank)) {
+  }
+  // The tiles other ranks took: help elsewhere while they finish.
+  for (uint32_t idle = 0; work.done.load(std::memory_order_acquire) != tiles;) {
+    if (Help(rank)) continue;
+    CpuRelax();
+    // A taker that lost its CPU mid-tile: let it (or whatever shares this
+    // CPU) run now and then rather than spin against it.
+    if (++idle % kYieldEvery == 0) sched_yield();
+  }
+}
+
+bool TpPool::Help(int32_t rank) {
+  for (int32_t i = 1; i < size_; ++i) {
+    if (RunOneTile(work_[(rank + i) % size_], rank)) return true;
+  }
+  return false;
+}
+
+bool TpPool::RunOneTile(SharedWork& work, int32_t runner) {
+  uint64_t claim = work.claim.load(std::memory_order_acquire);
+  while (true) {
+    if (ClaimNext(claim) >= ClaimTiles(claim)) return false;
+    // acq_rel: the claim reads from the release sequence of the owner's
+    // publishing store, so body (written before it) is visible after.
+    if (work.claim.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel,
+                                         std::memory_order_acquire)) {
+      break;
+    }
+  }
+  (*work.body)(ClaimNext(claim), runner);
+  work.done.fetch_add(1, std::memory_order_release);
+  return true;
 }
 
 }  // namespace tern::worker

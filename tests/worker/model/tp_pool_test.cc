@@ -4,6 +4,7 @@
 #include <sched.h>
 
 #include <atomic>
+#include <chrono>
 #include <set>
 #include <thread>
 #include <vector>
@@ -18,7 +19,7 @@ TEST(TpPoolTest, SizeOneRunsOnTheCallerWithoutThreads) {
   int calls = 0;
   pool.Run([&](int32_t rank) {
     EXPECT_EQ(rank, 0);
-    pool.Barrier();  // a no-op
+    pool.Barrier(0);  // a no-op
     ran_on = std::this_thread::get_id();
     ++calls;
   });
@@ -84,11 +85,11 @@ TEST(TpPoolTest, BarrierSeparatesPhasesOverManyRuns) {
         for (int phase = 0; phase < kPhases; ++phase) {
           const int64_t stamp = int64_t{run} * kPhases + phase;
           slots[rank].store(stamp, std::memory_order_relaxed);
-          pool.Barrier();
+          pool.Barrier(rank);
           for (int32_t r = 0; r < size; ++r) {
             if (slots[r].load(std::memory_order_relaxed) != stamp) ++errors;
           }
-          pool.Barrier();
+          pool.Barrier(rank);
         }
       });
       // Run returns only after every rank finished: all slots hold the last stamp.
@@ -108,7 +109,7 @@ TEST(TpPoolTest, PlainMemoryWrittenBeforeABarrierIsSeenAfterIt) {
     int64_t sums[kSize] = {};
     pool.Run([&](int32_t rank) {
       for (int i = 0; i < 1024; ++i) data[rank * 1024 + i] = run + rank + i;
-      pool.Barrier();
+      pool.Barrier(rank);
       int64_t sum = 0;
       for (int64_t v : data) sum += v;
       sums[rank] = sum;
@@ -137,6 +138,100 @@ TEST(TpPoolTest, DestroysCleanlyWhileRanksSleep) {
     TpPool pool(3, {});
     if (i % 2 == 0) pool.Run([](int32_t) {});
   }
+}
+
+// Waits (bounded) until `flag` is set; whether it was.
+bool WaitFor(const std::atomic<bool>& flag) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!flag.load()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+TEST(TpPoolTest, ShareRunsEveryTileOnceAndWaitingRanksTakeTiles) {
+  for (int32_t size : {2, 3, 4}) {
+    TpPool pool(size, {});
+    constexpr uint32_t kTiles = 64;
+    for (int run = 0; run < 20; ++run) {
+      std::vector<std::atomic<int>> runs(kTiles);
+      std::atomic<bool> taken{false};
+      pool.Run([&](int32_t rank) {
+        if (rank != 0) {
+          pool.Barrier(rank);  // waits: takes rank 0's tiles meanwhile
+          return;
+        }
+        pool.Share(0, kTiles, [&](uint32_t tile, int32_t runner) {
+          ++runs[tile];
+          if (runner != 0) {
+            taken = true;
+          } else {
+            // The owner holds on (bounded) until a waiting rank took a tile.
+            (void)WaitFor(taken);
+          }
+        });
+        pool.Barrier(0);
+      });
+      EXPECT_TRUE(taken.load()) << "size " << size << ": no waiting rank took a tile";
+      for (uint32_t t = 0; t < kTiles; ++t) {
+        ASSERT_EQ(runs[t].load(), 1) << "size " << size << " run " << run << " tile " << t;
+      }
+    }
+  }
+}
+
+TEST(TpPoolTest, SharedTilesWrittenByAnyRankAreSeenByTheOwnerAfterShare) {
+  for (int32_t size : {2, 4}) {  // 4 oversubscribes small machines
+    TpPool pool(size, {});
+    constexpr uint32_t kTiles = 24, kWidth = 256;
+    std::vector<std::vector<int64_t>> out(size, std::vector<int64_t>(kTiles * kWidth));
+    std::atomic<int64_t> errors{0};
+    for (int run = 0; run < 50; ++run) {
+      pool.Run([&](int32_t rank) {
+        for (int step = 0; step < 4; ++step) {
+          pool.Share(rank, kTiles, [&](uint32_t tile, int32_t) {
+            for (uint32_t i = 0; i < kWidth; ++i) {
+              out[rank][tile * kWidth + i] = int64_t{run} * 1000000 + step * 10000 + rank * 100 + i;
+            }
+          });
+          for (uint32_t tile = 0; tile < kTiles; ++tile) {
+            for (uint32_t i = 0; i < kWidth; ++i) {
+              if (out[rank][tile * kWidth + i] !=
+                  int64_t{run} * 1000000 + step * 10000 + rank * 100 + i) {
+                ++errors;
+              }
+            }
+          }
+          pool.Barrier(rank);
+        }
+      });
+    }
+    EXPECT_EQ(errors.load(), 0) << "size " << size;
+  }
+}
+
+// A rank that waited long enough to sleep at the barrier is woken by new
+// shared work and takes some of it.
+TEST(TpPoolTest, ARankSleepingAtTheBarrierWakesForSharedWork) {
+  TpPool pool(2, {});
+  std::atomic<bool> taken{false};
+  pool.Run([&](int32_t rank) {
+    if (rank == 0) {
+      pool.Barrier(0);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // rank 0 sleeps by now
+    pool.Share(1, 8, [&](uint32_t, int32_t runner) {
+      if (runner == 0) {
+        taken = true;
+      } else {
+        (void)WaitFor(taken);  // bounded: the owner holds on until rank 0 took one
+      }
+    });
+    pool.Barrier(1);
+  });
+  EXPECT_TRUE(taken.load()) << "the sleeping rank took no tile";
 }
 
 }  // namespace
