@@ -153,7 +153,6 @@ struct Executor::Impl {
     int32_t kv_head_begin = 0, kv_heads = 0;
     int32_t ffn_begin = 0, ffn = 0;
     int32_t vocab_begin = 0, vocab_end = 0;
-    int32_t column_begin = 0, column_end = 0;  // hidden columns this rank reduces
     std::vector<RankLayer> layers;
     LinearView head;                 // rows [vocab_begin, vocab_end) of the lm_head
     std::vector<float> head_scales;  // their scales when quantized at Create
@@ -163,7 +162,13 @@ struct Executor::Impl {
     RankMemory activations;  // the buffers below
     size_t kv_layer_floats = 0;
     float *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr;
-    float *gate = nullptr, *up = nullptr, *partial = nullptr, *xn = nullptr;
+    float *gate = nullptr, *up = nullptr, *xn = nullptr;
+    // The rank's residual stream [max_batch_tokens x hidden]: its own copy
+    // when tp > 1 (every rank sums the all-reduces itself), else Impl::x.
+    float* x = nullptr;
+    // Partial sums of the o_proj and down_proj outputs, one buffer for each
+    // of a layer's two all-reduces (the same buffer when tp == 1).
+    float* partials[2] = {nullptr, nullptr};
     float *logit_rows = nullptr, *logit_tmp = nullptr;
     // A row tile's output when this rank runs one for a few tokens (tp > 1).
     float* tile_out = nullptr;
@@ -187,8 +192,12 @@ struct Executor::Impl {
   void SharedMatmul(int32_t r, const LinearView& w, size_t rows, size_t cols, const float* x,
                     size_t n, float* y);
   void Attention(Rank& rk, int layer);
-  // x += the sum over ranks of their `partial`, summed in rank order.
-  void AllReduceAdd(int32_t r, size_t n);
+  // Rank r's residual stream += the sum over ranks of their partials[buffer],
+  // added in rank order. Every rank sums every column itself, so all hold
+  // the same residual bit for bit and one barrier suffices: a rank writes a
+  // buffer again two all-reduces later, after every rank has read it (they
+  // all passed the barrier of the all-reduce in between).
+  void AllReduceAdd(int32_t r, size_t n, int buffer);
   void Logits(int32_t r, absl::Span<float> logits);
 
   const Model* model = nullptr;
@@ -204,9 +213,9 @@ struct Executor::Impl {
   // Declared after `ranks`: its threads are joined before their memory goes.
   std::unique_ptr<TpPool> pool;
 
-  // Shared by all ranks: the residual stream [max_batch_tokens x hidden]
-  // (each rank writes only its columns during the all-reduce), and per
-  // token row its position's RoPE cos/sin.
+  // Shared by all ranks: the step's embeddings [max_batch_tokens x hidden]
+  // (tp 1 runs its residual stream in place there; with more ranks each
+  // copies them to its own), and per token row its position's RoPE cos/sin.
   std::vector<float> x, cos, sin;
   // The current step (set by Step before the ranks run).
   std::vector<SeqPlan> plan;
@@ -279,19 +288,32 @@ absl::Status Executor::Impl::SetUpRank(int32_t r) {
       tp == 1 ? 0
               : std::max(std::min(t, kTokenTileMin - 1) * TileRows(std::max({qd, kvd, ffn, d})),
                          std::min(t, kLogitChunkRows) * TileRows(vocab_rows));
-  const size_t sizes[] = {
-      t * qd,  t * kvd, t * kvd, t * qd, t * ffn,
-      t * ffn, t * d,   t * d,   t * d,  tp > 1 ? kLogitChunkRows * vocab_rows : 0,
-      tile_out};
+  const size_t own = tp > 1 ? t * d : 0;  // a residual stream and a second partial
+  const std::pair<float**, size_t> buffers[] = {
+      {&rk.q, t * qd},
+      {&rk.k, t * kvd},
+      {&rk.v, t * kvd},
+      {&rk.attn, t * qd},
+      {&rk.gate, t * ffn},
+      {&rk.up, t * ffn},
+      {&rk.partials[0], t * d},
+      {&rk.partials[1], own},
+      {&rk.xn, t * d},
+      {&rk.logit_rows, t * d},
+      {&rk.x, own},
+      {&rk.logit_tmp, tp > 1 ? kLogitChunkRows * vocab_rows : 0},
+      {&rk.tile_out, tile_out}};
   size_t total = 0;
-  for (size_t s : sizes) total += RoundUp(s, kAlignFloats);
+  for (const auto& [target, size] : buffers) total += RoundUp(size, kAlignFloats);
   TERN_RETURN_IF_ERROR(rk.activations.Allocate(total * sizeof(float), "activations"));
   float* p = rk.activations.as<float>();
-  float** targets[] = {&rk.q,       &rk.k,  &rk.v,          &rk.attn,      &rk.gate,    &rk.up,
-                       &rk.partial, &rk.xn, &rk.logit_rows, &rk.logit_tmp, &rk.tile_out};
-  for (size_t i = 0; i < std::size(sizes); ++i) {
-    *targets[i] = p;
-    p += RoundUp(sizes[i], kAlignFloats);
+  for (const auto& [target, size] : buffers) {
+    *target = p;
+    p += RoundUp(size, kAlignFloats);
+  }
+  if (tp == 1) {
+    rk.partials[1] = rk.partials[0];
+    rk.x = x.data();
   }
   return absl::OkStatus();
 }
@@ -359,10 +381,6 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const Model* model,
     rk.ffn_begin = r * rk.ffn;
     rk.vocab_begin = static_cast<int32_t>(int64_t{c.vocab_size} * r / tp);
     rk.vocab_end = static_cast<int32_t>(int64_t{c.vocab_size} * (r + 1) / tp);
-    // Reduction columns in whole cache lines.
-    const int32_t step = static_cast<int32_t>(RoundUp((d + tp - 1) / tp, kAlignFloats));
-    rk.column_begin = std::min(d, r * step);
-    rk.column_end = std::min(d, (r + 1) * step);
   }
   const size_t t = options.max_batch_tokens;
   impl->x.resize(t * d);
@@ -491,29 +509,30 @@ void Executor::Impl::RankStep(int32_t r, size_t n, absl::Span<float> logits) {
   const size_t ffn = rk.ffn;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const k::KernelSet& kn = *kern;
+  if (tp > 1) std::memcpy(rk.x, x.data(), n * d * sizeof(float));
   for (int li = 0; li < c.num_hidden_layers; ++li) {
     const Model::Layer& ml = model->layer(li);
     const RankLayer& rl = rk.layers[li];
     // Attention block. Every rank normalizes all rows itself: cheaper than a
     // barrier to share them.
     for (size_t t = 0; t < n; ++t) {
-      kn.rms_norm(x.data() + t * d, ml.input_norm.data(), d, eps, rk.xn + t * d);
+      kn.rms_norm(rk.x + t * d, ml.input_norm.data(), d, eps, rk.xn + t * d);
     }
     SharedMatmul(r, rl.q, qd, d, rk.xn, n, rk.q);
     SharedMatmul(r, rl.k, kvd, d, rk.xn, n, rk.k);
     SharedMatmul(r, rl.v, kvd, d, rk.xn, n, rk.v);
     Attention(rk, li);
-    SharedMatmul(r, rl.o, d, qd, rk.attn, n, rk.partial);
-    AllReduceAdd(r, n);
+    SharedMatmul(r, rl.o, d, qd, rk.attn, n, rk.partials[0]);
+    AllReduceAdd(r, n, 0);
     // MLP block.
     for (size_t t = 0; t < n; ++t) {
-      kn.rms_norm(x.data() + t * d, ml.post_attention_norm.data(), d, eps, rk.xn + t * d);
+      kn.rms_norm(rk.x + t * d, ml.post_attention_norm.data(), d, eps, rk.xn + t * d);
     }
     SharedMatmul(r, rl.gate, ffn, d, rk.xn, n, rk.gate);
     SharedMatmul(r, rl.up, ffn, d, rk.xn, n, rk.up);
     kn.silu_mul(rk.gate, rk.up, n * ffn);
-    SharedMatmul(r, rl.down, d, ffn, rk.gate, n, rk.partial);
-    AllReduceAdd(r, n);
+    SharedMatmul(r, rl.down, d, ffn, rk.gate, n, rk.partials[1]);
+    AllReduceAdd(r, n, 1);
   }
   if (!logit_token_rows.empty()) Logits(r, logits);
 }
@@ -581,22 +600,15 @@ void Executor::Impl::Attention(Rank& rk, int layer) {
   }
 }
 
-void Executor::Impl::AllReduceAdd(int32_t r, size_t n) {
-  const size_t d = c.hidden_size;
+void Executor::Impl::AllReduceAdd(int32_t r, size_t n, int buffer) {
+  Rank& rk = ranks[r];
+  const size_t values = n * c.hidden_size;
   if (tp == 1) {
-    kern->add(x.data(), ranks[0].partial, n * d);
+    kern->add(rk.x, rk.partials[buffer], values);
     return;
   }
   pool->Barrier(r);  // every rank's partial is complete
-  const Rank& rk = ranks[r];
-  const size_t begin = rk.column_begin, width = rk.column_end - rk.column_begin;
-  if (width > 0) {
-    for (size_t t = 0; t < n; ++t) {
-      float* xr = x.data() + t * d + begin;
-      for (const Rank& other : ranks) kern->add(xr, other.partial + t * d + begin, width);
-    }
-  }
-  pool->Barrier(r);  // x is complete; partials may be overwritten
+  for (const Rank& other : ranks) kern->add(rk.x, other.partials[buffer], values);
 }
 
 void Executor::Impl::Logits(int32_t r, absl::Span<float> logits) {
@@ -605,8 +617,8 @@ void Executor::Impl::Logits(int32_t r, absl::Span<float> logits) {
   const size_t rows = logit_token_rows.size();
   const float eps = static_cast<float>(c.rms_norm_eps);
   for (size_t i = 0; i < rows; ++i) {
-    kern->rms_norm(x.data() + static_cast<size_t>(logit_token_rows[i]) * d,
-                   model->final_norm().data(), d, eps, rk.logit_rows + i * d);
+    kern->rms_norm(rk.x + static_cast<size_t>(logit_token_rows[i]) * d, model->final_norm().data(),
+                   d, eps, rk.logit_rows + i * d);
   }
   const size_t vocab_rows = rk.vocab_end - rk.vocab_begin;
   if (tp == 1) {
