@@ -136,7 +136,8 @@ class TpPool {
   // Takes and runs one untaken tile of another rank's shared work; whether
   // it found one.
   bool Help(int32_t rank);
-  // Takes one untaken tile of `work` and runs it on `runner`.
+  // Takes one untaken tile of `work` and runs it on `runner`; whether there
+  // was one.
   static bool RunOneTile(SharedWork& work, int32_t runner);
 
   const int32_t size_;
