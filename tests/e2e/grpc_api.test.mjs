@@ -14,7 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import { GrpcReflection } from "grpc-js-reflection-client";
 import OpenAI from "openai";
 
-import { Cluster, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
+import { Cluster, fetchMetricsText, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
 
 const API_KEY = "sk-grpc-e2e";
 let dir;
@@ -46,7 +46,7 @@ const textOf = (chunks, index = 0) =>
 async function workerRunningSequences() {
   const match = cluster.logs.join("").match(/http:\/\/(\S+)\/metrics \(worker[^)]*\)/);
   assert.ok(match, "tern up prints the worker's metrics address");
-  const text = await (await fetch(`http://${match[1]}/metrics`)).text();
+  const text = await fetchMetricsText(`http://${match[1]}/metrics`);
   const line = text.split("\n").find((l) => l.startsWith("tern_worker_running_sequences"));
   assert.ok(line, "the worker exports tern_worker_running_sequences");
   return Number(line.trim().split(/\s+/).pop());

@@ -15,7 +15,7 @@ import { after, before, describe, test } from "node:test";
 
 import OpenAI from "openai";
 
-import { Cluster, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
+import { Cluster, fetchMetricsText, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
 
 const BOUND_MS = 1000;
 const LONG_BOUND_MS = 600_000;
@@ -45,7 +45,7 @@ async function startCluster(name, boundMs) {
 
 // The router's metric `name` summed over its series.
 async function routerMetric(routerMetrics, name) {
-  const text = await (await fetch(routerMetrics)).text();
+  const text = await fetchMetricsText(routerMetrics);
   let sum = 0;
   for (const line of text.split("\n")) {
     if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.split(" ").at(-1));

@@ -12,7 +12,15 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 
-import { binary, freePort, readCompletionStream, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
+import {
+  binary,
+  fetchMetricsText,
+  freePort,
+  readCompletionStream,
+  removeDir,
+  synthModel,
+  tempDir,
+} from "../lib/tern.mjs";
 
 const MAX_NUM_SEQS = 8;
 const MAX_QUEUE = 4;
@@ -61,7 +69,7 @@ function allLogs() {
 
 // Healthy flag per worker address, from the router's /metrics.
 async function routerHealth() {
-  const text = await (await fetch(routerMetricsURL)).text();
+  const text = await fetchMetricsText(routerMetricsURL);
   const health = {};
   for (const line of text.split("\n")) {
     const m = line.match(/^tern_router_worker_healthy\{[^}]*worker="([^"]+)"[^}]*\} (\S+)/);

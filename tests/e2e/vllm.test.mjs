@@ -21,7 +21,16 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 
-import { Cluster, binary, freePort, readCompletionStream, removeDir, synthModel, tempDir } from "../lib/tern.mjs";
+import {
+  Cluster,
+  binary,
+  fetchMetricsText,
+  freePort,
+  readCompletionStream,
+  removeDir,
+  synthModel,
+  tempDir,
+} from "../lib/tern.mjs";
 import { VllmDouble, doubleScript, python } from "../lib/vllm_double.mjs";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -72,7 +81,7 @@ async function waitUntil(what, limitMs, check) {
 
 // Sample values of one router metric family by worker address.
 async function byWorker(metricsURL, name) {
-  const text = await (await fetch(metricsURL)).text();
+  const text = await fetchMetricsText(metricsURL);
   const out = {};
   for (const line of text.split("\n")) {
     const m = line.match(new RegExp(`^${name}\\{[^}]*worker="([^"]+)"[^}]*\\} (\\S+)`));
@@ -113,7 +122,7 @@ async function startVllmWorker(d) {
 
 // One sample of a worker's /metrics (summed over label sets).
 async function workerMetric(w, name) {
-  const text = await (await fetch(w.metricsURL)).text();
+  const text = await fetchMetricsText(w.metricsURL);
   let sum = 0;
   for (const line of text.split("\n")) {
     const m = line.match(new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)`));
@@ -365,7 +374,7 @@ describe("tern in front of vLLM", { timeout: 240_000 }, () => {
     assert.equal(g.error, null, `greedy: ${JSON.stringify(g)}\n${allLogs()}`);
     assert.equal(g.text, reference.text, "greedy text after resume");
     assert.equal(s.error, null, `sampled: ${JSON.stringify(s)}`);
-    const resumes = await (await fetch(front.metricsURL)).text();
+    const resumes = await fetchMetricsText(front.metricsURL);
     const count = Number(resumes.match(/^tern_router_resumes_total (\S+)/m)?.[1] ?? 0);
     assert.ok(count >= 1, "the router resumed at least one stream");
     console.log(`# kill -9: ${count} resume(s); greedy identical (${g.text.length} chars), sampled finished`);

@@ -223,8 +223,10 @@ export async function waitUntil(what, limitMs, check, context = () => "") {
 // The text of a metrics page. A network error is tried twice more, 100 ms
 // apart: a scrape is idempotent, and reusing a kept-alive connection that the
 // server closes at that moment fails once without anything being wrong (seen
-// once in a CI run, on the router's metrics while a drill loaded it).
-async function fetchMetricsText(url) {
+// in CI runs, on the router's metrics while a drill loaded it: the
+// metrics server closes every connection after its response without saying
+// so, and a client that reuses it before it sees the close fails).
+export async function fetchMetricsText(url) {
   for (let attempt = 1; ; attempt++) {
     try {
       return await (await fetch(url, { signal: AbortSignal.timeout(5_000) })).text();
