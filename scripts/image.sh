@@ -206,5 +206,7 @@ nice -n "${TERN_IMAGE_NICE:-10}" buildah bud --isolation chroot --layers --pull=
   -t "$image:$version" -t "$image:latest" .
 done_step
 
-size="$(buildah images --format '{{.Size}}' "$image:$version" | head -n1)"
+# awk reads every line (one per tag): `head -n1` could exit before buildah
+# wrote the second and kill it with SIGPIPE, failing the script (pipefail).
+size="$(buildah images --format '{{.Size}}' "$image:$version" | awk 'NR == 1')"
 echo "[image] $image:$version (also $image:latest): $size, built in $((SECONDS - start_all)) s"
