@@ -94,7 +94,7 @@ void FutexWord::WaitWhileEquals(uint32_t value) {
   sleepers_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void SpinFutexBarrier::Signal() {
+void SpinFutexBarrier::Nudge() {
   // Against the waiter's seq_cst increment of sleepers_ and its later loads:
   // either we see the sleeper, or it sees what was stored before this fence.
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -104,8 +104,6 @@ void SpinFutexBarrier::Signal() {
           nullptr, 0);
 }
 
-void SpinFutexBarrier::Nudge() { Signal(); }
-
 void SpinFutexBarrier::ArriveAndWait(absl::FunctionRef<bool()> help) {
   const uint32_t phase = phase_.load(std::memory_order_acquire);
   if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == parties_) {
@@ -113,7 +111,7 @@ void SpinFutexBarrier::ArriveAndWait(absl::FunctionRef<bool()> help) {
     // and re-enters immediately must count from zero.
     arrived_.store(0, std::memory_order_relaxed);
     phase_.store(phase + 1, std::memory_order_seq_cst);
-    Signal();
+    Nudge();  // the sleepers see the new phase
     return;
   }
   // Racy updates of the limit lose at most one adjustment: it is a hint.

@@ -74,9 +74,6 @@ class SpinFutexBarrier {
   void Nudge();
 
  private:
-  // Bumps events_ and wakes its sleepers, if any.
-  void Signal();
-
   const int32_t parties_;
   alignas(64) std::atomic<int32_t> arrived_{0};
   alignas(64) std::atomic<uint32_t> phase_{0};
