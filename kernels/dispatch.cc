@@ -2,7 +2,10 @@
 
 #include <cpuid.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "kernels/reference.h"
 #include "kernels/sampling.h"
@@ -205,6 +208,53 @@ const KernelSelection& ActiveSelection() {
 const KernelSet& ActiveKernels() {
   static const KernelSet* const set = KernelSetFor(ActiveSelection().isa);
   return *set;
+}
+
+namespace {
+
+// rows in the low byte, prefetch_groups in the next one.
+std::atomic<uint32_t> gemv_tuning{8u | (1u << 8)};
+
+bool ValidGemvTuning(GemvTuning t) {
+  return (t.rows == 4 || t.rows == 8 || t.rows == 16) && t.prefetch_groups >= 0 &&
+         t.prefetch_groups <= 3;
+}
+
+}  // namespace
+
+std::vector<GemvTuning> GemvTuningCandidates(Isa isa) {
+  std::vector<GemvTuning> out = {GemvTuning{}};
+  if (isa == Isa::kScalar) return out;
+  const std::vector<int32_t> rows =
+      isa == Isa::kAvx2 ? std::vector<int32_t>{4, 8} : std::vector<int32_t>{4, 8, 16};
+  for (int32_t r : rows) {
+    for (int32_t p = 0; p <= 3; ++p) {
+      const GemvTuning t{r, p};
+      if (!(t == GemvTuning{})) out.push_back(t);
+    }
+  }
+  return out;
+}
+
+GemvTuning CurrentGemvTuning() {
+  const uint32_t v = gemv_tuning.load(std::memory_order_relaxed);
+  return {static_cast<int32_t>(v & 0xffu), static_cast<int32_t>((v >> 8) & 0xffu)};
+}
+
+bool SetGemvTuning(GemvTuning tuning) {
+  if (!ValidGemvTuning(tuning)) return false;
+  gemv_tuning.store(
+      static_cast<uint32_t>(tuning.rows) | (static_cast<uint32_t>(tuning.prefetch_groups) << 8),
+      std::memory_order_relaxed);
+  return true;
+}
+
+std::string GemvTuningName(GemvTuning tuning) {
+  if (tuning.prefetch_groups == 0) {
+    return std::to_string(tuning.rows) + " rows, no software prefetch";
+  }
+  return std::to_string(tuning.rows) + " rows, prefetch " + std::to_string(tuning.prefetch_groups) +
+         (tuning.prefetch_groups == 1 ? " group ahead" : " groups ahead");
 }
 
 }  // namespace tern::kernels

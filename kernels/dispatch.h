@@ -31,6 +31,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/types/span.h"
 #include "kernels/reference.h"
@@ -130,6 +131,34 @@ struct KernelSet {
     return top_n(v.data(), v.size(), out.data(), out.size());
   }
 };
+
+// How the decode GEMV (matmul_bf16 with n == 1) streams its weights: how
+// many rows at once (each row one stream of loads) and how many row groups
+// ahead it prefetches into L2 (0: the hardware prefetchers only). They change
+// how fast, never what: each row's sum runs in one fixed order whatever is
+// set, so every setting gives the same bits. What reaches a core's streaming
+// bandwidth differs by CPU family (the line-fill buffers, the L2 prefetchers),
+// so the executor times the candidates on its model's own matrices at
+// start-up and keeps the fastest (kernels/gemv_tuning.h). Process-wide; the
+// default (8 rows, 1 group ahead) was measured best on AMD Zen 4 and Zen 5.
+struct GemvTuning {
+  int32_t rows = 8;             // 4, 8, or 16 (the AVX-512 levels only)
+  int32_t prefetch_groups = 1;  // 0 to 3
+
+  friend bool operator==(const GemvTuning&, const GemvTuning&) = default;
+};
+// The settings `isa` can run, the default first; the scalar level has only
+// the default (it ignores the tuning).
+std::vector<GemvTuning> GemvTuningCandidates(Isa isa);
+// The setting the GEMVs read now (one relaxed atomic load per call).
+GemvTuning CurrentGemvTuning();
+// Sets it for the whole process; false (and nothing changes) for a setting
+// outside every level's candidates. A level that cannot run `rows` (16 under
+// AVX2) uses 8 instead. Safe while other threads run kernels: they see the
+// old or the new setting, and both give the same results.
+bool SetGemvTuning(GemvTuning tuning);
+// "8 rows, prefetch 1 group ahead".
+std::string GemvTuningName(GemvTuning tuning);
 
 // The kernels of `isa`, or nullptr when this CPU cannot run them.
 const KernelSet* KernelSetFor(Isa isa);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "kernels/dispatch.h"
 #include "kernels/reference.h"
 #include "kernels/simd_kernels.h"
 
@@ -15,9 +16,10 @@ namespace {
 // W streams from memory once per call, widened in registers (vpmovzxwd is
 // cheap at 256 bits), with the next row group prefetched into L2; each group
 // is reused from cache by token tiles of 4 rows x up to 3 tokens (12
-// accumulators of 16 ymm registers). n == 1 takes 8 rows: 8 row streams.
+// accumulators of 16 ymm registers). n == 1 takes the rows and prefetch
+// distance of CurrentGemvTuning() (by default 8 rows: 8 row streams; 16 does
+// not fit the registers and runs as 8).
 // A widened-panel scheme as in gemm_avx512.cc measured slower here at every n.
-constexpr size_t kGemvRows = 8;
 constexpr size_t kTileRows = 4;
 constexpr size_t kMaxTileTokens = 3;
 
@@ -47,9 +49,12 @@ inline RowPtrs<R> Rows(const uint16_t* w, size_t stride, size_t rows) {
   return r;
 }
 
-// Bytes to the next group of `group` rows (0 when no full group follows).
-inline size_t NextGroupOffset(size_t r0, size_t group, size_t rows, size_t cols) {
-  return r0 + 2 * group <= rows ? group * cols * sizeof(uint16_t) : 0;
+// Bytes to the group of `group` rows `distance` groups ahead, or to the last
+// full group before it (0 when no full group follows).
+inline size_t PrefetchOffset(size_t r0, size_t group, size_t rows, size_t cols, size_t distance) {
+  const size_t full_groups_after = (rows - r0) / group;  // this one included, when full
+  const size_t ahead = std::min(distance, full_groups_after > 0 ? full_groups_after - 1 : 0);
+  return ahead * group * cols * sizeof(uint16_t);
 }
 
 TERN_AVX2 inline void Prefetch(const uint16_t* p, size_t offset_bytes) {
@@ -105,13 +110,13 @@ inline size_t NextTileTokens(size_t done, size_t n, size_t max) {
 
 template <size_t R>  // a multiple of 4
 TERN_AVX2 void DirectMatmul(const uint16_t* w, size_t rows, size_t cols, const float* x, size_t n,
-                            float* y) {
+                            float* y, size_t prefetch_groups) {
   for (size_t r0 = 0; r0 < rows; r0 += R) {
     const size_t nr = std::min(R, rows - r0);
     const RowPtrs<R> wr = Rows<R>(w + r0 * cols, cols, nr);
     // The first token tile prefetches the next rows; later ones re-read this
     // group from cache.
-    size_t next = NextGroupOffset(r0, R, rows, cols);
+    size_t next = PrefetchOffset(r0, R, rows, cols, prefetch_groups);
     for (size_t t = 0; t < n;) {
       const size_t size = NextTileTokens(t, n, kMaxTileTokens);
       const float* xt = x + t * cols;
@@ -139,9 +144,15 @@ TERN_AVX2 void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, const 
                              float* y) {
   if (rows == 0 || n == 0) return;
   if (n == 1) {
-    DirectMatmul<kGemvRows>(w, rows, cols, x, n, y);
+    const GemvTuning t = CurrentGemvTuning();
+    const size_t ahead = static_cast<size_t>(t.prefetch_groups);
+    if (t.rows == 4) {
+      DirectMatmul<4>(w, rows, cols, x, n, y, ahead);
+    } else {
+      DirectMatmul<8>(w, rows, cols, x, n, y, ahead);
+    }
   } else {
-    DirectMatmul<kTileRows>(w, rows, cols, x, n, y);
+    DirectMatmul<kTileRows>(w, rows, cols, x, n, y, 1);
   }
 }
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/dispatch.h"
 #include "kernels/simd_kernels.h"
 
 #define TERN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
@@ -26,14 +27,13 @@ namespace {
 //  - direct (n <= 32): W streams from memory once per call, widened in
 //    registers; each group of weight rows is reused by token tiles of up to 4
 //    (4 rows x 4 tokens = 16 accumulators), from L1/L2. n == 1 (GEMV) takes
-//    8 rows at a time: 8 concurrent row streams plus a prefetch of the next 8
-//    rows into L2 keep enough misses in flight to reach the streaming-read
-//    bandwidth.
+//    the rows of CurrentGemvTuning() at a time (by default 8: 8 concurrent
+//    row streams plus a prefetch of the next 8 rows into L2 keep enough
+//    misses in flight to reach the streaming-read bandwidth on Zen 4/5).
 //  - panel (n > 32): 4 rows x 1024 columns of W are widened once into an f32
 //    panel in L1 and reused by every 6-token register tile (4 x 6 = 24
 //    accumulators of 32 zmm registers), so the widening cost vanishes; each
 //    1024-column pass keeps its activations (n x 1024 floats) in L2.
-constexpr size_t kGemvRows = 8;
 constexpr size_t kDirectRows = 4;
 constexpr size_t kDirectMaxTokens = 4;
 constexpr size_t kPanelMinTokens = 33;
@@ -126,11 +126,14 @@ inline RowPtrs<R> Rows(const uint16_t* w, size_t stride, size_t rows) {
   return r;
 }
 
-// Bytes from the group of `group` rows at r0 to the next group, for
-// prefetching: 0 (a harmless prefetch of the current line) when no full group
-// follows.
-inline size_t NextGroupOffset(size_t r0, size_t group, size_t rows, size_t cols) {
-  return r0 + 2 * group <= rows ? group * cols * sizeof(uint16_t) : 0;
+// Bytes from the group of `group` rows at r0 to the group `distance` groups
+// ahead, for prefetching, or to the last full group before it: 0 (a harmless
+// prefetch of the current line) when no full group follows.
+inline size_t PrefetchOffset(size_t r0, size_t group, size_t rows, size_t cols,
+                             size_t distance = 1) {
+  const size_t full_groups_after = (rows - r0) / group;  // this one included, when full
+  const size_t ahead = std::min(distance, full_groups_after > 0 ? full_groups_after - 1 : 0);
+  return ahead * group * cols * sizeof(uint16_t);
 }
 
 TERN_AVX512 inline void Prefetch(const uint16_t* p, size_t offset_bytes) {
@@ -187,7 +190,7 @@ TERN_AVX512 void DirectTile(RowPtrs<R> w, size_t next, size_t cols, const float*
 #pragma GCC unroll 4
   for (int j = 0; j < T; ++j) {
     // Constant trip count, so acc stays in registers (indices fold).
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (size_t g = 0; g < R / 4; ++g) {
       if (4 * g >= rows) break;
       StoreSums(Sum4(acc[4 * g][j], acc[4 * g + 1][j], acc[4 * g + 2][j], acc[4 * g + 3][j]),
@@ -212,16 +215,23 @@ template <size_t R>
 constexpr DirectTileFn<R> kFmaDirectTiles[kDirectMaxTokens + 1] = {
     nullptr, DirectTile<R, 1>, DirectTile<R, 2>, DirectTile<R, 3>, DirectTile<R, 4>};
 
-// W in groups of R rows, each read by token tiles of up to kDirectMaxTokens.
+// The GEMV's tiles (one token): the R-row direct tiles for T = 1 only.
+template <size_t R>
+constexpr DirectTileFn<R> kFmaGemvTiles[2] = {nullptr, DirectTile<R, 1>};
+
+// W in groups of R rows, each read by token tiles of up to kDirectMaxTokens
+// (tiles[T] takes T tokens), the rows `prefetch_groups` groups ahead
+// prefetched into L2.
 template <size_t R>
 TERN_AVX512 void DirectMatmul(const DirectTileFn<R>* tiles, const uint16_t* w, size_t rows,
-                              size_t cols, const float* x, size_t n, float* y) {
+                              size_t cols, const float* x, size_t n, float* y,
+                              size_t prefetch_groups = 1) {
   for (size_t r0 = 0; r0 < rows; r0 += R) {
     const size_t nr = std::min(R, rows - r0);
     const RowPtrs<R> wr = Rows<R>(w + r0 * cols, cols, nr);
     // The first token tile prefetches the next rows; later ones re-read this
     // group from cache.
-    size_t next = NextGroupOffset(r0, R, rows, cols);
+    size_t next = PrefetchOffset(r0, R, rows, cols, prefetch_groups);
     for (size_t t = 0; t < n;) {
       const size_t size = NextTileTokens(t, n, kDirectMaxTokens);
       tiles[size](wr, next, cols, x + t * cols, cols, y + t * rows + r0, rows, nr);
@@ -340,7 +350,7 @@ TERN_AVX512 void PanelMatmul(const uint16_t* w, size_t rows, size_t cols, const 
     for (size_t r0 = 0; r0 < rows; r0 += kTileRows) {
       const size_t nr = std::min(kTileRows, rows - r0);
       FillPanel(w + r0 * cols + c0, cols, nr, count, depth,
-                NextGroupOffset(r0, kTileRows, rows, cols), panel);
+                PrefetchOffset(r0, kTileRows, rows, cols), panel);
       PanelTokens(panel, depth, x + c0, cols, count, n, y + r0, rows, nr, c0 > 0);
     }
   }
@@ -390,7 +400,7 @@ TERN_AVX512_BF16 void DotDirectTile(RowPtrs<R> w, size_t next, size_t cols, cons
     }
 #pragma GCC unroll 4
     for (int j = 0; j < T; ++j) {
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (size_t g = 0; g < R / 4; ++g) {
         if (4 * g >= rows) break;
         StoreSums(Sum4(acc[4 * g][j], acc[4 * g + 1][j], acc[4 * g + 2][j], acc[4 * g + 3][j]),
@@ -403,6 +413,35 @@ TERN_AVX512_BF16 void DotDirectTile(RowPtrs<R> w, size_t next, size_t cols, cons
 template <size_t R>
 constexpr DirectTileFn<R> kDotDirectTiles[kDirectMaxTokens + 1] = {
     nullptr, DotDirectTile<R, 1>, DotDirectTile<R, 2>, DotDirectTile<R, 3>, DotDirectTile<R, 4>};
+template <size_t R>
+constexpr DirectTileFn<R> kDotGemvTiles[2] = {nullptr, DotDirectTile<R, 1>};
+
+// The GEMV (n == 1) with the rows and prefetch distance of
+// CurrentGemvTuning(), over the one-token tiles of 4, 8 and 16 rows.
+struct GemvTiles {
+  const DirectTileFn<4>* rows4;
+  const DirectTileFn<8>* rows8;
+  const DirectTileFn<16>* rows16;
+};
+constexpr GemvTiles kFmaGemv = {kFmaGemvTiles<4>, kFmaGemvTiles<8>, kFmaGemvTiles<16>};
+constexpr GemvTiles kDotGemv = {kDotGemvTiles<4>, kDotGemvTiles<8>, kDotGemvTiles<16>};
+
+void TunedGemv(const GemvTiles& tiles, const uint16_t* w, size_t rows, size_t cols, const float* x,
+               float* y) {
+  const GemvTuning t = CurrentGemvTuning();
+  const size_t ahead = static_cast<size_t>(t.prefetch_groups);
+  switch (t.rows) {
+    case 4:
+      DirectMatmul<4>(tiles.rows4, w, rows, cols, x, 1, y, ahead);
+      return;
+    case 16:
+      DirectMatmul<16>(tiles.rows16, w, rows, cols, x, 1, y, ahead);
+      return;
+    default:
+      DirectMatmul<8>(tiles.rows8, w, rows, cols, x, 1, y, ahead);
+      return;
+  }
+}
 
 // Larger n: y[j, 0..rows) (+)= the same sums over one block of `count`
 // columns for the T tokens of a tile, x already rounded into xb (this tile's
@@ -481,7 +520,7 @@ TERN_AVX512_BF16 void DotBlockedMatmul(const uint16_t* w, size_t rows, size_t co
         const size_t nr = std::min(kDotBlockRows, rows - r0);
         const RowPtrs<kDotBlockRows> wr = Rows<kDotBlockRows>(w + r0 * cols + c0, cols, nr);
         // The first token tile brings the next rows' block into L2.
-        size_t next = NextGroupOffset(r0, kDotBlockRows, rows, cols);
+        size_t next = PrefetchOffset(r0, kDotBlockRows, rows, cols);
         for (size_t t = 0; t < tokens;) {
           const size_t size = NextTileTokens(t, tokens, kDotTileTokens);
           kTiles[size](wr, next, count, xb + t * padded, y + (t0 + t) * rows + r0, rows, nr,
@@ -502,7 +541,7 @@ TERN_AVX512 void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, cons
   if (cols == 0) {
     for (size_t i = 0; i < n * rows; ++i) y[i] = 0.0f;
   } else if (n == 1) {
-    DirectMatmul<kGemvRows>(kFmaDirectTiles<kGemvRows>, w, rows, cols, x, n, y);
+    TunedGemv(kFmaGemv, w, rows, cols, x, y);
   } else if (n < kPanelMinTokens) {
     DirectMatmul<kDirectRows>(kFmaDirectTiles<kDirectRows>, w, rows, cols, x, n, y);
   } else {
@@ -515,7 +554,7 @@ TERN_AVX512_BF16 void MatmulBf16Dot(const uint16_t* w, size_t rows, size_t cols,
   if (rows == 0 || n == 0 || cols == 0) {
     MatmulBf16Fma(w, rows, cols, x, n, y);
   } else if (n == 1) {
-    DirectMatmul<kGemvRows>(kDotDirectTiles<kGemvRows>, w, rows, cols, x, n, y);
+    TunedGemv(kDotGemv, w, rows, cols, x, y);
   } else if (n < kDotMinBlockedTokens) {
     DirectMatmul<kDirectRows>(kDotDirectTiles<kDirectRows>, w, rows, cols, x, n, y);
   } else {

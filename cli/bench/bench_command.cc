@@ -160,6 +160,7 @@ absl::StatusOr<TernRun> RunTern(const std::string& dir, const std::vector<int32_
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), run.tp,
       CpuListFlag(bench->cpus), bench->engine->num_kv_blocks(), bench->engine->kv_block_size(),
       run.kv_pool_bytes / 1048576.0, run.max_num_batched_tokens));
+  Say("tern: decode GEMV " + bench->engine->gemv_tuning());
   const int32_t vocab_size = bench->model->config().vocab_size;
   for (int32_t r = 0; r < repetition.runs; ++r) {
     for (const bool loaded : {false, true}) {

@@ -17,6 +17,7 @@
 #include <limits>
 #include <random>
 #include <sstream>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -177,6 +178,33 @@ TEST_P(MatmulTest, BlocksOf64RowsGiveTheSameBitsAsOneCall) {
       }
     }
   }
+}
+
+// The decode GEMV streams its rows in groups and prefetches ahead as
+// CurrentGemvTuning() says (dispatch.h): every setting must give the bits of
+// the default, with rows no multiple of any group, fewer full groups than the
+// prefetch distance, and guarded buffers (a load past W faults).
+TEST_P(MatmulTest, EveryGemvTuningGivesTheSameBits) {
+  const GemvTuning before = CurrentGemvTuning();
+  std::vector<GemvTuning> tunings = GemvTuningCandidates(GetParam());
+  tunings.push_back({16, 3});  // AVX2 runs it as 8 rows
+  std::mt19937 rng(29);
+  for (const auto& [rows, cols] : std::vector<std::pair<size_t, size_t>>{
+           {1, 33}, {7, 67}, {37, 1030}, {70, 64}, {200, 2100}}) {
+    GuardedBuffer<uint16_t> w(RandomBf16(rows * cols, rng));
+    GuardedBuffer<float> x(RandomFloats(cols, rng, 2.0f));
+    ASSERT_TRUE(SetGemvTuning(GemvTuning{}));
+    std::vector<float> want(rows);
+    set_->matmul_bf16(w.data(), rows, cols, x.data(), 1, want.data());
+    for (const GemvTuning& t : tunings) {
+      ASSERT_TRUE(SetGemvTuning(t)) << GemvTuningName(t);
+      GuardedBuffer<float> y(std::vector<float>(rows, std::numeric_limits<float>::quiet_NaN()));
+      set_->matmul_bf16(w.data(), rows, cols, x.data(), 1, y.data());
+      EXPECT_EQ(y.ToVector(), want) << IsaName(GetParam()) << " rows=" << rows << " cols=" << cols
+                                    << ": " << GemvTuningName(t);
+    }
+  }
+  SetGemvTuning(before);
 }
 
 TEST_P(MatmulTest, ZeroColumnsGiveZeros) {

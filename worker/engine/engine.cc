@@ -128,6 +128,7 @@ Engine::~Engine() {
 int32_t Engine::num_kv_blocks() const { return executor_->num_blocks(); }
 int32_t Engine::kv_block_size() const { return executor_->block_size(); }
 int64_t Engine::decode_weight_bytes() const { return executor_->decode_weight_bytes(); }
+const std::string& Engine::gemv_tuning() const { return executor_->gemv_tuning(); }
 int32_t Engine::tp() const { return executor_->tp(); }
 
 EngineInfo Engine::Info() const {

@@ -114,6 +114,8 @@ class Engine final : public ServingEngine {
   int32_t tp() const;
   // Weight bytes one decode step reads (Executor::decode_weight_bytes).
   int64_t decode_weight_bytes() const;
+  // The decode GEMV's streaming settings (Executor::gemv_tuning).
+  const std::string& gemv_tuning() const;
 
   // A new subscription to load and KV events (see StateSubscription).
   std::shared_ptr<StateSubscription> WatchState() override;

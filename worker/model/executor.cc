@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "kernels/dispatch.h"
+#include "kernels/gemv_tuning.h"
 #include "kernels/reference.h"
 #include "worker/model/tp_pool.h"
 
@@ -186,6 +187,10 @@ struct Executor::Impl {
   };
 
   absl::Status SetUpRank(int32_t r);
+  // ExecutorOptions::tune_gemv: times the GEMV settings on rank 0's bf16
+  // matrices, cut into the row tiles SharedMatmul runs, sets the fastest and
+  // says so in gemv_tuning.
+  void TuneGemv();
   void RankStep(int32_t r, size_t n, absl::Span<float> logits);
   // Matmul by rank r, as work the other ranks may take tiles of while they
   // wait (see kTilesPerMatmul).
@@ -220,7 +225,53 @@ struct Executor::Impl {
   // The current step (set by Step before the ranks run).
   std::vector<SeqPlan> plan;
   std::vector<int32_t> logit_token_rows;
+  std::string gemv_tuning;
 };
+
+void Executor::Impl::TuneGemv() {
+  const k::GemvTuneOptions tune;
+  std::vector<k::GemvMatrix> matrices;
+  size_t bytes = 0;
+  auto add = [&](const LinearView& w, size_t rows, size_t cols) {
+    if (w.format != WeightFormat::kBf16) return;
+    const auto* data = static_cast<const uint16_t*>(w.data);
+    // n == 1 shares a matmul between the ranks in row tiles (SharedMatmul).
+    const size_t tile = tp > 1 ? TileRows(rows) : rows;
+    for (size_t r0 = 0; r0 < rows; r0 += tile) {
+      matrices.push_back({data + r0 * cols, std::min(tile, rows - r0), cols});
+    }
+    bytes += rows * cols * sizeof(uint16_t);
+  };
+  const Rank& rk = ranks[0];
+  const size_t d = c.hidden_size, hd = c.head_dim;
+  const size_t qd = static_cast<size_t>(rk.q_heads) * hd;
+  const size_t kvd = static_cast<size_t>(rk.kv_heads) * hd;
+  for (const RankLayer& l : rk.layers) {
+    add(l.q, qd, d);
+    add(l.k, kvd, d);
+    add(l.v, kvd, d);
+    add(l.o, d, qd);
+    add(l.gate, rk.ffn, d);
+    add(l.up, rk.ffn, d);
+    add(l.down, d, rk.ffn);
+  }
+  add(rk.head, static_cast<size_t>(rk.vocab_end - rk.vocab_begin), d);
+  const std::string fallback = k::GemvTuningName(k::CurrentGemvTuning());
+  if (bytes < 2 * tune.stream_bytes) {
+    gemv_tuning = absl::StrCat(fallback, " (not timed: rank 0's bf16 matrices, ", bytes >> 20,
+                               " MiB, would be timed from cache)");
+    return;
+  }
+  const k::GemvTuneResult result = k::TuneGemv(*kern, matrices, tune);
+  if (result.trials.empty()) {
+    gemv_tuning = absl::StrCat(fallback, " (", k::IsaName(kern->isa), " has no other setting)");
+    return;
+  }
+  k::SetGemvTuning(result.chosen);
+  gemv_tuning = result.Summary();
+  TERN_LOG(Info) << "executor: decode GEMV trials, rows/prefetch GB/s (median of " << tune.rounds
+                 << " x " << (tune.stream_bytes >> 20) << " MiB each): " << result.Trials();
+}
 
 absl::Status Executor::Impl::SetUpRank(int32_t r) {
   Rank& rk = ranks[r];
@@ -418,6 +469,12 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const Model* model,
   for (const Impl::Rank& rk : impl->ranks) {
     impl->owned_weight_bytes += static_cast<int64_t>(rk.weights.bytes());
   }
+  if (options.tune_gemv) {
+    impl->TuneGemv();
+  } else {
+    impl->gemv_tuning = k::GemvTuningName(k::CurrentGemvTuning()) + " (not timed: tune_gemv off)";
+  }
+  TERN_LOG(Info) << "executor: decode GEMV " << impl->gemv_tuning;
   TERN_LOG(Info) << "executor: tp " << tp << ", " << impl->num_blocks << " KV blocks of "
                  << options.block_size << " tokens (" << impl->bytes_per_block
                  << " bytes each), weight shards " << impl->owned_weight_bytes << " bytes"
@@ -637,6 +694,7 @@ void Executor::Impl::Logits(int32_t r, absl::Span<float> logits) {
 
 const ModelConfig& Executor::config() const { return impl_->c; }
 int32_t Executor::tp() const { return impl_->tp; }
+const std::string& Executor::gemv_tuning() const { return impl_->gemv_tuning; }
 int32_t Executor::block_size() const { return impl_->options.block_size; }
 int32_t Executor::num_blocks() const { return impl_->num_blocks; }
 int32_t Executor::max_batch_tokens() const { return impl_->options.max_batch_tokens; }

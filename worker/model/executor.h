@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -59,6 +60,11 @@ struct ExecutorOptions {
   // halving the bytes the largest matrix of a small model costs per decode
   // step; kAsStored reads the checkpoint's matrix in place.
   LmHeadFormat lm_head = LmHeadFormat::kAuto;
+  // Time the decode GEMV's streaming settings on rank 0's bf16 matrices at
+  // Create and keep the fastest for the process (kernels/gemv_tuning.h):
+  // about 0.3 s for a 1B model. Skipped when those matrices would be timed
+  // from cache (under 256 MiB) and the default is kept.
+  bool tune_gemv = true;
 };
 
 // One sequence's share of a step.
@@ -111,6 +117,9 @@ class Executor {
   // Bytes of weights one decode step streams (Model::decode_weight_bytes
   // with the lm_head as the ranks hold it).
   int64_t decode_weight_bytes() const;
+  // What Create decided for the decode GEMV's streaming settings and why
+  // (GemvTuneResult::Summary, or why nothing was timed).
+  const std::string& gemv_tuning() const;
 
  private:
   struct Impl;

@@ -1,0 +1,72 @@
+// Picks the decode GEMV's streaming settings (dispatch.h GemvTuning) for the
+// CPU it runs on, by timing every candidate on the caller's own matrices:
+// the sizes and the memory a decode step reads, not a synthetic buffer.
+//
+// Each timing streams `stream_bytes` of weights, cycling through the
+// matrices (so each timing continues where the last one stopped and reads
+// from DRAM, as a decode step does, as long as the matrices are well past the
+// last-level cache). The candidates take turns, the order rotated each round,
+// so a burst of noise from other work on the host spreads over all of them;
+// the first round only warms up (page faults, frequency) and is not counted;
+// each candidate's median rate counts. A candidate replaces the default only
+// when it is faster by `min_gain`, so noise alone keeps the default.
+//
+// Every candidate gives the same bits (dispatch.h), so this decides speed only.
+#ifndef TERN_KERNELS_GEMV_TUNING_H_
+#define TERN_KERNELS_GEMV_TUNING_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "kernels/dispatch.h"
+
+namespace tern::kernels {
+
+// A bf16 matrix of `rows` x `cols`, row-major (KernelSet::matmul_bf16's W).
+struct GemvMatrix {
+  const uint16_t* w = nullptr;
+  size_t rows = 0, cols = 0;
+};
+
+struct GemvTuneOptions {
+  size_t stream_bytes = size_t{128} << 20;
+  // Counted rounds (each runs every candidate once), after one warm-up round.
+  int32_t rounds = 5;
+  double min_gain = 0.03;
+};
+
+struct GemvTrial {
+  GemvTuning tuning;
+  double gb_per_s = 0.0;  // the median over the counted rounds
+};
+
+struct GemvTuneResult {
+  GemvTuning chosen;
+  // One per candidate, in GemvTuningCandidates order: trials[0] is the
+  // default. Empty when there was nothing to time.
+  std::vector<GemvTrial> trials;
+
+  // The chosen setting's trial, or nullptr without trials.
+  const GemvTrial* chosen_trial() const;
+  // "8 rows, prefetch 1 group ahead: 38.2 GB/s (the default; best other:
+  // 16 rows, prefetch 2 groups ahead at 37.9 GB/s)", or for another choice
+  // "16 rows, ...: 40.1 GB/s (+5.0 % over the default, 8 rows, ..., at
+  // 38.2 GB/s)".
+  std::string Summary() const;
+  // Every trial, as rows/prefetch_groups and GB/s: "8/1 38.2, 4/0 35.0, ...".
+  std::string Trials() const;
+};
+
+// Times the candidates of `kernels`' level (GemvTuningCandidates) on
+// `matrices` (which must not be empty for a timing to happen) and returns the
+// one to keep. Leaves CurrentGemvTuning() as it found it; the caller sets
+// the result. Runs on the calling thread only.
+GemvTuneResult TuneGemv(const KernelSet& kernels, absl::Span<const GemvMatrix> matrices,
+                        const GemvTuneOptions& options = {});
+
+}  // namespace tern::kernels
+
+#endif  // TERN_KERNELS_GEMV_TUNING_H_
