@@ -76,8 +76,8 @@ class OneDnnMatmul {
 
   void Run(dnnl::stream& stream, size_t copy) {
     round_.execute(stream, x_, xb_);
-    matmul_.execute(stream, {{DNNL_ARG_SRC, xb_}, {DNNL_ARG_WEIGHTS, weights_[copy]},
-                             {DNNL_ARG_DST, y_}});
+    matmul_.execute(stream,
+                    {{DNNL_ARG_SRC, xb_}, {DNNL_ARG_WEIGHTS, weights_[copy]}, {DNNL_ARG_DST, y_}});
   }
   std::string impl() const { return pd_.impl_info_str(); }
 
@@ -114,8 +114,8 @@ void BM_OneDnnMatmul(benchmark::State& state, bool packed, Shape s) {
   state.SetLabel(mm.impl());
   state.counters["weight_bytes/s"] =
       benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["flop/s"] = benchmark::Counter(2.0 * m * s.rows * s.cols,
-                                                benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["flop/s"] =
+      benchmark::Counter(2.0 * m * s.rows * s.cols, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_OneDnnLayer(benchmark::State& state, bool packed) {
