@@ -216,17 +216,34 @@ namespace {
 std::atomic<uint32_t> gemv_tuning{8u | (1u << 8)};
 
 bool ValidGemvTuning(GemvTuning t) {
-  return (t.rows == 4 || t.rows == 8 || t.rows == 16) && t.prefetch_groups >= 0 &&
-         t.prefetch_groups <= 3;
+  return (t.rows == 1 || t.rows == 2 || t.rows == 4 || t.rows == 8 || t.rows == 16) &&
+         t.prefetch_groups >= 0 && t.prefetch_groups <= 3;
 }
 
 }  // namespace
+
+std::optional<GemvTuning> ParseGemvTuning(std::string_view text) {
+  const size_t slash = text.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 2 != text.size()) {
+    return std::nullopt;
+  }
+  int32_t rows = 0;
+  for (char ch : text.substr(0, slash)) {
+    if (ch < '0' || ch > '9' || rows > 100) return std::nullopt;
+    rows = rows * 10 + (ch - '0');
+  }
+  const char p = text[slash + 1];
+  if (p < '0' || p > '9') return std::nullopt;
+  const GemvTuning t{rows, p - '0'};
+  if (!ValidGemvTuning(t)) return std::nullopt;
+  return t;
+}
 
 std::vector<GemvTuning> GemvTuningCandidates(Isa isa) {
   std::vector<GemvTuning> out = {GemvTuning{}};
   if (isa == Isa::kScalar) return out;
   const std::vector<int32_t> rows =
-      isa == Isa::kAvx2 ? std::vector<int32_t>{4, 8} : std::vector<int32_t>{4, 8, 16};
+      isa == Isa::kAvx2 ? std::vector<int32_t>{4, 8} : std::vector<int32_t>{1, 2, 4, 8, 16};
   for (int32_t r : rows) {
     for (int32_t p = 0; p <= 3; ++p) {
       const GemvTuning t{r, p};
@@ -250,10 +267,9 @@ bool SetGemvTuning(GemvTuning tuning) {
 }
 
 std::string GemvTuningName(GemvTuning tuning) {
-  if (tuning.prefetch_groups == 0) {
-    return std::to_string(tuning.rows) + " rows, no software prefetch";
-  }
-  return std::to_string(tuning.rows) + " rows, prefetch " + std::to_string(tuning.prefetch_groups) +
+  const std::string rows = std::to_string(tuning.rows) + (tuning.rows == 1 ? " row" : " rows");
+  if (tuning.prefetch_groups == 0) return rows + ", no software prefetch";
+  return rows + ", prefetch " + std::to_string(tuning.prefetch_groups) +
          (tuning.prefetch_groups == 1 ? " group ahead" : " groups ahead");
 }
 

@@ -140,9 +140,12 @@ struct KernelSet {
 // bandwidth differs by CPU family (the line-fill buffers, the L2 prefetchers),
 // so the executor times the candidates on its model's own matrices at
 // start-up and keeps the fastest (kernels/gemv_tuning.h). Process-wide; the
-// default (8 rows, 1 group ahead) was measured best on AMD Zen 4 and Zen 5.
+// default (8 rows, 1 group ahead) is the setting tuned by hand on AMD Zen 4;
+// on Zen 5 one row at a time (one sequential stream) timed 5-11% faster.
+// TERN_GEMV=ROWS/PREFETCH (e.g. 1/3) makes the executor use a setting
+// without timing.
 struct GemvTuning {
-  int32_t rows = 8;             // 4, 8, or 16 (the AVX-512 levels only)
+  int32_t rows = 8;             // 1, 2, 4, 8, or 16 (AVX2: 4 or 8)
   int32_t prefetch_groups = 1;  // 0 to 3
 
   friend bool operator==(const GemvTuning&, const GemvTuning&) = default;
@@ -153,12 +156,14 @@ std::vector<GemvTuning> GemvTuningCandidates(Isa isa);
 // The setting the GEMVs read now (one relaxed atomic load per call).
 GemvTuning CurrentGemvTuning();
 // Sets it for the whole process; false (and nothing changes) for a setting
-// outside every level's candidates. A level that cannot run `rows` (16 under
-// AVX2) uses 8 instead. Safe while other threads run kernels: they see the
+// outside every level's candidates. AVX2 runs 1, 2 and 4 rows as 4, and 16
+// as 8. Safe while other threads run kernels: they see the
 // old or the new setting, and both give the same results.
 bool SetGemvTuning(GemvTuning tuning);
 // "8 rows, prefetch 1 group ahead".
 std::string GemvTuningName(GemvTuning tuning);
+// "ROWS/PREFETCH_GROUPS" (as in TERN_GEMV=1/3) when valid, else nullopt.
+std::optional<GemvTuning> ParseGemvTuning(std::string_view text);
 
 // The kernels of `isa`, or nullptr when this CPU cannot run them.
 const KernelSet* KernelSetFor(Isa isa);

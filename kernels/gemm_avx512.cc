@@ -103,6 +103,15 @@ TERN_AVX512 inline __m512 Sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
   return _mm512_permutexvar_ps(first_lanes, s);
 }
 
+// Sum4 of the accumulators of rows 4g .. 4g + 3 of token j in a tile of R
+// rows; past the last row it repeats it (lane i of Sum4 depends on its i-th
+// argument only, and those lanes are never stored).
+template <size_t R, int T>
+TERN_AVX512 inline __m512 GroupSums(const __m512 (&acc)[R][T], size_t g, int j) {
+  const auto row = [g](size_t i) { return std::min(4 * g + i, R - 1); };
+  return Sum4(acc[row(0)][j], acc[row(1)][j], acc[row(2)][j], acc[row(3)][j]);
+}
+
 // Stores (or adds, when `accumulate`) the first min(rows, 4) lanes of s.
 // Full-width masked moves on purpose: GCC folds a 128-bit masked store of a
 // zmm's low lanes into a masked vextractf32x4, which faults on the masked-off
@@ -191,10 +200,9 @@ TERN_AVX512 void DirectTile(RowPtrs<R> w, size_t next, size_t cols, const float*
   for (int j = 0; j < T; ++j) {
     // Constant trip count, so acc stays in registers (indices fold).
 #pragma GCC unroll 4
-    for (size_t g = 0; g < R / 4; ++g) {
+    for (size_t g = 0; g < (R + 3) / 4; ++g) {
       if (4 * g >= rows) break;
-      StoreSums(Sum4(acc[4 * g][j], acc[4 * g + 1][j], acc[4 * g + 2][j], acc[4 * g + 3][j]),
-                rows - 4 * g, false, y + j * ldy + 4 * g);
+      StoreSums(GroupSums<R, T>(acc, g, j), rows - 4 * g, false, y + j * ldy + 4 * g);
     }
   }
 }
@@ -401,10 +409,9 @@ TERN_AVX512_BF16 void DotDirectTile(RowPtrs<R> w, size_t next, size_t cols, cons
 #pragma GCC unroll 4
     for (int j = 0; j < T; ++j) {
 #pragma GCC unroll 4
-      for (size_t g = 0; g < R / 4; ++g) {
+      for (size_t g = 0; g < (R + 3) / 4; ++g) {
         if (4 * g >= rows) break;
-        StoreSums(Sum4(acc[4 * g][j], acc[4 * g + 1][j], acc[4 * g + 2][j], acc[4 * g + 3][j]),
-                  rows - 4 * g, c0 > 0, y + j * ldy + 4 * g);
+        StoreSums(GroupSums<R, T>(acc, g, j), rows - 4 * g, c0 > 0, y + j * ldy + 4 * g);
       }
     }
   }
@@ -419,18 +426,28 @@ constexpr DirectTileFn<R> kDotGemvTiles[2] = {nullptr, DotDirectTile<R, 1>};
 // The GEMV (n == 1) with the rows and prefetch distance of
 // CurrentGemvTuning(), over the one-token tiles of 4, 8 and 16 rows.
 struct GemvTiles {
+  const DirectTileFn<1>* rows1;
+  const DirectTileFn<2>* rows2;
   const DirectTileFn<4>* rows4;
   const DirectTileFn<8>* rows8;
   const DirectTileFn<16>* rows16;
 };
-constexpr GemvTiles kFmaGemv = {kFmaGemvTiles<4>, kFmaGemvTiles<8>, kFmaGemvTiles<16>};
-constexpr GemvTiles kDotGemv = {kDotGemvTiles<4>, kDotGemvTiles<8>, kDotGemvTiles<16>};
+constexpr GemvTiles kFmaGemv = {kFmaGemvTiles<1>, kFmaGemvTiles<2>, kFmaGemvTiles<4>,
+                                kFmaGemvTiles<8>, kFmaGemvTiles<16>};
+constexpr GemvTiles kDotGemv = {kDotGemvTiles<1>, kDotGemvTiles<2>, kDotGemvTiles<4>,
+                                kDotGemvTiles<8>, kDotGemvTiles<16>};
 
 void TunedGemv(const GemvTiles& tiles, const uint16_t* w, size_t rows, size_t cols, const float* x,
                float* y) {
   const GemvTuning t = CurrentGemvTuning();
   const size_t ahead = static_cast<size_t>(t.prefetch_groups);
   switch (t.rows) {
+    case 1:
+      DirectMatmul<1>(tiles.rows1, w, rows, cols, x, 1, y, ahead);
+      return;
+    case 2:
+      DirectMatmul<2>(tiles.rows2, w, rows, cols, x, 1, y, ahead);
+      return;
     case 4:
       DirectMatmul<4>(tiles.rows4, w, rows, cols, x, 1, y, ahead);
       return;

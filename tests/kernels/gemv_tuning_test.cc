@@ -4,6 +4,7 @@
 // setting as it found it is).
 #include "kernels/gemv_tuning.h"
 
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -27,8 +28,8 @@ TEST_F(GemvTuningTest, SetAcceptsOnlyValidSettings) {
   EXPECT_EQ(CurrentGemvTuning(), (GemvTuning{16, 3}));
   EXPECT_TRUE(SetGemvTuning({4, 0}));
   EXPECT_EQ(CurrentGemvTuning(), (GemvTuning{4, 0}));
-  for (const GemvTuning& bad : {GemvTuning{5, 1}, GemvTuning{0, 1}, GemvTuning{32, 1},
-                                GemvTuning{8, -1}, GemvTuning{8, 4}}) {
+  for (const GemvTuning& bad : {GemvTuning{5, 1}, GemvTuning{0, 1}, GemvTuning{3, 1},
+                                GemvTuning{32, 1}, GemvTuning{8, -1}, GemvTuning{8, 4}}) {
     EXPECT_FALSE(SetGemvTuning(bad)) << bad.rows << "/" << bad.prefetch_groups;
     EXPECT_EQ(CurrentGemvTuning(), (GemvTuning{4, 0}));
   }
@@ -40,7 +41,7 @@ TEST_F(GemvTuningTest, CandidatesStartWithTheDefaultAndFitTheLevel) {
     const std::vector<GemvTuning> c = GemvTuningCandidates(isa);
     ASSERT_FALSE(c.empty());
     EXPECT_EQ(c.front(), GemvTuning{});
-    EXPECT_EQ(c.size(), isa == Isa::kAvx2 ? 8u : 12u) << IsaName(isa);
+    EXPECT_EQ(c.size(), isa == Isa::kAvx2 ? 8u : 20u) << IsaName(isa);
     for (size_t i = 0; i < c.size(); ++i) {
       EXPECT_TRUE(SetGemvTuning(c[i]));
       if (isa == Isa::kAvx2) EXPECT_NE(c[i].rows, 16);
@@ -53,6 +54,17 @@ TEST_F(GemvTuningTest, NamesSayRowsAndPrefetch) {
   EXPECT_EQ(GemvTuningName({8, 1}), "8 rows, prefetch 1 group ahead");
   EXPECT_EQ(GemvTuningName({16, 2}), "16 rows, prefetch 2 groups ahead");
   EXPECT_EQ(GemvTuningName({4, 0}), "4 rows, no software prefetch");
+  EXPECT_EQ(GemvTuningName({1, 3}), "1 row, prefetch 3 groups ahead");
+}
+
+TEST_F(GemvTuningTest, ParsesRowsSlashPrefetch) {
+  EXPECT_EQ(ParseGemvTuning("1/3"), (GemvTuning{1, 3}));
+  EXPECT_EQ(ParseGemvTuning("16/0"), (GemvTuning{16, 0}));
+  EXPECT_EQ(ParseGemvTuning("8/1"), GemvTuning{});
+  for (const char* bad :
+       {"", "8", "8/", "/1", "3/1", "8/4", "8/1x", "x/1", "8/-1", "08/1/1", "99999999999/1"}) {
+    EXPECT_EQ(ParseGemvTuning(bad), std::nullopt) << bad;
+  }
 }
 
 TEST_F(GemvTuningTest, TimesEveryCandidateAndRestoresTheSetting) {

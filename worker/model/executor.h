@@ -62,8 +62,9 @@ struct ExecutorOptions {
   LmHeadFormat lm_head = LmHeadFormat::kAuto;
   // Time the decode GEMV's streaming settings on rank 0's bf16 matrices at
   // Create and keep the fastest for the process (kernels/gemv_tuning.h):
-  // about 0.3 s for a 1B model. Skipped when those matrices would be timed
-  // from cache (under 256 MiB) and the default is kept.
+  // about 0.7 s for a 1B model. Skipped when those matrices would be timed
+  // from cache (under 256 MiB) and the default is kept; the environment
+  // variable TERN_GEMV=ROWS/PREFETCH sets one instead (dispatch.h).
   bool tune_gemv = true;
 };
 
