@@ -155,11 +155,7 @@ bool RegisterOneDnn() {
                                std::to_string(s.cols) + "_N" + std::to_string(s.rows);
       benchmark::RegisterBenchmark(name.c_str(), BM_OneDnnMatmul, packed, s)
           ->ArgName("M")
-          ->Arg(1)
-          ->Arg(8)
-          ->Arg(16)
-          ->Arg(32)
-          ->Arg(64)
+          ->ArgsProduct({{1, 8, 16, 32, 64}})
           ->Unit(benchmark::kMicrosecond);
     }
   }
@@ -168,12 +164,7 @@ bool RegisterOneDnn() {
         (std::string("Llama1bLayer/") + (packed ? "onednn_packed" : "onednn_plain")).c_str(),
         BM_OneDnnLayer, packed)
         ->ArgName("M")
-        ->Arg(1)
-        ->Arg(8)
-        ->Arg(16)
-        ->Arg(32)
-        ->Arg(64)
-        ->Arg(512)
+        ->ArgsProduct({{1, 8, 16, 32, 64, 512}})
         ->Unit(benchmark::kMillisecond);
   }
   return true;
