@@ -213,7 +213,10 @@ const KernelSet& ActiveKernels() {
 namespace {
 
 // rows in the low byte, prefetch_groups in the next one.
-std::atomic<uint32_t> gemv_tuning{8u | (1u << 8)};
+constexpr uint32_t Pack(GemvTuning t) {
+  return static_cast<uint32_t>(t.rows) | (static_cast<uint32_t>(t.prefetch_groups) << 8);
+}
+std::atomic<uint32_t> gemv_tuning{Pack(GemvTuning{})};
 
 bool ValidGemvTuning(GemvTuning t) {
   return (t.rows == 1 || t.rows == 2 || t.rows == 4 || t.rows == 8 || t.rows == 16) &&
@@ -242,12 +245,17 @@ std::optional<GemvTuning> ParseGemvTuning(std::string_view text) {
 std::vector<GemvTuning> GemvTuningCandidates(Isa isa) {
   std::vector<GemvTuning> out = {GemvTuning{}};
   if (isa == Isa::kScalar) return out;
+  // What a level runs for a setting: AVX2 has the 4- and 8-row forms only.
+  const auto runs = [isa](GemvTuning t) {
+    if (isa == Isa::kAvx2) t.rows = t.rows == 4 ? 4 : 8;
+    return t;
+  };
   const std::vector<int32_t> rows =
       isa == Isa::kAvx2 ? std::vector<int32_t>{4, 8} : std::vector<int32_t>{1, 2, 4, 8, 16};
   for (int32_t r : rows) {
     for (int32_t p = 0; p <= 3; ++p) {
       const GemvTuning t{r, p};
-      if (!(t == GemvTuning{})) out.push_back(t);
+      if (!(runs(t) == runs(GemvTuning{}))) out.push_back(t);
     }
   }
   return out;

@@ -139,28 +139,29 @@ struct KernelSet {
 // set, so every setting gives the same bits. What reaches a core's streaming
 // bandwidth differs by CPU family (the line-fill buffers, the L2 prefetchers),
 // so the executor times the candidates on its model's own matrices at
-// start-up and keeps the fastest (kernels/gemv_tuning.h). Process-wide; the
-// default (8 rows, 1 group ahead) is the setting tuned by hand on AMD Zen 4;
-// on Zen 5 one row at a time (one sequential stream) timed 5-11% faster.
-// TERN_GEMV=ROWS/PREFETCH (e.g. 1/3) makes the executor use a setting
-// without timing.
+// start-up and keeps the fastest (kernels/gemv_tuning.h). Process-wide. The
+// default is one row at a time, prefetching 2 rows ahead: one sequential
+// stream, which decoded 5-13% faster than the 8 rows tuned by hand on AMD
+// Zen 4 when measured on Zen 5. TERN_GEMV=ROWS/PREFETCH (e.g. 8/1) makes the
+// executor use a setting without timing.
 struct GemvTuning {
-  int32_t rows = 8;             // 1, 2, 4, 8, or 16 (AVX2: 4 or 8)
-  int32_t prefetch_groups = 1;  // 0 to 3
+  int32_t rows = 1;             // 1, 2, 4, 8, or 16 (AVX2: 4 or 8)
+  int32_t prefetch_groups = 2;  // 0 to 3
 
   friend bool operator==(const GemvTuning&, const GemvTuning&) = default;
 };
-// The settings `isa` can run, the default first; the scalar level has only
-// the default (it ignores the tuning).
+// The settings `isa` can run, the default first, none that runs the same as
+// another on that level; the scalar level has only the default (it ignores
+// the tuning).
 std::vector<GemvTuning> GemvTuningCandidates(Isa isa);
 // The setting the GEMVs read now (one relaxed atomic load per call).
 GemvTuning CurrentGemvTuning();
 // Sets it for the whole process; false (and nothing changes) for a setting
-// outside every level's candidates. AVX2 runs 1, 2 and 4 rows as 4, and 16
-// as 8. Safe while other threads run kernels: they see the
+// outside every level's candidates. AVX2 runs 4 rows as 4 and every other
+// count as 8. Safe while other threads run kernels: they see the
 // old or the new setting, and both give the same results.
 bool SetGemvTuning(GemvTuning tuning);
-// "8 rows, prefetch 1 group ahead".
+// "8 rows, prefetch 1 group ahead", "1 row, no software prefetch".
 std::string GemvTuningName(GemvTuning tuning);
 // "ROWS/PREFETCH_GROUPS" (as in TERN_GEMV=1/3) when valid, else nullopt.
 std::optional<GemvTuning> ParseGemvTuning(std::string_view text);

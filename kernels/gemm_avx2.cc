@@ -17,8 +17,8 @@ namespace {
 // cheap at 256 bits), with the next row group prefetched into L2; each group
 // is reused from cache by token tiles of 4 rows x up to 3 tokens (12
 // accumulators of 16 ymm registers). n == 1 takes the rows and prefetch
-// distance of CurrentGemvTuning() (by default 8 rows: 8 row streams); it
-// runs 1, 2 and 4 rows as 4, and 16 (past the registers) as 8.
+// distance of CurrentGemvTuning(): 4 rows as asked, any other count as 8
+// rows (8 row streams; 16 would not fit the registers).
 // A widened-panel scheme as in gemm_avx512.cc measured slower here at every n.
 constexpr size_t kTileRows = 4;
 constexpr size_t kMaxTileTokens = 3;
@@ -146,7 +146,7 @@ TERN_AVX2 void MatmulBf16Fma(const uint16_t* w, size_t rows, size_t cols, const 
   if (n == 1) {
     const GemvTuning t = CurrentGemvTuning();
     const size_t ahead = static_cast<size_t>(t.prefetch_groups);
-    if (t.rows <= 4) {
+    if (t.rows == 4) {
       DirectMatmul<4>(w, rows, cols, x, n, y, ahead);
     } else {
       DirectMatmul<8>(w, rows, cols, x, n, y, ahead);

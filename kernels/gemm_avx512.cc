@@ -27,9 +27,10 @@ namespace {
 //  - direct (n <= 32): W streams from memory once per call, widened in
 //    registers; each group of weight rows is reused by token tiles of up to 4
 //    (4 rows x 4 tokens = 16 accumulators), from L1/L2. n == 1 (GEMV) takes
-//    the rows of CurrentGemvTuning() at a time (by default 8: 8 concurrent
-//    row streams plus a prefetch of the next 8 rows into L2 keep enough
-//    misses in flight to reach the streaming-read bandwidth on Zen 4/5).
+//    the rows of CurrentGemvTuning() at a time: by default one (a single
+//    sequential stream, rows prefetched 2 ahead into L2), as measured best on
+//    Zen 5; 8 (8 concurrent row streams, the next 8 rows prefetched) was
+//    tuned by hand on Zen 4.
 //  - panel (n > 32): 4 rows x 1024 columns of W are widened once into an f32
 //    panel in L1 and reused by every 6-token register tile (4 x 6 = 24
 //    accumulators of 32 zmm registers), so the widening cost vanishes; each

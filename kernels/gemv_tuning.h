@@ -51,12 +51,12 @@ struct GemvTuneResult {
 
   // The chosen setting's trial, or nullptr without trials.
   const GemvTrial* chosen_trial() const;
-  // "8 rows, prefetch 1 group ahead: 38.2 GB/s (the default; best other:
-  // 16 rows, prefetch 2 groups ahead at 37.9 GB/s)", or for another choice
-  // "16 rows, ...: 40.1 GB/s (+5.0 % over the default, 8 rows, ..., at
+  // "1 row, prefetch 2 groups ahead: 38.2 GB/s (the default; best other:
+  // 1 row, prefetch 3 groups ahead at 37.9 GB/s)", or for another choice
+  // "8 rows, ...: 40.1 GB/s (+5.0 % over the default, 1 row, ..., at
   // 38.2 GB/s)".
   std::string Summary() const;
-  // Every trial, as rows/prefetch_groups and GB/s: "8/1 38.2, 4/0 35.0, ...".
+  // Every trial, as rows/prefetch_groups and GB/s: "1/2 38.2, 1/0 35.0, ...".
   std::string Trials() const;
 };
 
