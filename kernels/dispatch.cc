@@ -268,9 +268,7 @@ GemvTuning CurrentGemvTuning() {
 
 bool SetGemvTuning(GemvTuning tuning) {
   if (!ValidGemvTuning(tuning)) return false;
-  gemv_tuning.store(
-      static_cast<uint32_t>(tuning.rows) | (static_cast<uint32_t>(tuning.prefetch_groups) << 8),
-      std::memory_order_relaxed);
+  gemv_tuning.store(Pack(tuning), std::memory_order_relaxed);
   return true;
 }
 

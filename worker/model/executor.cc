@@ -231,6 +231,16 @@ struct Executor::Impl {
 };
 
 void Executor::Impl::TuneGemv() {
+  if (const char* forced = std::getenv("TERN_GEMV"); forced != nullptr && *forced != '\0') {
+    if (const std::optional<k::GemvTuning> t = k::ParseGemvTuning(forced)) {
+      k::SetGemvTuning(*t);
+      gemv_tuning = k::GemvTuningName(*t) + " (TERN_GEMV; not timed)";
+      return;
+    }
+    TERN_LOG(Warning)
+        << "TERN_GEMV=" << forced
+        << " is not ROWS/PREFETCH (rows 1, 2, 4, 8 or 16; prefetch 0-3); timing instead";
+  }
   const k::GemvTuneOptions tune;
   std::vector<k::GemvMatrix> matrices;
   size_t bytes = 0;
@@ -258,16 +268,6 @@ void Executor::Impl::TuneGemv() {
     add(l.down, d, rk.ffn);
   }
   add(rk.head, static_cast<size_t>(rk.vocab_end - rk.vocab_begin), d);
-  if (const char* forced = std::getenv("TERN_GEMV"); forced != nullptr && *forced != '\0') {
-    if (const std::optional<k::GemvTuning> t = k::ParseGemvTuning(forced)) {
-      k::SetGemvTuning(*t);
-      gemv_tuning = k::GemvTuningName(*t) + " (TERN_GEMV; not timed)";
-      return;
-    }
-    TERN_LOG(Warning)
-        << "TERN_GEMV=" << forced
-        << " is not ROWS/PREFETCH (rows 1, 2, 4, 8 or 16; prefetch 0-3); timing instead";
-  }
   const std::string fallback = k::GemvTuningName(k::CurrentGemvTuning());
   if (bytes < 2 * tune.stream_bytes) {
     gemv_tuning = absl::StrCat(fallback, " (not timed: rank 0's bf16 matrices, ", bytes >> 20,
