@@ -392,7 +392,10 @@ bool Engine::RunStep() {
 
 void Engine::SampleAndEmit(Sequence& seq, absl::Span<const float> raw_logits) {
   const ModelConfig& config = model_->config();
-  std::vector<float> logits(raw_logits.begin(), raw_logits.end());
+  // One buffer for every draw: a fresh vocabulary-sized vector each token
+  // cost more in page faults than the draw itself.
+  std::vector<float>& logits = sample_logits_;
+  logits.assign(raw_logits.begin(), raw_logits.end());
   for (const auto& [id, bias] : seq.spec.logit_bias) logits[id] += bias;
   const bool may_stop = seq.generated >= seq.spec.min_tokens;
   // EOS and stop ids are masked until min_tokens, so they cannot be sampled early.

@@ -165,6 +165,8 @@ class Engine final : public ServingEngine {
   // router never hears a request end before the load that no longer counts it.
   std::vector<std::pair<StreamSink, StreamEvent>> final_events_;
   std::vector<float> logits_;
+  // One sequence's logits as its draw changes them (SampleAndEmit).
+  std::vector<float> sample_logits_;
   // Scratch for constrained sequences' allowed tokens.
   structured::TokenMask constraint_mask_;
   StepTimeModel step_times_;

@@ -2,9 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
+#include <limits>
 #include <unordered_map>
 
+#include "absl/base/casts.h"
 #include "absl/strings/str_cat.h"
 
 namespace tern::worker {
@@ -50,6 +51,79 @@ int32_t Argmax(const std::vector<float>& logits) {
     if (logits[i] > logits[best]) best = i;  // strict: lowest id wins ties
   }
   return best;
+}
+
+// Truncation without sorting. Candidates are ordered by probability, highest
+// first, lower id first on ties; a truncation keeps a prefix of that order,
+// described by where it ends (`Cut`). For probabilities in [0, 1] the float
+// bit patterns order like the values, so the prefix that a count or a mass
+// first reaches is found by radix selection: three passes over the
+// vocabulary, each fixing 11 more bits of the cut's value from a histogram of
+// counts and masses, then one pass over the ids whose probability is the
+// cut's value exactly. No candidate array is built and nothing is sorted.
+
+struct Cut {
+  float value = 0.0f;                                     // the last kept probability
+  int32_t last_id = std::numeric_limits<int32_t>::max();  // the last kept id of that probability
+  float floor = 0.0f;                                     // min-p: nothing below is kept
+};
+
+bool Kept(const Cut& cut, float p, int32_t id) {
+  return p > 0.0f && p >= cut.floor && (p > cut.value || (p == cut.value && id <= cut.last_id));
+}
+
+uint32_t Bits(float p) { return absl::bit_cast<uint32_t>(p); }
+
+// The shortest prefix of the candidates `within` keeps whose count reaches
+// `count` or whose mass reaches `mass`. Returns `within` when the kept ones
+// never reach it (a count beyond them, or a mass rounding left short).
+Cut CutAt(const std::vector<float>& probs, const Cut& within, int64_t count, double mass) {
+  constexpr int kLevels = 3;
+  constexpr int kShift[kLevels] = {21, 10, 0};
+  constexpr uint32_t kBuckets = 1u << 11;
+  uint32_t prefix = 0;  // the bits of the cut's value fixed so far
+  int64_t count_above = 0;
+  double mass_above = 0.0;
+  auto reached = [&](int64_t c, double m) { return c >= count || m >= mass; };
+  std::vector<int64_t> counts(kBuckets);
+  std::vector<double> masses(kBuckets);
+  for (int level = 0; level < kLevels; ++level) {
+    const int shift = kShift[level];
+    const int fixed_shift = level == 0 ? 32 : kShift[level - 1];
+    std::fill(counts.begin(), counts.end(), 0);
+    std::fill(masses.begin(), masses.end(), 0.0);
+    for (size_t id = 0; id < probs.size(); ++id) {
+      const float p = probs[id];
+      if (!Kept(within, p, static_cast<int32_t>(id))) continue;
+      const uint32_t bits = Bits(p);
+      if (fixed_shift < 32 && (bits >> fixed_shift) != prefix) continue;
+      const uint32_t bucket = (bits >> shift) & ((1u << (fixed_shift - shift)) - 1);
+      ++counts[bucket];
+      masses[bucket] += p;
+    }
+    int64_t bucket = kBuckets - 1;
+    for (; bucket >= 0; --bucket) {
+      if (reached(count_above + counts[bucket], mass_above + masses[bucket])) break;
+      count_above += counts[bucket];
+      mass_above += masses[bucket];
+    }
+    if (bucket < 0) return within;
+    prefix = (prefix << (fixed_shift - shift)) | static_cast<uint32_t>(bucket);
+  }
+  // Every candidate of the cut's value, by id, until the prefix is reached.
+  Cut cut = within;
+  cut.value = absl::bit_cast<float>(prefix);
+  for (size_t id = 0; id < probs.size(); ++id) {
+    const float p = probs[id];
+    if (p != cut.value || !Kept(within, p, static_cast<int32_t>(id))) continue;
+    ++count_above;
+    mass_above += p;
+    if (reached(count_above, mass_above)) {
+      cut.last_id = static_cast<int32_t>(id);
+      return cut;
+    }
+  }
+  return within;
 }
 
 }  // namespace
@@ -130,73 +204,54 @@ int32_t SampleToken(std::vector<float>& logits, const SamplingOptions& options,
   const float inv_t = 1.0f / options.temperature;
   for (float& l : logits) l *= inv_t;
 
-  // Candidates in (logit descending, id ascending) order, so ties and the
-  // cumulative walks below are deterministic. Only the prefix the walks reach
-  // is sorted (in growing chunks): with a peaked distribution that is a few
-  // dozen of the vocabulary's ids, not all of them.
-  std::vector<int32_t> ids(logits.size());
-  std::iota(ids.begin(), ids.end(), 0);
-  auto better = [&logits](int32_t a, int32_t b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  };
-  size_t kept = ids.size();
-  if (options.top_k > 0 && static_cast<size_t>(options.top_k) < kept) {
-    kept = static_cast<size_t>(options.top_k);
-    std::nth_element(ids.begin(), ids.begin() + kept, ids.end(), better);
-  }
-  size_t sorted = 0;  // ids[0, sorted) are in order and precede the rest of the kept ones
-  auto ensure_sorted = [&](size_t n) {
-    if (n <= sorted) return;
-    const size_t upto = std::min(kept, std::max(n, std::max<size_t>(64, sorted * 4)));
-    if (upto < kept) {
-      std::nth_element(ids.begin() + sorted, ids.begin() + upto, ids.begin() + kept, better);
-    }
-    std::sort(ids.begin() + sorted, ids.begin() + upto, better);
-    sorted = upto;
-  };
-  ensure_sorted(1);
-  const float max_logit = logits[ids[0]];
-  auto prob = [&](size_t i) { return std::exp(static_cast<double>(logits[ids[i]] - max_logit)); };
+  // Probabilities relative to the most likely token (which gets exactly 1),
+  // written over the logits. NaN logits get none.
+  float max_logit = -INFINITY;
+  for (float l : logits) max_logit = std::max(max_logit, l);  // NaN never wins
+  if (!(max_logit > -INFINITY)) return Argmax(logits);
+  std::vector<float>& probs = logits;
   double total = 0.0;
-  for (size_t i = 0; i < kept; ++i) total += prob(i);
-  // top-p: the shortest prefix whose mass reaches top_p (at least one token).
-  double mass = total;
-  if (options.top_p < 1.0f && options.top_p > 0.0f) {
-    const double target = static_cast<double>(options.top_p) * total;
-    double cumulative = 0.0;
-    size_t i = 0;
-    while (i < kept) {
-      ensure_sorted(i + 1);
-      cumulative += prob(i++);
-      if (cumulative >= target) break;
-    }
-    kept = std::max<size_t>(i, 1);
-    mass = cumulative;
+  for (float& l : probs) {
+    const float p = std::exp(l - max_logit);
+    l = std::isnan(p) ? 0.0f : p;
+    total += l;
   }
-  // min-p: drop tokens below min_p times the most likely one's probability
-  // (which is exp(0) = 1).
-  if (options.min_p > 0.0f) {
-    const double threshold = static_cast<double>(std::min(options.min_p, 1.0f));
-    size_t i = 1;
-    mass = 1.0;
-    while (i < kept) {
-      ensure_sorted(i + 1);
-      const double p = prob(i);
-      if (p < threshold) break;
-      mass += p;
-      ++i;
+  Cut cut;
+  if (options.top_k > 0 && static_cast<size_t>(options.top_k) < probs.size()) {
+    cut = CutAt(probs, cut, options.top_k, INFINITY);
+  }
+  if (options.top_p < 1.0f && options.top_p > 0.0f) {
+    double kept_mass = total;
+    if (options.top_k > 0) {
+      kept_mass = 0.0;
+      for (size_t id = 0; id < probs.size(); ++id) {
+        if (Kept(cut, probs[id], static_cast<int32_t>(id))) kept_mass += probs[id];
+      }
     }
-    kept = i;
+    // The shortest prefix whose mass reaches top_p (at least one token).
+    cut = CutAt(probs, cut, std::numeric_limits<int64_t>::max(),
+                static_cast<double>(options.top_p) * kept_mass);
+  }
+  // min-p: nothing below min_p times the most likely token's probability
+  // (1), which itself always stays.
+  if (options.min_p > 0.0f) cut.floor = std::min(options.min_p, 1.0f);
+
+  // One draw over the kept tokens in id order: every fixed order draws from
+  // the same distribution, and this one needs no sort.
+  double mass = 0.0;
+  for (size_t id = 0; id < probs.size(); ++id) {
+    if (Kept(cut, probs[id], static_cast<int32_t>(id))) mass += probs[id];
   }
   const double target = SamplerUniform(options.seed, position) * mass;
   double cumulative = 0.0;
-  for (size_t i = 0; i < kept; ++i) {
-    ensure_sorted(i + 1);
-    cumulative += prob(i);
-    if (target < cumulative) return ids[i];
+  int32_t last = 0;  // the last kept id: rounding can leave the target unreached
+  for (size_t id = 0; id < probs.size(); ++id) {
+    if (!Kept(cut, probs[id], static_cast<int32_t>(id))) continue;
+    last = static_cast<int32_t>(id);
+    cumulative += probs[id];
+    if (target < cumulative) return last;
   }
-  ensure_sorted(kept);
-  return ids[kept - 1];
+  return last;
 }
 
 }  // namespace tern::worker

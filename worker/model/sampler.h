@@ -11,7 +11,10 @@
 // The draw uses a counter-based generator: the uniform number for a token is
 // a pure function of (seed, position), so the same seed and position always
 // choose the same way however sequences are batched and whichever worker
-// resumes the sequence.
+// resumes the sequence. Without top-k, top-p or min-p the draw walks the
+// vocabulary in id order (one pass, no sort: a flat distribution over 128K
+// ids costs no more than a peaked one); with them it walks the kept
+// candidates by logit, highest first.
 //
 // Logprobs (ComputeLogprobs) come from the log-softmax of the RAW logits the
 // model produced: before logit bias, min-token masks, penalties, temperature
@@ -66,8 +69,9 @@ absl::Status ValidateSamplingOptions(const SamplingOptions& options);
 // Chooses the token at `position` (the index it will take in the sequence).
 // `prompt_and_generated` holds the sequence so far; its entries from index
 // `num_prompt_tokens` on are output tokens (presence/frequency penalties count
-// only those). `logits` (vocab_size entries) is modified: penalties and
-// temperature are applied in place. Token ids outside the vocabulary in
+// only those). `logits` (vocab_size entries) is scratch afterwards: penalties
+// and temperature are applied in place, and a draw without truncation writes
+// the probabilities over them. Token ids outside the vocabulary in
 // `prompt_and_generated` are ignored. Options are clamped to valid ranges.
 int32_t SampleToken(std::vector<float>& logits, const SamplingOptions& options,
                     absl::Span<const int32_t> prompt_and_generated, int64_t position,

@@ -82,6 +82,113 @@ TEST(SamplerTest, DistributionMatchesSoftmax) {
   }
 }
 
+TEST(SamplerTest, NanLogitsAreNeverDrawnAndAllInfiniteIsGreedy) {
+  const std::vector<float> base = {NAN, 0.0f, NAN, 0.5f, -INFINITY, NAN};
+  SamplingOptions o;
+  std::vector<int> counts(base.size(), 0);
+  for (int i = 0; i < 2000; ++i) {
+    o.seed = static_cast<uint64_t>(i);
+    std::vector<float> logits = base;
+    ++counts[SampleToken(logits, o, {}, i)];
+  }
+  EXPECT_EQ(counts[0] + counts[2] + counts[4] + counts[5], 0);
+  EXPECT_GT(counts[1], 500);
+  EXPECT_GT(counts[3], 800);
+  std::vector<float> none = {-INFINITY, NAN, -INFINITY};
+  EXPECT_EQ(SampleToken(none, o, {}, 0), 0);
+}
+
+TEST(SamplerTest, FlatVocabularyDrawsSpreadOverAllIds) {
+  // A flat distribution over a Llama 3 sized vocabulary: the draw in id order
+  // reaches every part of it evenly (16 bands, 8000 draws: 500 expected each).
+  std::vector<float> base(128256, 0.25f);
+  SamplingOptions o;
+  std::vector<int> bands(16, 0);
+  for (int i = 0; i < 8000; ++i) {
+    o.seed = static_cast<uint64_t>(i);
+    std::vector<float> logits = base;
+    const int32_t t = SampleToken(logits, o, {}, 3);
+    ASSERT_GE(t, 0);
+    ASSERT_LT(t, 128256);
+    ++bands[static_cast<size_t>(t) * 16 / base.size()];
+  }
+  for (int b : bands) EXPECT_NEAR(b, 500, 5 * std::sqrt(500.0)) << "band count";
+}
+
+// The draw written the plain way: every candidate sorted (probability
+// descending, lower id first), top-k, then the shortest prefix reaching top_p
+// of the mass, then min-p; one walk over the kept ids in id order.
+int32_t SortingReferenceDraw(std::vector<float> logits, const SamplingOptions& o,
+                             int64_t position) {
+  for (float& l : logits) l *= 1.0f / o.temperature;
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  std::vector<float> p(logits.size());
+  for (size_t i = 0; i < p.size(); ++i) p[i] = std::exp(logits[i] - max_logit);
+  std::vector<int32_t> order(p.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+  std::sort(order.begin(), order.end(),
+            [&p](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+  size_t kept = order.size();
+  if (o.top_k > 0) kept = std::min(kept, static_cast<size_t>(o.top_k));
+  if (o.top_p < 1.0f) {
+    double mass = 0.0;
+    for (size_t i = 0; i < kept; ++i) mass += p[order[i]];
+    const double target = static_cast<double>(o.top_p) * mass;
+    double cumulative = 0.0;
+    size_t i = 0;
+    while (i < kept && cumulative < target) cumulative += p[order[i++]];
+    kept = std::max<size_t>(i, 1);
+  }
+  std::vector<bool> in(p.size(), false);
+  for (size_t i = 0; i < kept; ++i) in[order[i]] = p[order[i]] >= o.min_p;
+  double mass = 0.0;
+  for (size_t id = 0; id < p.size(); ++id) mass += in[id] ? p[id] : 0.0;
+  const double target = SamplerUniform(o.seed, position) * mass;
+  double cumulative = 0.0;
+  int32_t last = 0;
+  for (size_t id = 0; id < p.size(); ++id) {
+    if (!in[id]) continue;
+    last = static_cast<int32_t>(id);
+    cumulative += p[id];
+    if (target < cumulative) return last;
+  }
+  return last;
+}
+
+TEST(SamplerTest, TruncationWithoutSortingDrawsWhatSortingDraws) {
+  // Llama 3's vocabulary size and a small one; logits rounded to steps of
+  // 1/16 so that many candidates tie, at the cut too.
+  for (const size_t vocab : {size_t{300}, size_t{128256}}) {
+    std::vector<float> base(vocab);
+    uint64_t state = 42;
+    for (float& l : base) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      l = std::round(static_cast<float>((state >> 40) % 160) - 80.0f) / 16.0f;
+    }
+    struct Case {
+      float temperature, top_p, min_p;
+      int top_k;
+    };
+    for (const Case& c :
+         {Case{1.0f, 0.9f, 0.0f, 0}, Case{0.6f, 0.9f, 0.0f, 0}, Case{1.3f, 0.1f, 0.0f, 0},
+          Case{1.0f, 0.999f, 0.0f, 0}, Case{1.0f, 1.0f, 0.0f, 50}, Case{1.0f, 1.0f, 0.0f, 1},
+          Case{0.7f, 0.95f, 0.0f, 40}, Case{1.0f, 1.0f, 0.3f, 0}, Case{0.8f, 0.8f, 0.5f, 200}}) {
+      SamplingOptions o;
+      o.temperature = c.temperature;
+      o.top_p = c.top_p;
+      o.min_p = c.min_p;
+      o.top_k = c.top_k;
+      for (uint64_t seed = 0; seed < 40; ++seed) {
+        o.seed = seed;
+        std::vector<float> logits = base;
+        ASSERT_EQ(SampleToken(logits, o, {}, 5), SortingReferenceDraw(base, o, 5))
+            << "vocab " << vocab << " temperature " << c.temperature << " top_p " << c.top_p
+            << " min_p " << c.min_p << " top_k " << c.top_k << " seed " << seed;
+      }
+    }
+  }
+}
+
 TEST(SamplerTest, TopPExcludesTheTail) {
   // probs ~ {0.6, 0.3, 0.07, 0.03}: top_p 0.8 keeps tokens 0 and 1 only.
   const std::vector<float> base = {std::log(0.6f), std::log(0.3f), std::log(0.07f),
