@@ -11,10 +11,13 @@
 // The draw uses a counter-based generator: the uniform number for a token is
 // a pure function of (seed, position), so the same seed and position always
 // choose the same way however sequences are batched and whichever worker
-// resumes the sequence. Without top-k, top-p or min-p the draw walks the
-// vocabulary in id order (one pass, no sort: a flat distribution over 128K
-// ids costs no more than a peaked one); with them it walks the kept
-// candidates by logit, highest first.
+// resumes the sequence. Truncation orders the candidates by probability,
+// highest first, lower id first on ties: top-k keeps the first k, top-p the
+// shortest prefix holding top_p of their mass, min-p those at least min_p
+// times the most likely one. The kept prefix is found by radix selection over
+// the probabilities' float bits, not by sorting, and the draw walks the kept
+// ids in id order: a flat distribution over 128K ids costs no more than a
+// peaked one.
 //
 // Logprobs (ComputeLogprobs) come from the log-softmax of the RAW logits the
 // model produced: before logit bias, min-token masks, penalties, temperature
