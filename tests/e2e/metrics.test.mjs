@@ -184,10 +184,14 @@ function documentedNames() {
     if (!line.startsWith("|")) continue;
     const cells = line.split("|").map((c) => c.trim());
     const metrics = [...cells[1].matchAll(/`([a-zA-Z_:][\w:]*)`/g)].map((m) => m[1]);
+    // A histogram exports NAME_bucket, NAME_sum and NAME_count; a summary
+    // NAME (its quantiles), NAME_sum and NAME_count.
     const histogram = /histogram/.test(cells[2] ?? "");
+    const summary = /summary/.test(cells[2] ?? "");
     for (const name of metrics) {
       if (histogram) for (const s of ["_bucket", "_sum", "_count"]) names.add(name + s);
       else names.add(name);
+      if (summary) for (const s of ["_sum", "_count"]) names.add(name + s);
     }
   }
   return names;
