@@ -1,17 +1,18 @@
 // One token drawn from a Llama 3 sized vocabulary (128,256 logits), as the
-// engine draws each sequence's next token: tern's sampler beside a plain one
-// that sorts every candidate (the way most samplers find top-k and top-p),
-// in the same run. Two distributions: a flat one (a synthetic checkpoint's,
-// or a high temperature's: top-p keeps most of the vocabulary) and a peaked
-// one (a trained model's: a few hundred ids hold the mass). Three settings:
-// plain temperature sampling, top-p 0.9 (Llama 3.1's generation_config) and
-// top-k 50.
+// engine draws each sequence's next token: tern's sampler beside the plain
+// one its tests hold it to, which sorts every candidate (the way most
+// samplers find top-k and top-p), in the same run. Two distributions: a flat
+// one (a synthetic checkpoint's, or a high temperature's: top-p keeps most of
+// the vocabulary) and a peaked one (a trained model's: a few hundred ids hold
+// the mass). Three settings: plain temperature sampling, top-p 0.9 (Llama
+// 3.1's generation_config) and top-k 50.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "tests/worker/model/sorting_sampler.h"
 #include "worker/model/sampler.h"
 
 namespace tern::worker {
@@ -39,37 +40,6 @@ SamplingOptions Options(int setting) {
   return o;
 }
 
-// The same draw with every candidate sorted first.
-int32_t SortingDraw(std::vector<float>& logits, const SamplingOptions& o, int64_t position) {
-  for (float& l : logits) l /= o.temperature;
-  const float max_logit = *std::max_element(logits.begin(), logits.end());
-  std::vector<int32_t> order(logits.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
-  std::sort(order.begin(), order.end(), [&logits](int32_t a, int32_t b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  });
-  size_t kept = order.size();
-  if (o.top_k > 0) kept = std::min(kept, static_cast<size_t>(o.top_k));
-  std::vector<double> p(kept);
-  double mass = 0.0;
-  for (size_t i = 0; i < kept; ++i) mass += p[i] = std::exp(logits[order[i]] - max_logit);
-  if (o.top_p < 1.0f) {
-    const double target = o.top_p * mass;
-    double cumulative = 0.0;
-    size_t i = 0;
-    while (i < kept && cumulative < target) cumulative += p[i++];
-    kept = std::max<size_t>(i, 1);
-    mass = cumulative;
-  }
-  const double target = SamplerUniform(o.seed, position) * mass;
-  double cumulative = 0.0;
-  for (size_t i = 0; i < kept; ++i) {
-    cumulative += p[i];
-    if (target < cumulative) return order[i];
-  }
-  return order[kept - 1];
-}
-
 void Run(benchmark::State& state, bool sorting) {
   const std::vector<float> base = Logits(state.range(0) == 1);
   SamplingOptions o = Options(static_cast<int>(state.range(1)));
@@ -79,7 +49,7 @@ void Run(benchmark::State& state, bool sorting) {
     logits.assign(base.begin(), base.end());
     o.seed = static_cast<uint64_t>(position);
     const int32_t token =
-        sorting ? SortingDraw(logits, o, position) : SampleToken(logits, o, {}, position);
+        sorting ? SortingReferenceDraw(logits, o, position) : SampleToken(logits, o, {}, position);
     benchmark::DoNotOptimize(token);
     ++position;
   }

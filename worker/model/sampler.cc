@@ -126,6 +126,15 @@ Cut CutAt(const std::vector<float>& probs, const Cut& within, int64_t count, dou
   return within;
 }
 
+// The probability mass of the candidates `cut` keeps.
+double KeptMass(const std::vector<float>& probs, const Cut& cut) {
+  double mass = 0.0;
+  for (size_t id = 0; id < probs.size(); ++id) {
+    if (Kept(cut, probs[id], static_cast<int32_t>(id))) mass += probs[id];
+  }
+  return mass;
+}
+
 }  // namespace
 
 TokenLogprobs ComputeLogprobs(absl::Span<const float> raw_logits, int32_t token, int top_n) {
@@ -216,32 +225,28 @@ int32_t SampleToken(std::vector<float>& logits, const SamplingOptions& options,
     l = std::isnan(p) ? 0.0f : p;
     total += l;
   }
+  // `mass` follows what the truncations keep.
   Cut cut;
+  double mass = total;
   if (options.top_k > 0 && static_cast<size_t>(options.top_k) < probs.size()) {
     cut = CutAt(probs, cut, options.top_k, INFINITY);
+    mass = KeptMass(probs, cut);
   }
   if (options.top_p < 1.0f && options.top_p > 0.0f) {
-    double kept_mass = total;
-    if (options.top_k > 0) {
-      kept_mass = 0.0;
-      for (size_t id = 0; id < probs.size(); ++id) {
-        if (Kept(cut, probs[id], static_cast<int32_t>(id))) kept_mass += probs[id];
-      }
-    }
     // The shortest prefix whose mass reaches top_p (at least one token).
     cut = CutAt(probs, cut, std::numeric_limits<int64_t>::max(),
-                static_cast<double>(options.top_p) * kept_mass);
+                static_cast<double>(options.top_p) * mass);
+    mass = KeptMass(probs, cut);
   }
   // min-p: nothing below min_p times the most likely token's probability
   // (1), which itself always stays.
-  if (options.min_p > 0.0f) cut.floor = std::min(options.min_p, 1.0f);
+  if (options.min_p > 0.0f) {
+    cut.floor = std::min(options.min_p, 1.0f);
+    mass = KeptMass(probs, cut);
+  }
 
   // One draw over the kept tokens in id order: every fixed order draws from
   // the same distribution, and this one needs no sort.
-  double mass = 0.0;
-  for (size_t id = 0; id < probs.size(); ++id) {
-    if (Kept(cut, probs[id], static_cast<int32_t>(id))) mass += probs[id];
-  }
   const double target = SamplerUniform(options.seed, position) * mass;
   double cumulative = 0.0;
   int32_t last = 0;  // the last kept id: rounding can leave the target unreached
